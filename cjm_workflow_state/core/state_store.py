@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['InMemoryWorkflowStateStore', 'open_url', 'rotate_session_id', 'get_session_id', 'set_session_id', 'SessionSummary']
 
-# %% ../../nbs/core/state_store.ipynb #c2cba6e6
+# %% ../../nbs/core/state_store.ipynb #0dc6b5e4
 import threading, uuid
 from collections import OrderedDict
 from datetime import timedelta
@@ -18,10 +18,10 @@ from .base import (DEFAULT_MAX_STATE_BYTES, DEFAULT_SESSION_KEY, SessionSummary,
     set_session_id, state_size, summary_sort_key, encode_json)
 from ..errors import SessionExistsError
 
-# %% ../../nbs/core/state_store.ipynb #8ebb5255
+# %% ../../nbs/core/state_store.ipynb #6b92191a
 _all_ = ["get_session_id", "set_session_id", "SessionSummary"]
 
-# %% ../../nbs/core/state_store.ipynb #64c5dd82
+# %% ../../nbs/core/state_store.ipynb #28fcaf1b
 class _Session:
     "One session's record: step, encoded state members, label, timestamps."
     __slots__ = ("step", "items", "items_length", "label", "created", "updated")
@@ -32,7 +32,7 @@ class _Session:
 
     def size(self) -> int: return state_size(len(self.items), self.items_length)
 
-# %% ../../nbs/core/state_store.ipynb #8ab7745d
+# %% ../../nbs/core/state_store.ipynb #5e3c5599
 class InMemoryWorkflowStateStore(WorkflowStateStoreBase):
     """In-memory workflow state storage for development and testing; thread-safe, bounded on request."""
 
@@ -170,13 +170,21 @@ class InMemoryWorkflowStateStore(WorkflowStateStoreBase):
                 self._recency[(f, new_session_id)] = None
             return len(moved)
 
+    def _restore(self, flow_id, session_id, state_items, step, label, created, updated):
+        with self._lock:
+            self._drop(flow_id, session_id)
+            rec = self._live_or_new(flow_id, session_id)
+            rec.items = {k: item_text(k, v) for k, v in state_items.items()}
+            rec.items_length = sum(map(len, rec.items.values()))
+            rec.step, rec.label, rec.created, rec.updated = step, label, created, updated
+
     def _purge_expired(self, cutoff):
         with self._lock:
             expired = [(f, s) for f, sessions in self._flows.items() for s, r in sessions.items() if r.updated < cutoff]
             for key in expired: self._drop(*key)
             return len(expired)
 
-# %% ../../nbs/core/state_store.ipynb #0e08f3a0
+# %% ../../nbs/core/state_store.ipynb #9e080bb2
 def open_url(
     url: str,  # "memory://" (no host, no path)
     **options,  # InMemoryWorkflowStateStore options
@@ -186,7 +194,7 @@ def open_url(
         raise ValueError(f"memory:// takes no host or path, got {url!r}")
     return InMemoryWorkflowStateStore(**options)
 
-# %% ../../nbs/core/state_store.ipynb #1956c057
+# %% ../../nbs/core/state_store.ipynb #a3fffb6c
 def rotate_session_id(
     sess: dict,  # FastHTML session object
     store: WorkflowStateStoreBase,  # The store holding the session's workflow data
