@@ -13,7 +13,7 @@ __all__ = ['TRICKY_IDS', 'PUBLIC_METHODS', 'ROUND_TRIP_VALUES', 'TTL', 'conforma
            'check_purge_expired', 'check_concurrent_updates', 'check_concurrent_stores', 'check_close', 'state_machine',
            'check_model', 'check_store']
 
-# %% ../nbs/testing.ipynb #663d5151
+# %% ../nbs/testing.ipynb #c5eee677
 import json, re, threading, time, uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Dict, Iterable, Optional
@@ -24,7 +24,7 @@ from cjm_fasthtml_interactions.patterns.step_flow import WorkflowStateStore
 from .core.base import DEFAULT_SESSION_KEY, encode_json
 from .core.state_store import rotate_session_id
 
-# %% ../nbs/testing.ipynb #001a3e45
+# %% ../nbs/testing.ipynb #80b70950
 _CHECKS: Dict[str, Callable] = {}
 
 def conformance_check(fn: Callable) -> Callable:
@@ -36,7 +36,7 @@ def conformance_checks() -> Dict[str, Callable]:  # Check name -> check(make_sto
     """Every conformance check, by name, for running them one at a time (e.g. pytest parametrisation)."""
     return dict(_CHECKS)
 
-# %% ../nbs/testing.ipynb #e1259f15
+# %% ../nbs/testing.ipynb #ea30e96d
 def _fresh(make_store, **options):
     "A new store from the factory, checked to be empty."
     store = make_store(**options)
@@ -48,7 +48,7 @@ def _sid() -> str: return f"s-{uuid.uuid4()}"
 TRICKY_IDS = ["a", "a:b", "a:b:c", "%", "_", "a%", "it's", 'say "hi"', "{slot}", "ünï-cødé ✓", "x" * 256,
               "a\\b", "SELECT * FROM t; --", "*", "[a]"]  # Ids that break stores which glue keys together
 
-# %% ../nbs/testing.ipynb #461cfdfc
+# %% ../nbs/testing.ipynb #7ceb78ea
 PUBLIC_METHODS = ("get_current_step", "set_current_step", "get_state", "update_state", "clear_state",
                   "get_step_state", "update_step_state", "clear_step_state", "create_session", "session_exists",
                   "get_session_summary", "list_sessions", "set_session_label", "delete_session", "list_flows",
@@ -127,7 +127,7 @@ def check_deep_copy(make_store):
         step["x"] = 1
         test_eq(store.get_step_state("flow", sess, "s"), {})
 
-# %% ../nbs/testing.ipynb #87c6b890
+# %% ../nbs/testing.ipynb #3cf5750a
 ROUND_TRIP_VALUES = {  # Values whose stored form is exactly json.loads(json.dumps(value))
     "str": "Zoë 👋 \"quoted\" \\ back\nslash", "empty_str": "", "int": 42, "neg": -7, "big_int": 2**63 + 1,
     "huge_int": 10**30, "float": 0.1, "float_exp": 1e300, "tiny": 5e-324, "whole_float": 1.0, "neg_float": -2.5,
@@ -171,7 +171,7 @@ def check_bad_values(make_store):
         test_fail(lambda: store.update_state("flow", "fresh", {"x": object()}), contains="x")
         test_eq(store.session_exists("flow", "fresh"), False)
 
-# %% ../nbs/testing.ipynb #54d48b61
+# %% ../nbs/testing.ipynb #de86ec92
 def canonical_size(state: dict) -> int:  # Bytes of the canonical JSON text of `state`
     "The size every store reports for `state`."
     return len(json.dumps(state, separators=(",", ":"), ensure_ascii=True))
@@ -211,7 +211,7 @@ def check_state_size_bytes(make_store):
         store.clear_step_state("flow", "s", "st")
         test_eq(store.get_session_summary("flow", "s").state_size_bytes, canonical_size(store.get_state("flow", "s")))
 
-# %% ../nbs/testing.ipynb #5becfa6f
+# %% ../nbs/testing.ipynb #fd5e701b
 @conformance_check
 def check_session_argument(make_store):
     "`sess` is a session mapping (id created and stored) or a session-id str (used as is); anything else is a `TypeError`."
@@ -270,7 +270,7 @@ def check_id_isolation(make_store):
         test_eq(store.get_state("a:b", "a"), {"i": pairs.index(("a:b", "a"))})
         test_eq(store.get_state("a", "a"), {})
 
-# %% ../nbs/testing.ipynb #505afafa
+# %% ../nbs/testing.ipynb #c9314717
 @conformance_check
 def check_clear_state(make_store):
     "`clear_state` forgets step, state and label of that session only; it is idempotent."
@@ -309,7 +309,7 @@ def check_step_state(make_store):
         store.update_step_state("flow", "fresh", "st", {"x": 1})
         test_eq(store.get_state("flow", "fresh"), {"_step_st": {"x": 1}})
 
-# %% ../nbs/testing.ipynb #a29205b9
+# %% ../nbs/testing.ipynb #8df318e2
 _TS = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
 
 def _parse_ts(text: str) -> datetime:
@@ -424,7 +424,7 @@ def check_same_second_order(make_store):
         test_eq([x.session_id for x in store.list_sessions("flow", order_by="created_at", descending=False)],
                 list(reversed(sids)))
 
-# %% ../nbs/testing.ipynb #a5f6461c
+# %% ../nbs/testing.ipynb #d5a4ebf9
 @conformance_check
 def check_rekey_session(make_store):
     "`rekey_session` moves every flow's data of a session id, all or nothing; the old id then holds nothing."
@@ -460,7 +460,7 @@ def check_rotate_session_id(make_store):
         test_eq((store.get_state("checkout", sess), store.get_current_step("signup", sess)), ({"cart": [1]}, "two"))
         test_eq((store.get_state("checkout", old), store.get_current_step("signup", old)), ({}, None))
 
-# %% ../nbs/testing.ipynb #b456ce2e
+# %% ../nbs/testing.ipynb #b02f6ea5
 TTL = 1.0  # Seconds, for the expiry checks
 
 @conformance_check
@@ -501,7 +501,7 @@ def check_purge_expired(make_store):
         test_eq(store.purge_expired(), 0)
         test_eq(store.get_state("flow", "s"), {"k": 1})
 
-# %% ../nbs/testing.ipynb #c9321e48
+# %% ../nbs/testing.ipynb #66b2c21c
 def _run_threads(n: int, target: Callable[[int], None]) -> None:
     "Run target(i) in n threads started together; re-raise the first error."
     errors, barrier = [], threading.Barrier(n)
@@ -546,23 +546,29 @@ def check_close(make_store):
         store.update_state("flow", "s", {"k": 1})
     store.close()
 
-# %% ../nbs/testing.ipynb #ff424bf7
-from hypothesis import settings, HealthCheck, strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
-
-_json_leaf = (st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.text(max_size=8)
-              | st.floats(allow_nan=False, allow_infinity=False))
-_json = st.recursive(_json_leaf, lambda inner: st.lists(inner, max_size=3)
-                     | st.dictionaries(st.text(max_size=4), inner, max_size=3), max_leaves=6)
-_keys = st.sampled_from(["a", "b", "c", "_step_s1", "ü", ""])
-_flows = st.sampled_from(["f", "f:x", "%"])
-_sessions = st.sampled_from(["s1", "s2", "s1:x", "_"])
-_steps = st.sampled_from(["s1", "s2"])
-
+# %% ../nbs/testing.ipynb #1c431d48
 def _round_trip(value): return json.loads(json.dumps(value))
+
+def _hypothesis():
+    try: import hypothesis
+    except ImportError:
+        raise ImportError('the model-based check needs hypothesis: pip install "cjm-workflow-state[testing]"') from None
+    return hypothesis
 
 def state_machine(make_store) -> type:  # A hypothesis state machine class bound to `make_store`
     "The model-based test of `make_store`'s stores, as a hypothesis `RuleBasedStateMachine`."
+    _hypothesis()
+    from hypothesis import strategies as st
+    from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+    _json_leaf = (st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.text(max_size=8)
+                  | st.floats(allow_nan=False, allow_infinity=False))
+    _json = st.recursive(_json_leaf, lambda inner: st.lists(inner, max_size=3)
+                         | st.dictionaries(st.text(max_size=4), inner, max_size=3), max_leaves=6)
+    _keys = st.sampled_from(["a", "b", "c", "_step_s1", "ü", ""])
+    _flows = st.sampled_from(["f", "f:x", "%"])
+    _sessions = st.sampled_from(["s1", "s2", "s1:x", "_"])
+    _steps = st.sampled_from(["s1", "s2"])
+
     class StoreMachine(RuleBasedStateMachine):
         def __init__(self):
             super().__init__()
@@ -644,11 +650,14 @@ def state_machine(make_store) -> type:  # A hypothesis state machine class bound
 @conformance_check
 def check_model(make_store, max_examples: int = 25):
     "Random operation sequences behave exactly like a plain-dict model of the contract."
-    run_state_machine_as_test(state_machine(make_store), settings=settings(
+    machine = state_machine(make_store)
+    from hypothesis import settings, HealthCheck
+    from hypothesis.stateful import run_state_machine_as_test
+    run_state_machine_as_test(machine, settings=settings(
         max_examples=max_examples, stateful_step_count=15, deadline=None, database=None,
         suppress_health_check=list(HealthCheck)))
 
-# %% ../nbs/testing.ipynb #9e4ff981
+# %% ../nbs/testing.ipynb #6e38e665
 def check_store(
     make_store: Callable[..., Any],  # Factory: make_store(**options) -> a fresh, empty store
     skip: Iterable[str] = (),  # Names of checks not to run (say why where you call it)
