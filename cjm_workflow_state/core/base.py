@@ -9,7 +9,7 @@ __all__ = ['MAX_ID_LENGTH', 'MAX_LABEL_LENGTH', 'DEFAULT_SESSION_KEY', 'DEFAULT_
            'format_timestamp', 'normalize_ttl', 'SessionSummary', 'make_summary', 'summary_sort_key', 'check_order_by',
            'WorkflowStateStoreBase', 'check_label']
 
-# %% ../../nbs/core/base.ipynb #f4611223
+# %% ../../nbs/core/base.ipynb #04ddbded
 import json, re, time, uuid
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
@@ -19,7 +19,7 @@ from typing import Any, Dict, Iterable, List, Optional, Union
 from ..errors import (InvalidIdError, SessionExistsError, StateNotSerializableError,
                                        StateTooLargeError)
 
-# %% ../../nbs/core/base.ipynb #992b59f7
+# %% ../../nbs/core/base.ipynb #e7cc10b8
 MAX_ID_LENGTH = 256  # Longest accepted flow, session or step id
 MAX_LABEL_LENGTH = 1024  # Longest accepted session label
 DEFAULT_SESSION_KEY = "_workflow_session_id"  # Key of the workflow session id in the cookie session
@@ -28,7 +28,7 @@ ORDER_FIELDS = ("updated_at", "created_at", "label")  # Accepted `order_by` valu
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
-# %% ../../nbs/core/base.ipynb #cf3b7df6
+# %% ../../nbs/core/base.ipynb #f4d3d415
 def is_valid_id(
     value: Any,  # Candidate flow, session or step id
 ) -> bool:  # True if `value` can be used as an id
@@ -36,7 +36,7 @@ def is_valid_id(
     return (type(value) is str and 0 < len(value) <= MAX_ID_LENGTH
             and _CONTROL_CHARS.search(value) is None)
 
-# %% ../../nbs/core/base.ipynb #f5a1638e
+# %% ../../nbs/core/base.ipynb #6096459c
 def check_id(
     value: Any,  # Candidate id
     what: str = "id",  # What the id names, for the error message (e.g. "flow_id")
@@ -48,7 +48,7 @@ def check_id(
     raise InvalidIdError(f"{what} {value[:60]!r} is invalid: use a non-empty str of at most "
                          f"{MAX_ID_LENGTH} characters without control characters")
 
-# %% ../../nbs/core/base.ipynb #dea5a517
+# %% ../../nbs/core/base.ipynb #0dc52635
 def get_session_id(
     sess: MutableMapping,  # FastHTML session object (the request's cookie session)
     key: str = DEFAULT_SESSION_KEY,  # Session key holding the workflow session id
@@ -60,7 +60,7 @@ def get_session_id(
         sess[key] = session_id
     return session_id
 
-# %% ../../nbs/core/base.ipynb #40e2a6e8
+# %% ../../nbs/core/base.ipynb #c05dfd1a
 def set_session_id(
     sess: MutableMapping,  # FastHTML session object
     session_id: str,  # Workflow session id to make active (e.g. one picked from a sessions list)
@@ -69,7 +69,7 @@ def set_session_id(
     """Switch the active workflow session of `sess` to `session_id`; an invalid id raises `ValueError`."""
     sess[key] = check_id(session_id, "session_id")
 
-# %% ../../nbs/core/base.ipynb #8c51205c
+# %% ../../nbs/core/base.ipynb #9ed9c57b
 def resolve_session_id(
     sess: Union[MutableMapping, str],  # Session mapping, or a session id
     key: str = DEFAULT_SESSION_KEY,  # Session key holding the workflow session id
@@ -81,12 +81,12 @@ def resolve_session_id(
     raise TypeError(f"sess must be the request's session mapping or a session id str, "
                     f"got {type(sess).__name__}")
 
-# %% ../../nbs/core/base.ipynb #f3eb7ef1
+# %% ../../nbs/core/base.ipynb #56854656
 _encoder = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":"), check_circular=True)
 encode_json = _encoder.encode  # The canonical encoder: compact, ASCII-only, no NaN/Infinity
 decode_json = json.loads  # Its inverse
 
-# %% ../../nbs/core/base.ipynb #f0df52d4
+# %% ../../nbs/core/base.ipynb #b577fe9c
 def encode_updates(
     updates: Mapping,  # State updates: str keys, JSON-serialisable values
 ) -> Dict[str, str]:  # Each key with its value encoded as canonical JSON text
@@ -104,7 +104,7 @@ def encode_updates(
                 f"int, float (not NaN/Infinity), bool or None") from None
     return encoded
 
-# %% ../../nbs/core/base.ipynb #0eff236f
+# %% ../../nbs/core/base.ipynb #1a140bf1
 def item_text(
     key: str,  # State key
     encoded_value: str,  # The key's value as canonical JSON text
@@ -125,7 +125,7 @@ def join_items(
     """Join members into the state's JSON object text."""
     return "{" + ",".join(items) + "}"
 
-# %% ../../nbs/core/base.ipynb #5217c42f
+# %% ../../nbs/core/base.ipynb #6c566986
 def step_key(
     step_id: str,  # Step identifier
 ) -> str:  # Top-level state key that holds the step's state
@@ -142,7 +142,7 @@ def merge_json_object(
     obj.update({k: decode_json(v) for k, v in encoded_updates.items()})
     return encode_json(obj)
 
-# %% ../../nbs/core/base.ipynb #63512731
+# %% ../../nbs/core/base.ipynb #c13ea22d
 def format_timestamp(
     ts: float,  # Seconds since the epoch
 ) -> str:  # UTC time as "YYYY-MM-DD HH:MM:SS"
@@ -160,7 +160,7 @@ def normalize_ttl(
     if not ttl > 0: raise ValueError(f"ttl must be positive, got {ttl}")
     return float(ttl)
 
-# %% ../../nbs/core/base.ipynb #f380ed17
+# %% ../../nbs/core/base.ipynb #eafd7c60
 @dataclass
 class SessionSummary:
     """Lightweight metadata for a single workflow session."""
@@ -174,7 +174,7 @@ class SessionSummary:
     created_ts: Optional[float] = None  # Creation time, seconds since the epoch (full precision)
     updated_ts: Optional[float] = None  # Time of the last write, seconds since the epoch (full precision)
 
-# %% ../../nbs/core/base.ipynb #3a7856cf
+# %% ../../nbs/core/base.ipynb #d0376ddd
 def make_summary(
     flow_id: str,  # Workflow identifier
     session_id: str,  # Session identifier
@@ -188,7 +188,7 @@ def make_summary(
     return SessionSummary(flow_id, session_id, label, current_step, format_timestamp(created),
                           format_timestamp(updated), size, created, updated)
 
-# %% ../../nbs/core/base.ipynb #97376e3b
+# %% ../../nbs/core/base.ipynb #c2c0ea08
 def summary_sort_key(
     order_by: str,  # "updated_at", "created_at" or "label"
 ):  # A key function for sorting `SessionSummary` objects
@@ -205,7 +205,7 @@ def check_order_by(
         raise ValueError(f"order_by must be one of {', '.join(ORDER_FIELDS)}; got {order_by!r}")
     return order_by
 
-# %% ../../nbs/core/base.ipynb #afb538d0
+# %% ../../nbs/core/base.ipynb #0596f960
 class WorkflowStateStoreBase:
     """The full store API on top of a few storage primitives; subclass it to write a backend."""
     supports_native_ttl = False  # True when the engine expires sessions itself (purge_expired is then a no-op)
@@ -468,11 +468,9 @@ class WorkflowStateStoreBase:
         if current_step is not None: check_id(current_step, "current_step")
         encoded = encode_updates(state)
         self._check_size(state_size(len(encoded), sum(len(item_text(k, v)) for k, v in encoded.items())))
-        now = self._now()
-        created = now if created_ts is None else float(created_ts)
-        self._restore(flow_id, session_id, encoded, current_step, check_label(label), created,
-                      created if updated_ts is None and created_ts is not None else
-                      now if updated_ts is None else float(updated_ts))
+        created = self._now() if created_ts is None else float(created_ts)
+        updated = created if updated_ts is None else float(updated_ts)
+        self._restore(flow_id, session_id, encoded, current_step, check_label(label), created, updated)
 
     def export_sessions(self,
                         flow_id: Optional[str] = None,  # Only this flow (every flow when None)
@@ -502,7 +500,7 @@ class WorkflowStateStoreBase:
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()
 
-# %% ../../nbs/core/base.ipynb #7e04b0f2
+# %% ../../nbs/core/base.ipynb #4d657c1c
 def check_label(
     label: Optional[str],  # Candidate label
 ) -> Optional[str]:  # `label`, validated
