@@ -1,0 +1,175 @@
+"""`cjm-workflow-state` as a user runs it: a separate process, stdout/stderr/exit status.
+
+Bad input gets one line on stderr and a non-zero exit, never a traceback. Export from SQLite and import
+into SQLite, PostgreSQL and Redis give back the same sessions (ids, label, step, state, both timestamps).
+Server addresses come from DATABASE_URL / REDIS_URL (tests/servers.py); an unreachable server skips its test
+outside CI and fails it in CI (CI=true). Each test works in its own PostgreSQL schema / Redis key prefix and removes it.
+"""
+import importlib.util, json, subprocess, sys, tempfile
+
+import pytest
+
+from servers import postgres_url, redis_url, unique_name
+
+FLOWS = ("checkout", "signup")
+
+
+def cli(*args, stdin=None, cwd=None):
+    "Run the CLI in a fresh interpreter, outside the checkout (so the installed package runs); the CompletedProcess."
+    return subprocess.run([sys.executable, "-m", "cjm_workflow_state.cli", *args], input=stdin, capture_output=True,
+                          text=True, cwd=cwd or tempfile.gettempdir(), timeout=120)
+
+
+def one_line_error(p, code):
+    "The process failed with `code` and said so in one line, without a traceback."
+    assert p.returncode == code, (p.returncode, p.stdout, p.stderr)
+    assert "Traceback" not in p.stderr, p.stderr
+    assert p.stderr.startswith("cjm-workflow-state: ") and p.stderr.count("\n") == 1, p.stderr
+    return p.stderr
+
+
+def need_backend(name):
+    "Fail clearly if a backend module is missing (its driver is an extra: pip install \"cjm-workflow-state[redis,postgres]\")."
+    if importlib.util.find_spec(f"cjm_workflow_state.backends.{name}") is None:
+        pytest.fail(f"cjm_workflow_state.backends.{name} is missing")
+
+
+# ---- bad input ------------------------------------------------------------------------------
+@pytest.mark.parametrize("args, code, expected", [
+    ((), 2, "no command given"),
+    (("frobnicate", "memory://"), 2, "unknown command 'frobnicate'"),
+    (("list", "memory://"), 2, "the following arguments are required: flow"),
+    (("show", "memory://", "signup"), 2, "the following arguments are required: session"),
+    (("list", "memory://", "signup", "--limit", "ten"), 2, "invalid int value"),
+    (("list", "memory://", "signup", "--sort", "size"), 2, "--sort must be updated, created or label"),
+    (("purge-expired", "memory://"), 2, "--ttl is required"),
+    (("purge-expired", "memory://", "--ttl", "7days"), 2, "invalid duration '7days'"),
+    (("flows", "memory://", "-o", "table"), 2, "must look like NAME=VALUE"),
+    (("flows", "mongodb://127.0.0.1/app"), 1, "unknown store URL scheme 'mongodb'"),
+    (("flows", "not-a-url"), 1, "store URL must look like scheme://"),
+    (("flows", "memory://", "-o", "colour=blue"), 1, "colour"),
+    (("show", "memory://", "signup", "nobody"), 1, "no session 'nobody' in flow 'signup'"),
+    (("delete", "memory://", "signup", "nobody"), 1, "no session 'nobody' in flow 'signup'"),
+    (("list", "sqlite:///no/such/dir/app.db", "signup"), 1, "no SQLite database at 'no/such/dir/app.db'"),
+])
+def test_bad_arguments(args, code, expected, tmp_path):
+    assert expected in one_line_error(cli(*args, cwd=tmp_path), code)
+
+
+@pytest.mark.parametrize("stdin, expected", [
+    ("not json\n", "stdin line 1: not JSON"),
+    ('{"flow_id": "f", "session_id": "s"}\n', "stdin line 1: missing field(s) state"),
+    ('\n{"flow_id": "f", "session_id": "s", "state": {}, "extra": 1}\n', "stdin line 2: unknown field(s) extra"),
+    ('{"flow_id": "f", "session_id": "s", "state": [1]}\n', "state must be a JSON object"),
+    ('{"flow_id": "", "session_id": "s", "state": {}}\n', "stdin line 1: flow_id"),
+    ('{"flow_id": "f", "session_id": "s", "state": {}, "created_ts": "yesterday"}\n', "created_ts must be a number"),
+])
+def test_bad_import_input(stdin, expected):
+    assert expected in one_line_error(cli("import", "memory://", stdin=stdin), 1)
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:1/0", "postgresql://postgres@127.0.0.1:1/test"])
+def test_unreachable_server_is_one_line(url):
+    pytest.importorskip("redis" if url.startswith("redis") else "psycopg")
+    err = one_line_error(cli("flows", url), 1)
+    assert "127.0.0.1:1" in err or "port 1" in err, err
+
+
+def test_help():
+    p = cli("--help")
+    assert p.returncode == 0 and p.stderr == ""
+    for command in ("flows", "list", "show", "delete", "purge-expired", "export", "import"): assert command in p.stdout
+    p = cli("export", "--help")
+    assert p.returncode == 0 and "Export only this flow" in p.stdout and "NAME=VALUE" in p.stdout
+
+
+# ---- export / import --------------------------------------------------------------------------
+def fill(store, n=620):
+    "Sessions of every shape over two flows; more than one export page (500)."
+    for i in range(n):
+        flow = FLOWS[i % 2]
+        state = {"i": i, "email": f"user{i}@example.com", "nested": {"list": [i, None, True, 1.5], "s": "é ☕ \"q\" \\"}}
+        if i % 3 == 0: state["_step_billing"] = {"card": "visa", "seats": i}
+        store.restore_session(flow, f"s-{i:04d}:%_'\"", state, current_step=None if i % 5 == 0 else f"step{i % 4}",
+                              label=None if i % 4 == 0 else f"Label {i} · ünïcode",
+                              created_ts=1_700_000_000.123456 + i, updated_ts=1_700_000_000.123456 + i * 1.000001)
+    store.update_state("signup", "live-one", {"fresh": True})  # written now
+
+
+def records(text):
+    "Exported lines as records, in a canonical order."
+    return sorted((json.loads(line) for line in text.splitlines() if line.strip()),
+                  key=lambda r: (r["flow_id"], r["session_id"]))
+
+
+@pytest.fixture
+def sqlite_export(tmp_path):
+    "An exported SQLite store: (export text, records, source URL)."
+    need_backend("sqlite")
+    from cjm_workflow_state import open_store
+    url = f"sqlite:///{tmp_path}/app.db"
+    with open_store(url) as store: fill(store)
+    p = cli("export", url)
+    assert p.returncode == 0, p.stderr
+    assert p.stderr == "exported 621 sessions\n"
+    recs = records(p.stdout)
+    assert len(recs) == 621 and {r["flow_id"] for r in recs} == set(FLOWS)
+    return p.stdout, recs, url
+
+
+def check_copy(target_url, dump, expected, *options):
+    p = cli("import", target_url, *options, stdin=dump)
+    assert (p.returncode, p.stderr) == (0, "imported 621 sessions\n"), p.stderr
+    again = cli("export", target_url, *options)
+    assert again.returncode == 0, again.stderr
+    assert records(again.stdout) == expected  # ids, label, step, state and both timestamps, exactly
+    # Importing the same file again replaces, it does not duplicate.
+    assert cli("import", target_url, *options, stdin=dump).returncode == 0
+    assert records(cli("export", target_url, *options).stdout) == expected
+    listing = cli("list", target_url, "signup", "--sort", "created", "--limit", "3", *options)
+    assert listing.returncode == 0 and listing.stdout.splitlines()[1].startswith("live-one"), listing.stdout
+    shown = json.loads(cli("show", target_url, "checkout", "s-0006:%_'\"", *options).stdout)
+    assert shown["state"]["_step_billing"] == {"card": "visa", "seats": 6} and shown["label"] == "Label 6 · ünïcode"
+    assert shown["created_at"] == "2023-11-14 22:13:26" and shown["current_step"] == "step2"
+
+
+def test_export_import_sqlite_to_sqlite(sqlite_export, tmp_path):
+    dump, expected, _ = sqlite_export
+    check_copy(f"sqlite:///{tmp_path}/copy.db", dump, expected)
+    # Exporting one flow gives that flow's sessions only.
+    only = records(cli("export", f"sqlite:///{tmp_path}/copy.db", "--flow", "checkout").stdout)
+    assert only == [r for r in expected if r["flow_id"] == "checkout"]
+
+
+def test_export_sqlite_import_postgres(sqlite_export):
+    url = postgres_url()
+    dump, expected, _ = sqlite_export
+    schema = unique_name("cli")
+    try: check_copy(url, dump, expected, "-o", f"schema={schema}")
+    finally:
+        import psycopg
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def test_export_sqlite_import_redis(sqlite_export):
+    url = redis_url()
+    dump, expected, _ = sqlite_export
+    prefix = unique_name("cli")
+    try: check_copy(url, dump, expected, "-o", f"prefix={prefix}")
+    finally:
+        import redis
+        client = redis.Redis.from_url(url)
+        try:
+            keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+            if keys: client.delete(*keys)
+        finally: client.close()
+
+
+def test_purge_expired_and_delete(sqlite_export, tmp_path):
+    _, _, url = sqlite_export
+    p = cli("purge-expired", url, "--ttl", "1d")  # every restored session was last written in 2023
+    assert (p.returncode, p.stdout) == (0, "removed 620 sessions not written for 1d\n"), p.stderr
+    assert cli("flows", url).stdout == "signup\t1\n"
+    assert cli("delete", url, "signup", "live-one").returncode == 0
+    assert cli("flows", url).stdout == ""
