@@ -1,0 +1,330 @@
+"""System tests of PostgresWorkflowStateStore: many processes, forks, app restarts, two app servers, outages.
+
+Needs PostgreSQL at DATABASE_URL (see servers.py). The tests work in a schema made for this run, dropped at the end.
+The shared server is never stopped: outages are played with a closed port and with a throwaway TCP proxy in front
+of it that the test kills and restarts. PGBOUNCER_URL (optional) runs the suite through PgBouncer.
+"""
+import multiprocessing as mp
+import select, socket, threading, time, uuid
+
+import pytest
+
+from servers import free_port, postgres_url, unique_name
+
+FLOW = "flow"
+
+
+@pytest.fixture(scope="module")
+def pg():
+    "(url, schema) for this module; the schema is dropped afterwards."
+    url = postgres_url()
+    import psycopg
+    schema = unique_name("pg")
+    yield url, schema
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def make_store(url, schema, table, **options):
+    from cjm_workflow_state.backends.postgres import PostgresWorkflowStateStore
+    return PostgresWorkflowStateStore(url, schema=schema, table=table, max_size=options.pop("max_size", 2), **options)
+
+
+def new_table() -> str: return f"t_{uuid.uuid4().hex[:12]}"
+
+
+# ---- many processes, one session ------------------------------------------------------------------
+
+N_PROCESSES, N_KEYS, N_STEP_KEYS = 4, 300, 50
+
+
+def _writer(url, schema, table, worker, start):
+    "One process: its own store object, N_KEYS distinct top-level keys and N_STEP_KEYS step keys into one session."
+    store = make_store(url, schema, table)
+    start.wait(60)
+    for i in range(N_KEYS):
+        store.update_state(FLOW, "shared", {f"w{worker}-{i}": [worker, i]})
+        if i < N_STEP_KEYS: store.update_step_state(FLOW, "shared", "upload", {f"w{worker}-{i}": i})
+    store.close()
+
+
+def test_processes_never_lose_updates(pg):
+    url, schema = pg
+    table = new_table()
+    with make_store(url, schema, table) as store:
+        store.create_session(FLOW, "shared")  # creates the table before the race
+        ctx = mp.get_context("spawn")
+        start = ctx.Event()
+        procs = [ctx.Process(target=_writer, args=(url, schema, table, w, start)) for w in range(N_PROCESSES)]
+        for p in procs: p.start()
+        time.sleep(0.5); start.set()
+        for p in procs: p.join(180)
+        assert [p.exitcode for p in procs] == [0] * N_PROCESSES
+        state = store.get_state(FLOW, "shared")
+        step = state.pop("_step_upload")
+        assert state == {f"w{w}-{i}": [w, i] for w in range(N_PROCESSES) for i in range(N_KEYS)}
+        assert step == {f"w{w}-{i}": i for w in range(N_PROCESSES) for i in range(N_STEP_KEYS)}
+        from cjm_workflow_state.testing import canonical_size
+        assert store.get_session_summary(FLOW, "shared").state_size_bytes == canonical_size(store.get_state(FLOW, "shared"))
+
+
+def test_concurrent_first_use_creates_the_table_once(pg):
+    "Several app processes starting at once on a new table: the schema set-up is serialised, no one fails."
+    url, schema = pg
+    table, errors = new_table(), []
+    stores = [make_store(url, schema, table) for _ in range(4)]
+    barrier = threading.Barrier(len(stores))
+    def first_call(i):
+        try: barrier.wait(); stores[i].update_state(FLOW, f"s{i}", {"k": i})
+        except Exception as e: errors.append(e)
+    threads = [threading.Thread(target=first_call, args=(i,)) for i in range(len(stores))]
+    for t in threads: t.start()
+    for t in threads: t.join(60)
+    assert errors == []
+    assert sorted(s.session_id for s in stores[0].list_sessions(FLOW)) == ["s0", "s1", "s2", "s3"]
+    for s in stores: s.close()
+
+
+_FORKED = {}  # what a forked child finds in memory
+
+
+def _backend_pid(store) -> int:
+    "The server process id of the connection the store's (one-connection) pool hands out."
+    return store._run(lambda conn: conn.execute("SELECT pg_backend_pid()").fetchone()[0])
+
+
+def _child_writes(queue):
+    store = _FORKED["store"]
+    store.update_state(FLOW, "child", {"from": "child"})
+    queue.put(_backend_pid(store))
+
+
+def test_forked_child_opens_its_own_connections(pg):
+    "A store used before a fork (gunicorn --preload): the child opens its own; the parent's connection is untouched."
+    import warnings
+    url, schema = pg
+    store = _FORKED["store"] = make_store(url, schema, new_table(), min_size=1, max_size=1)
+    store.update_state(FLOW, "parent", {"from": "parent"})
+    before = _backend_pid(store)
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # "use of fork() may lead to deadlocks": what we test
+        child = ctx.Process(target=_child_writes, args=(queue,))
+        child.start(); child_pid = queue.get(timeout=60); child.join(60)
+    assert child.exitcode == 0
+    assert child_pid != before  # the child had a connection of its own
+    assert _backend_pid(store) == before  # the parent's session survived: the child neither used nor closed it
+    assert store.get_state(FLOW, "child") == {"from": "child"}
+    store.update_state(FLOW, "parent", {"again": True})
+    assert store.get_state(FLOW, "parent") == {"from": "parent", "again": True}
+    store.close()
+
+
+# ---- StepFlow: the app restarts, the user resumes --------------------------------------------------
+
+def test_stepflow_resumes_after_restart(pg):
+    "A new app and a new store object on the same table, same cookies: the wizard resumes at step 3 with its data."
+    from wizard import EXPECTED_STATE, FLOW_ID, make_wizard_app, step_of
+    url, schema = pg
+    table = new_table()
+    first = make_wizard_app(make_store(url, schema, table))
+    paths = {route.path for route in first.app.routes}
+    assert {first.url(r) for r in ("start", "next_step")} <= paths, sorted(paths)
+    browser = first.client()
+    assert step_of(browser.start()) == "name"
+    assert step_of(browser.submit(name=EXPECTED_STATE["name"])) == "email"
+    assert step_of(browser.submit(email=EXPECTED_STATE["email"])) == "plan"
+    cookies, session_id = dict(browser.http.cookies), browser.session_id
+    first.store.close()  # the app process goes away
+
+    second = make_wizard_app(make_store(url, schema, table))
+    resumed = second.client(cookies=cookies)
+    assert resumed.session_id == session_id
+    html = resumed.start()
+    assert step_of(html) == "plan", html
+    assert resumed.state == {"name": EXPECTED_STATE["name"], "email": EXPECTED_STATE["email"]}
+    assert step_of(resumed.submit(plan=EXPECTED_STATE["plan"])) == "confirm"
+    assert step_of(resumed.submit()) == "complete"
+    assert second.completed == [EXPECTED_STATE]
+    assert not second.store.session_exists(FLOW_ID, session_id)
+    second.store.close()
+
+
+# ---- two app servers, one user ---------------------------------------------------------------------
+
+class Browser:
+    """One user's browser: a cookie jar of its own, carried to whichever server answers next."""
+    headers = {"HX-Request": "true"}
+
+    def __init__(self): self.cookies = {}
+
+    def request(self, method: str, url: str, **kw) -> str:
+        import httpx
+        cookie = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        response = httpx.request(method, url, headers={**self.headers, **({"Cookie": cookie} if cookie else {})},
+                                 timeout=30, **kw)
+        assert response.status_code == 200, f"{method} {url}: {response.status_code} {response.text[:300]}"
+        self.cookies.update(response.cookies)  # Starlette re-signs the session cookie on every response
+        return response.text
+
+    @property
+    def session_id(self):
+        from wizard import decode_session_cookie
+        return decode_session_cookie(self.cookies["session_"]).get("_workflow_session_id")
+
+
+def test_two_app_servers_serve_one_wizard(pg):
+    "Two uvicorn processes on one table; one user's requests alternate between them; the wizard completes with all data."
+    import httpx
+    from wizard import EXPECTED_STATE, FLOW_ID, step_of
+    from wizard_app import start_app_server, stop_app_server
+    url, schema = pg
+    options = {"schema": schema, "table": new_table()}
+    ports = [free_port()]
+    while len(ports) < 2:
+        port = free_port()
+        if port not in ports: ports.append(port)
+    servers = []
+    try:
+        for port in ports: servers.append(start_app_server(port, url, options))
+        a, b = (f"http://127.0.0.1:{port}/wizard" for port in ports)
+        browser = Browser()
+        assert step_of(browser.request("GET", f"{a}/start")) == "name"
+        assert step_of(browser.request("POST", f"{b}/next_step", data={"name": EXPECTED_STATE["name"]})) == "email"
+        session_id = browser.session_id
+        assert step_of(browser.request("POST", f"{a}/next_step", data={"email": EXPECTED_STATE["email"]})) == "plan"
+        assert step_of(browser.request("GET", f"{b}/back_step")) == "email"  # back, on the other server
+        assert step_of(browser.request("POST", f"{a}/next_step", data={"email": EXPECTED_STATE["email"]})) == "plan"
+        html = browser.request("POST", f"{b}/next_step", data={"plan": EXPECTED_STATE["plan"]})
+        assert step_of(html) == "confirm" and all(v in html for v in EXPECTED_STATE.values()), html
+        with make_store(url, schema, options["table"]) as store:
+            assert store.get_state(FLOW_ID, session_id) == EXPECTED_STATE  # all of it, written by both servers
+            assert store.get_current_step(FLOW_ID, session_id) == "confirm"
+        html = browser.request("POST", f"{a}/next_step")
+        assert step_of(html) == "complete" and "Welcome, Ada Lovelace" in html
+        assert browser.session_id == session_id  # one workflow session from start to end
+        completed = [httpx.get(f"http://127.0.0.1:{port}/_completed", timeout=10).json() for port in ports]
+        assert completed == [[EXPECTED_STATE], []]  # the server that took the last step got all the data
+    finally:
+        for server in servers: stop_app_server(server)
+
+
+# ---- outages ---------------------------------------------------------------------------------------
+
+class TcpProxy:
+    "A throwaway TCP forwarder on 127.0.0.1:port to `target`; stop() closes the listener and drops every connection."
+
+    def __init__(self, target, port: int = 0):
+        self.target, self.port, self._conns, self._lock = target, port, [], threading.Lock()
+
+    def start(self) -> "TcpProxy":
+        self._listener = socket.socket()
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", self.port))
+        self._listener.listen(64)
+        self._listener.settimeout(0.1)
+        self.port, self._stopping = self._listener.getsockname()[1], False
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+        return self
+
+    def _accept(self):
+        while not self._stopping:
+            try: client, _ = self._listener.accept()
+            except socket.timeout: continue
+            except OSError: return
+            client.settimeout(None)
+            try: upstream = socket.create_connection(self.target, timeout=5)
+            except OSError: client.close(); continue
+            with self._lock: self._conns += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+
+    def _pump(self, a, b):
+        try:
+            while not self._stopping:
+                for s in select.select([a, b], [], [], 0.2)[0]:
+                    data = s.recv(65536)
+                    if not data: return
+                    (b if s is a else a).sendall(data)
+        except OSError: pass
+        finally:
+            for s in (a, b): s.close()
+
+    def stop(self):
+        self._stopping = True
+        self._thread.join(5)
+        self._listener.close()
+        with self._lock:
+            for s in self._conns:
+                try: s.shutdown(socket.SHUT_RDWR)
+                except OSError: pass
+                s.close()
+            self._conns = []
+
+
+def test_unreachable_server_raises_within_bounded_time():
+    "Nothing listens on the port: StoreUnavailableError naming host:port, after about pool_timeout seconds."
+    from cjm_workflow_state import StoreUnavailableError
+    from cjm_workflow_state.backends.postgres import PostgresWorkflowStateStore
+    port = free_port()
+    store = PostgresWorkflowStateStore(f"postgresql://postgres@127.0.0.1:{port}/test", pool_timeout=1.5)
+    for call in [lambda: store.get_state(FLOW, "s"), lambda: store.update_state(FLOW, "s", {"k": 1}),
+                 lambda: store.list_sessions(FLOW)]:
+        start = time.monotonic()
+        with pytest.raises(StoreUnavailableError, match=f"127.0.0.1:{port}"):
+            call()
+        assert time.monotonic() - start < 5
+    store.close()
+
+
+def test_outage_and_recovery(pg):
+    "The server goes away (proxy killed): calls fail fast naming the address; it comes back: the same store works."
+    from cjm_workflow_state import StoreUnavailableError
+    url, schema = pg
+    import psycopg.conninfo
+    target = psycopg.conninfo.conninfo_to_dict(url)
+    proxy = TcpProxy((target.get("host", "127.0.0.1"), int(target.get("port", 5432)))).start()
+    proxied = psycopg.conninfo.make_conninfo(url, host="127.0.0.1", port=str(proxy.port))
+    store = make_store(proxied, schema, new_table(), max_size=3, pool_timeout=1.5)
+    try:
+        store.update_state(FLOW, "s", {"before": 1})
+        store.set_current_step(FLOW, "s", "two")
+        proxy.stop()
+        for call in [lambda: store.get_state(FLOW, "s"), lambda: store.update_state(FLOW, "s", {"during": 1}),
+                     lambda: store.set_current_step(FLOW, "s", "three")]:
+            start = time.monotonic()
+            with pytest.raises(StoreUnavailableError, match=f"127.0.0.1:{proxy.port}"):
+                call()
+            assert time.monotonic() - start < 5
+        proxy = TcpProxy(proxy.target, port=proxy.port).start()  # the server is back, same address
+        store.update_state(FLOW, "s", {"after": 2})  # the very first call works: no restart, no warm-up
+        assert store.get_state(FLOW, "s") == {"before": 1, "after": 2}
+        assert store.get_current_step(FLOW, "s") == "two"
+        proxy.stop()  # and once more, with connections that were in use
+        with pytest.raises(StoreUnavailableError): store.get_state(FLOW, "s")
+        proxy = TcpProxy(proxy.target, port=proxy.port).start()
+        assert store.get_state(FLOW, "s") == {"before": 1, "after": 2}
+    finally:
+        store.close()
+        proxy.stop()
+
+
+# ---- PgBouncer -------------------------------------------------------------------------------------
+
+def test_conformance_behind_pgbouncer_in_transaction_mode():
+    """With prepare_threshold=None the whole suite passes through PgBouncer in transaction pooling mode.
+    Runs when PGBOUNCER_URL points at one (e.g. postgresql://postgres@127.0.0.1:6432/test), in front of DATABASE_URL's server."""
+    import itertools, os
+    url = os.environ.get("PGBOUNCER_URL")
+    if not url: pytest.skip("PgBouncer test did not run: set PGBOUNCER_URL to a PgBouncer in transaction mode")
+    import psycopg
+    from cjm_workflow_state.backends.postgres import PostgresWorkflowStateStore
+    from cjm_workflow_state.testing import check_store
+    schema, n = unique_name("pgbouncer"), itertools.count()
+    try:
+        check_store(lambda **o: PostgresWorkflowStateStore(url, schema=schema, table=f"t{next(n)}", max_size=4,
+                                                           prepare_threshold=None, **o))
+    finally:
+        with psycopg.connect(postgres_url(), autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
