@@ -1,0 +1,291 @@
+"""HTTP benchmark: a StepFlow wizard under uvicorn, the step POST on the in-memory store vs the SQLite store, in one run.
+
+    python bench/bench_http.py [--rounds 8] [--seconds 3] [--connections 8] [--sessions 32] [--profile] [--proposal] [--check]
+
+Two uvicorn servers (one process each, loopback, free ports, started by this script and killed at the end) serve
+the same FastHTML app; one keeps its workflow state in `InMemoryWorkflowStateStore` (`memory://`), the other in
+`SQLiteWorkflowStateStore` on a file in a temporary folder (`sqlite:///...`, the store's defaults: WAL,
+synchronous=NORMAL). Debian's `wrk` (one thread, `--connections` keep-alive connections, a Lua script) POSTs to
+the wizard's step route for `--seconds` per run; the runs alternate between the two servers, `--rounds` each
+(in-memory first in even rounds, SQLite first in odd ones), after a 2 s warm-up of each. Reported: req/s per run,
+the median per server, and the median of the rounds' SQLite / in-memory ratios against the target (>= 0.85).
+Short runs, many rounds: the machine is shared, and other processes' load comes and goes within seconds. The
+servers' CPU time per request (from /proc, all threads) is printed too: it does not depend on that load.
+
+The wizard: `StepFlow("bench", [name, email, plan])` routed by `create_stepflow_router(flow, "/wizard")`; each
+step validates its own field, and `on_complete` sends the user back to the first step (`flow.set_current_step`),
+so a user can POST forever. Every request is `POST /wizard/next_step` with the signed session cookie of one of
+`--sessions` workflow sessions (made beforehand with `GET /wizard/start`; wrk's requests take them in turn, so
+consecutive requests hit different sessions) and the form `name=Ada+Lovelace+<n>&email=ada@example.com&plan=pro`
+(n counts requests: every write changes the state). One request does the whole StepFlow step:
+  get_current_step -> update_state(the 3 form fields) -> get_state -> validate the current step ->
+  on steps name and email: set_current_step(next step) -> get_state (twice with cjm-fasthtml-interactions 0.0.38:
+  on_enter and the render context; once with 0.0.26) -> render the next step's form;
+  on step plan (the last): get_state -> on_complete: set_current_step("name") -> render the completion message.
+So every request is 2 writes (update_state, set_current_step) and 3-4 reads of the store, in StepFlow's async
+handler, on the event loop. Each server counts its completions (GET /_stats), checked against requests / 3.
+
+`--profile` wraps both stores in a timer (in the servers) and prints the store time per request, by method.
+`--proposal` adds two servers, prototypes (made in this app, on the store's connection) of changes proposed for the
+store, printed for information only: "SQLite+ck10k", `PRAGMA wal_autocheckpoint=10000` (checkpoint every ~40 MB of
+WAL instead of ~4 MB: a page written many times is copied once per checkpoint, and fsync runs 10x less often), and
+"SQLite+bg", `wal_autocheckpoint=0` on the event loop's connection and a thread running
+`PRAGMA wal_checkpoint(PASSIVE)` every 50 ms (checkpoints, which fsync, off the event loop).
+Runtime: about (number of servers) x (2 + rounds x seconds) s plus start-up (~1 minute by default).
+"""
+import argparse, json, os, re, shutil, socket, statistics, subprocess, sys, tempfile, time
+from pathlib import Path
+
+TARGET = 0.85  # SQLite req/s >= 85% of in-memory req/s on the step POST
+FLOW_ID, PREFIX = "bench", "/wizard"
+BODY = "name=Ada+Lovelace+{n}&email=ada%40example.com&plan=pro"
+
+# ---- the app (imported by uvicorn in each server process, with BENCH_STORE set) -----------------------------------
+if os.environ.get("BENCH_STORE"):
+    from fasthtml.common import FastHTML, Div, H2, Input, P
+    from starlette.responses import JSONResponse
+    from cjm_fasthtml_interactions.patterns.step_flow import Step, StepFlow
+    from cjm_workflow_state import open_store
+    from cjm_workflow_state.stepflow import create_stepflow_router
+
+    store = open_store(os.environ["BENCH_STORE"])
+    stats = {"completions": 0}
+    timings = {}  # with BENCH_PROFILE=1: store method -> [calls, seconds]
+
+    class TimedStore:
+        "Passes every call to the store, adding up the time spent in each method (--profile only)."
+        def __init__(self, inner): self._inner = inner
+        def __getattr__(self, name):
+            method = getattr(self._inner, name)
+            if not callable(method): return method
+            entry = timings.setdefault(name, [0, 0.0])
+            def timed(*a, **kw):
+                t0 = time.perf_counter()
+                try: return method(*a, **kw)
+                finally: entry[0] += 1; entry[1] += time.perf_counter() - t0
+            return timed
+
+    if os.environ.get("BENCH_AUTOCHECKPOINT"):  # --proposal: checkpoint less often
+        store._cx()[0].execute(f"PRAGMA wal_autocheckpoint={int(os.environ['BENCH_AUTOCHECKPOINT'])}")
+    if os.environ.get("BENCH_BG_CHECKPOINT"):  # --proposal: WAL checkpoints in a thread, off the event loop
+        import sqlite3, threading
+        store._cx()[0].execute("PRAGMA wal_autocheckpoint=0")  # this (the event loop's) thread's connection
+        def checkpointer(path):
+            conn = sqlite3.connect(path, isolation_level=None, timeout=5)
+            while True:
+                time.sleep(0.05)
+                try: conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.OperationalError: pass
+        threading.Thread(target=checkpointer, args=(str(store.path),), daemon=True).start()
+    if os.environ.get("BENCH_PROFILE"): store = TimedStore(store)
+
+    def field_step(key, title):
+        return Step(key, title, data_keys=[key], validate=lambda state: bool(str(state.get(key, "")).strip()),
+                    render=lambda ctx: Div(H2(title), Input(name=key, value=ctx.state.get(key, "")), data_step=key))
+
+    def on_complete(state, request):
+        stats["completions"] += 1
+        flow.set_current_step(request.session, "name")  # back to the first step: the loop can run indefinitely
+        return Div(P(f"Welcome, {state['name']}! You are on the {state['plan']} plan."), data_step="complete")
+
+    flow = StepFlow(FLOW_ID, [field_step("name", "Name"), field_step("email", "Email"), field_step("plan", "Plan")],
+                    state_store=store, on_complete=on_complete)
+    app = FastHTML(secret_key="cjm-workflow-state-bench-http")
+    create_stepflow_router(flow, PREFIX).to_app(app)
+
+    @app.get("/_stats")
+    def _stats():
+        return JSONResponse({**stats, "store": type(getattr(store, "_inner", store)).__name__, "timings": timings})
+
+
+# ---- the driver ----------------------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(store_url: str, log: Path, profile: bool = False, extra_env: dict = {}) -> tuple:
+    "A uvicorn process serving this module's app on a free loopback port, once it answers: (process, base URL)."
+    import httpx
+    port = free_port()
+    env = {**os.environ, "BENCH_STORE": store_url, **({"BENCH_PROFILE": "1"} if profile else {}), **extra_env}
+    out = open(log, "w")
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "bench_http:app", "--app-dir", str(Path(__file__).parent),
+                             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"],
+                            env=env, stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(base + "/_stats", timeout=2).status_code == 200: return proc, base
+        except httpx.HTTPError: pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_server(proc)
+            raise RuntimeError(f"the server for {store_url} did not start:\n{log.read_text()}")
+        time.sleep(0.2)
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try: proc.wait(10)
+        except subprocess.TimeoutExpired: proc.kill(); proc.wait(10)
+
+
+def make_sessions(base: str, count: int) -> list:
+    "Cookie headers of `count` fresh workflow sessions (GET /wizard/start), after checking the loop on the first."
+    import httpx
+    cookies = []
+    headers = {"HX-Request": "true"}
+    for i in range(count):
+        with httpx.Client(base_url=base, headers=headers, timeout=10) as client:
+            r = client.get(f"{PREFIX}/start"); r.raise_for_status()
+            assert 'data-step="name"' in r.text, r.text
+            if i == 0:  # the wizard loops: name -> email -> plan -> complete (back to name) -> email
+                seen = []
+                for n in range(4):
+                    r = client.post(f"{PREFIX}/next_step", content=BODY.format(n=n),
+                                    headers={"Content-Type": "application/x-www-form-urlencoded"})
+                    r.raise_for_status()
+                    seen.append(re.findall(r'data-step="([^"]+)"', r.text)[-1])
+                assert seen == ["email", "plan", "complete", "email"], seen
+            cookies.append("; ".join(f"{k}={v}" for k, v in client.cookies.items()))
+    assert len(set(cookies)) == count
+    return cookies
+
+
+LUA = """
+local cookies = {%s}
+local n = 0
+request = function()
+  n = n + 1
+  local headers = {["Content-Type"] = "application/x-www-form-urlencoded", ["HX-Request"] = "true",
+                   ["Cookie"] = cookies[(n %% #cookies) + 1]}
+  return wrk.format("POST", "%s/next_step", headers, string.format("%s", n))
+end
+"""
+
+
+def write_lua(path: Path, cookies: list) -> Path:
+    body = BODY.replace("%", "%%").replace("{n}", "%d")
+    path.write_text(LUA % (", ".join(json.dumps(c) for c in cookies), PREFIX, body))
+    return path
+
+
+def cpu_seconds(pid: int) -> float:
+    "User + system CPU time of a process (all its threads), from /proc."
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(wrk: str, base: str, script: Path, seconds: float, connections: int) -> dict:
+    "One bounded wrk run: req/s, requests, mean latency (ms), non-2xx count."
+    cmd = [wrk, "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "5s", "-s", str(script), base + PREFIX]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30).stdout
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    lat = re.search(r"Latency\s+([\d.]+)(us|ms|s)", out)
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    if not rps or not total: raise RuntimeError(f"cannot read wrk's output:\n{out}")
+    scale = {"us": 0.001, "ms": 1, "s": 1000}
+    return {"rps": float(rps.group(1)), "requests": int(total.group(1)),
+            "latency_ms": float(lat.group(1)) * scale[lat.group(2)] if lat else float("nan"),
+            "non2xx": int(bad.group(1)) if bad else 0, "errors": errors.group(1) if errors else ""}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=8, help="runs per store, alternating")
+    parser.add_argument("--seconds", type=float, default=3, help="length of one wrk run (at most 20)")
+    parser.add_argument("--connections", type=int, default=8, help="wrk keep-alive connections")
+    parser.add_argument("--sessions", type=int, default=32, help="workflow sessions (cookies) the requests take in turn")
+    parser.add_argument("--profile", action="store_true",
+                        help="also time each store method inside the servers (a wrapper around both stores)")
+    parser.add_argument("--proposal", action="store_true",
+                        help="also run SQLite with wal_autocheckpoint=10000, and with WAL checkpoints in a background "
+                             "thread (prototypes of proposed changes, made in this app, not in the store)")
+    parser.add_argument("--check", action="store_true", help="exit 1 if the target is missed")
+    args = parser.parse_args()
+    if not 0 < args.seconds <= 20: parser.error("--seconds must be in (0, 20]")
+    wrk = shutil.which("wrk")
+    if wrk is None: sys.exit("wrk is not installed (Debian: apt-get install -y wrk)")
+    import cjm_workflow_state, cjm_fasthtml_interactions, fasthtml, uvicorn, platform
+    print(f"cjm-workflow-state {cjm_workflow_state.__version__}, cjm-fasthtml-interactions "
+          f"{cjm_fasthtml_interactions.__version__}, python-fasthtml {fasthtml.__version__}, uvicorn {uvicorn.__version__}; "
+          f"Python {platform.python_version()}; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}")
+    print(f"{subprocess.run([wrk, '--version'], capture_output=True, text=True).stdout.splitlines()[0].strip()}: "
+          f"1 thread, {args.connections} connections, {args.seconds:g} s per run, {args.rounds} rounds per store; "
+          f"{args.sessions} workflow sessions per server, taken in turn")
+    started = time.perf_counter()
+    kinds = {"in-memory": "InMemoryWorkflowStateStore", "SQLite": "SQLiteWorkflowStateStore",
+             "SQLite+ck10k": "SQLiteWorkflowStateStore", "SQLite+bg": "SQLiteWorkflowStateStore"}
+    with tempfile.TemporaryDirectory(prefix="cjm-wfs-bench-http-") as d:
+        tmp = Path(d)
+        stores = {"in-memory": ("memory://", {}), "SQLite": (f"sqlite:///{tmp / 'bench.db'}", {})}
+        if args.proposal:
+            stores["SQLite+ck10k"] = (f"sqlite:///{tmp / 'bench-ck10k.db'}", {"BENCH_AUTOCHECKPOINT": "10000"})
+            stores["SQLite+bg"] = (f"sqlite:///{tmp / 'bench-bg.db'}", {"BENCH_BG_CHECKPOINT": "1"})
+        servers = {}
+        try:
+            for name, (url, env) in stores.items():
+                proc, base = start_server(url, tmp / f"{name}.log", args.profile, env)
+                servers[name] = (proc, base, write_lua(tmp / f"{name}.lua", make_sessions(base, args.sessions)))
+            for name, (proc, base, script) in servers.items():  # warm-up, not counted
+                run_wrk(wrk, base, script, 2, args.connections)
+            import httpx
+            before = {name: httpx.get(base + "/_stats").json() for name, (_, base, _) in servers.items()}
+            runs = {name: [] for name in servers}
+            names, others = list(servers), list(servers)[1:]
+            w = {n: max(17, len(n) + 8) for n in names}  # column widths
+            print(f"\n  {'round':<7}" + "".join(f"{n + ' req/s':>{w[n]}}{'ms/req':>8}" for n in names)
+                  + "".join(f"{n + ' / in-memory':>{w[n] + 6}}" for n in others))
+            for r in range(args.rounds):
+                for name in (names if r % 2 == 0 else names[::-1]):
+                    proc, base, script = servers[name]
+                    cpu = cpu_seconds(proc.pid)
+                    res = run_wrk(wrk, base, script, args.seconds, args.connections)
+                    res["cpu_us"] = (cpu_seconds(proc.pid) - cpu) / res["requests"] * 1e6
+                    if res["non2xx"] or res["errors"]:
+                        raise RuntimeError(f"{name}: {res['non2xx']} non-2xx responses, socket errors: {res['errors']}")
+                    runs[name].append(res)
+                print(f"  {r + 1:<7}" + "".join(f"{runs[n][-1]['rps']:>{w[n]},.0f}{runs[n][-1]['latency_ms']:>8.2f}" for n in names)
+                      + "".join(f"{runs[n][-1]['rps'] / runs['in-memory'][-1]['rps']:>{w[n] + 6}.2f}" for n in others))
+            for name, (_, base, _) in servers.items():
+                stats = httpx.get(base + "/_stats").json()
+                done, requests = stats["completions"] - before[name]["completions"], sum(x["requests"] for x in runs[name])
+                assert stats["store"] == kinds[name], stats
+                assert abs(done - requests / 3) <= requests * 0.01 + 10, (name, done, requests)
+                print(f"  {name}: {requests:,} requests, {done:,} completed wizards ({stats['store']}; every request "
+                      f"answered 200)")
+                if args.profile:
+                    seconds = sum(x["requests"] / x["rps"] for x in runs[name])
+                    spent = {m: (c - before[name]["timings"].get(m, [0, 0])[0], t - before[name]["timings"].get(m, [0, 0])[1])
+                             for m, (c, t) in stats["timings"].items()}
+                    total = sum(t for _, t in spent.values())
+                    print(f"    store time per request {total / requests * 1e6:,.0f} µs of {seconds / requests * 1e6:,.0f} µs "
+                          f"wall per request: " + ", ".join(f"{m} {c / requests:.1f} x {t / c * 1e6:.0f} µs"
+                                                            for m, (c, t) in spent.items() if c))
+        finally:
+            for proc, _, _ in servers.values(): stop_server(proc)
+    med = {n: statistics.median(x["rps"] for x in runs[n]) for n in runs}
+    cpu = {n: statistics.median(x["cpu_us"] for x in runs[n]) for n in runs}
+    print("\n  median req/s: " + ", ".join(f"{n} {med[n]:,.0f}" for n in names))
+    print("  server CPU time per request (user + system, median run; insensitive to other processes' load, blind to "
+          "waits such as fsync): " + ", ".join(f"{n} {cpu[n]:,.0f} µs" for n in names))
+    for name in others:
+        print(f"  {name} / in-memory from CPU time per request alone: {cpu['in-memory'] / cpu[name]:.2f}")
+    ok = True
+    for name in others:
+        ratio = statistics.median(s["rps"] / m["rps"] for s, m in zip(runs[name], runs["in-memory"]))
+        verdict = f"target >= {TARGET}: {'PASS' if ratio >= TARGET else 'FAIL'}"
+        if name == "SQLite": ok = ratio >= TARGET
+        else: verdict = "(prototype of a proposed change, not the store as shipped)"
+        print(f"  {name} / in-memory (median of the rounds' ratios): {ratio:.2f}  {verdict}")
+    print(f"  runtime {time.perf_counter() - started:.0f} s; servers stopped, temporary files removed")
+    if args.check and not ok: sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
