@@ -11,6 +11,7 @@ __all__ = ['MAX_ID_LENGTH', 'MAX_LABEL_LENGTH', 'DEFAULT_SESSION_KEY', 'DEFAULT_
 
 # %% ../../nbs/core/base.ipynb #04ddbded
 import json, re, time, uuid
+from json.encoder import c_make_encoder, encode_basestring_ascii
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -26,7 +27,7 @@ DEFAULT_SESSION_KEY = "_workflow_session_id"  # Key of the workflow session id i
 DEFAULT_MAX_STATE_BYTES = 1024 * 1024  # Default cap on one session's serialised state (1 MiB)
 ORDER_FIELDS = ("updated_at", "created_at", "label")  # Accepted `order_by` values of `list_sessions`
 
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")  # control characters and lone surrogates (no database stores those)
 
 # %% ../../nbs/core/base.ipynb #f4d3d415
 def is_valid_id(
@@ -34,7 +35,7 @@ def is_valid_id(
 ) -> bool:  # True if `value` can be used as an id
     """True for a non-empty `str` of at most 256 characters without control characters."""
     return (type(value) is str and 0 < len(value) <= MAX_ID_LENGTH
-            and _CONTROL_CHARS.search(value) is None)
+            and ((value.isascii() and value.isprintable()) or _CONTROL_CHARS.search(value) is None))
 
 # %% ../../nbs/core/base.ipynb #6096459c
 def check_id(
@@ -46,7 +47,7 @@ def check_id(
     if not isinstance(value, str):
         raise TypeError(f"{what} must be a str, got {type(value).__name__}")
     raise InvalidIdError(f"{what} {value[:60]!r} is invalid: use a non-empty str of at most "
-                         f"{MAX_ID_LENGTH} characters without control characters")
+                         f"{MAX_ID_LENGTH} characters without control characters or lone surrogates")
 
 # %% ../../nbs/core/base.ipynb #0dc52635
 def get_session_id(
@@ -87,10 +88,25 @@ encode_json = _encoder.encode  # The canonical encoder: compact, ASCII-only, no 
 decode_json = json.loads  # Its inverse
 
 # %% ../../nbs/core/base.ipynb #b577fe9c
+_encode_c = c_make_encoder and c_make_encoder(  # `encode_json`'s options without markers (see above); None without _json
+    None, _encoder.default, encode_basestring_ascii, None, ":", ",", False, False, False)
+_SCALARS = {str: encode_basestring_ascii, int: int.__repr__, bool: {True: "true", False: "false"}.get,
+            type(None): {None: "null"}.get}  # Exact types whose canonical JSON needs no encoder
+
+# %% ../../nbs/core/base.ipynb #651be7cf
 def encode_updates(
     updates: Mapping,  # State updates: str keys, JSON-serialisable values
 ) -> Dict[str, str]:  # Each key with its value encoded as canonical JSON text
     """Validate `updates` and encode each value once; a bad key or value raises `TypeError` naming the key."""
+    if type(updates) is dict and _encode_c:  # the fast path (see above)
+        encoded = {}
+        try:
+            for k, v in updates.items():
+                if type(k) is not str: break
+                scalar = _SCALARS.get(type(v))
+                encoded[k] = scalar(v) if scalar else "".join(_encode_c(v, 0))
+            else: return encoded
+        except (TypeError, ValueError, RecursionError): pass
     if not isinstance(updates, Mapping):
         raise TypeError(f"updates must be a mapping of str keys to JSON values, got {type(updates).__name__}")
     encoded = {}
@@ -110,7 +126,7 @@ def item_text(
     encoded_value: str,  # The key's value as canonical JSON text
 ) -> str:  # The `"key":value` member of the state's JSON object text
     """One member of a state's canonical JSON object text."""
-    return encode_json(key) + ":" + encoded_value
+    return encode_basestring_ascii(key) + ":" + encoded_value  # `encode_json(key)`, without building an encoder
 
 def state_size(
     n_items: int,  # Number of top-level keys

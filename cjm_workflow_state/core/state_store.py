@@ -8,6 +8,7 @@ __all__ = ['InMemoryWorkflowStateStore', 'open_url', 'rotate_session_id', 'get_s
 # %% ../../nbs/core/state_store.ipynb #0dc6b5e4
 import threading, uuid
 from collections import OrderedDict
+from json.encoder import encode_basestring_ascii
 from datetime import timedelta
 from typing import Any, Dict, List, Optional, Union
 
@@ -54,7 +55,8 @@ class InMemoryWorkflowStateStore(WorkflowStateStoreBase):
 
     # -- internals (call with the lock held) --
     def _live(self, flow_id, session_id) -> Optional[_Session]:
-        rec = self._flows.get(flow_id, {}).get(session_id)
+        sessions = self._flows.get(flow_id)
+        rec = sessions.get(session_id) if sessions else None
         if rec is not None and self.ttl is not None and rec.updated < self._cutoff():
             self._drop(flow_id, session_id); return None
         return rec
@@ -66,18 +68,20 @@ class InMemoryWorkflowStateStore(WorkflowStateStoreBase):
         self._recency.pop((flow_id, session_id), None)
         return rec
 
-    def _live_or_new(self, flow_id, session_id) -> _Session:
-        rec = self._live(flow_id, session_id)
-        if rec is None:
-            rec = self._flows.setdefault(flow_id, {})[session_id] = _Session(self._now())
-            self._recency[(flow_id, session_id)] = None
-            if self.max_sessions is not None and len(self._recency) > self.max_sessions:
-                self._drop(*next(iter(self._recency)))
+    def _new(self, flow_id, session_id) -> _Session:
+        "A fresh record (the session must be absent), evicting the least recently written one if over max_sessions."
+        rec = self._flows.setdefault(flow_id, {})[session_id] = _Session(self._now())
+        self._recency[(flow_id, session_id)] = None
+        if self.max_sessions is not None and len(self._recency) > self.max_sessions:
+            self._drop(*next(iter(self._recency)))
         return rec
+
+    def _live_or_new(self, flow_id, session_id) -> _Session:
+        return self._live(flow_id, session_id) or self._new(flow_id, session_id)
 
     def _touch(self, flow_id, session_id, rec: _Session) -> None:
         rec.updated = self._now()
-        self._recency.move_to_end((flow_id, session_id))
+        if self.max_sessions is not None: self._recency.move_to_end((flow_id, session_id))  # only eviction reads it
 
     # -- primitives --
     def _get_step(self, flow_id, session_id):
@@ -99,16 +103,19 @@ class InMemoryWorkflowStateStore(WorkflowStateStoreBase):
                 current = items.get(into)
                 current_value = current[len(encode_json(into)) + 1:] if current else None
                 encoded = {into: merge_json_object(current_value, encoded)}
-            new_items = {k: item_text(k, v) for k, v in encoded.items()}
-            gone = [k for k in remove if k in items and k not in new_items]
-            replaced = [k for k in new_items if k in items]
-            length = ((rec.items_length if rec else 0) + sum(map(len, new_items.values()))
-                      - sum(len(items[k]) for k in replaced + gone))
-            count = len(items) + len(new_items) - len(replaced) - len(gone)
+            members, length, count = {}, (rec.items_length if rec else 0), len(items)
+            for k, v in encoded.items():  # one pass: the new members, and the length and key count they make
+                members[k] = member = f"{encode_basestring_ascii(k)}:{v}"  # `item_text(k, v)`, inlined: the hot loop
+                old = items.get(k)
+                if old is None: count += 1
+                else: length -= len(old)
+                length += len(member)
+            gone = set(remove).intersection(items).difference(members) if remove else ()  # keys to drop
+            for k in gone: length, count = length - len(items[k]), count - 1
             self._check_size(state_size(count, length))
-            rec = rec or self._live_or_new(flow_id, session_id)
+            if rec is None: rec = self._new(flow_id, session_id)
             for k in gone: del rec.items[k]
-            rec.items.update(new_items)
+            rec.items.update(members)
             rec.items_length = length
             self._touch(flow_id, session_id, rec)
 
