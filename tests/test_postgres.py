@@ -153,61 +153,15 @@ def test_stepflow_resumes_after_restart(pg):
 
 # ---- two app servers, one user ---------------------------------------------------------------------
 
-class Browser:
-    """One user's browser: a cookie jar of its own, carried to whichever server answers next."""
-    headers = {"HX-Request": "true"}
-
-    def __init__(self): self.cookies = {}
-
-    def request(self, method: str, url: str, **kw) -> str:
-        import httpx
-        cookie = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
-        response = httpx.request(method, url, headers={**self.headers, **({"Cookie": cookie} if cookie else {})},
-                                 timeout=30, **kw)
-        assert response.status_code == 200, f"{method} {url}: {response.status_code} {response.text[:300]}"
-        self.cookies.update(response.cookies)  # Starlette re-signs the session cookie on every response
-        return response.text
-
-    @property
-    def session_id(self):
-        from wizard import decode_session_cookie
-        return decode_session_cookie(self.cookies["session_"]).get("_workflow_session_id")
-
-
 def test_two_app_servers_serve_one_wizard(pg):
     "Two uvicorn processes on one table; one user's requests alternate between them; the wizard completes with all data."
-    import httpx
-    from wizard import EXPECTED_STATE, FLOW_ID, step_of
-    from wizard_app import start_app_server, stop_app_server
+    from wizard_app import run_wizard_on_two_servers
     url, schema = pg
-    options = {"schema": schema, "table": new_table()}
     ports = [free_port()]
     while len(ports) < 2:
         port = free_port()
         if port not in ports: ports.append(port)
-    servers = []
-    try:
-        for port in ports: servers.append(start_app_server(port, url, options))
-        a, b = (f"http://127.0.0.1:{port}/wizard" for port in ports)
-        browser = Browser()
-        assert step_of(browser.request("GET", f"{a}/start")) == "name"
-        assert step_of(browser.request("POST", f"{b}/next_step", data={"name": EXPECTED_STATE["name"]})) == "email"
-        session_id = browser.session_id
-        assert step_of(browser.request("POST", f"{a}/next_step", data={"email": EXPECTED_STATE["email"]})) == "plan"
-        assert step_of(browser.request("GET", f"{b}/back_step")) == "email"  # back, on the other server
-        assert step_of(browser.request("POST", f"{a}/next_step", data={"email": EXPECTED_STATE["email"]})) == "plan"
-        html = browser.request("POST", f"{b}/next_step", data={"plan": EXPECTED_STATE["plan"]})
-        assert step_of(html) == "confirm" and all(v in html for v in EXPECTED_STATE.values()), html
-        with make_store(url, schema, options["table"]) as store:
-            assert store.get_state(FLOW_ID, session_id) == EXPECTED_STATE  # all of it, written by both servers
-            assert store.get_current_step(FLOW_ID, session_id) == "confirm"
-        html = browser.request("POST", f"{a}/next_step")
-        assert step_of(html) == "complete" and "Welcome, Ada Lovelace" in html
-        assert browser.session_id == session_id  # one workflow session from start to end
-        completed = [httpx.get(f"http://127.0.0.1:{port}/_completed", timeout=10).json() for port in ports]
-        assert completed == [[EXPECTED_STATE], []]  # the server that took the last step got all the data
-    finally:
-        for server in servers: stop_app_server(server)
+    run_wizard_on_two_servers(url, {"schema": schema, "table": new_table()}, ports)
 
 
 # ---- outages ---------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import httpx
 from starlette.responses import JSONResponse
 
 from cjm_workflow_state import open_store
-from wizard import make_wizard_app
+from wizard import EXPECTED_STATE, FLOW_ID, decode_session_cookie, make_wizard_app, step_of
 
 TESTS = Path(__file__).parent
 
@@ -52,6 +52,56 @@ def stop_app_server(server: subprocess.Popen) -> None:
         server.terminate()
         try: server.wait(10)
         except subprocess.TimeoutExpired: server.kill(); server.wait(10)
+
+
+class Browser:
+    """One user's browser: a cookie jar of its own, carried to whichever server answers next."""
+    headers = {"HX-Request": "true"}
+
+    def __init__(self): self.cookies = {}
+
+    def request(self, method: str, url: str, **kw) -> str:
+        cookie = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        response = httpx.request(method, url, headers={**self.headers, **({"Cookie": cookie} if cookie else {})},
+                                 timeout=30, **kw)
+        assert response.status_code == 200, f"{method} {url}: {response.status_code} {response.text[:300]}"
+        self.cookies.update(response.cookies)  # Starlette re-signs the session cookie on every response
+        return response.text
+
+    @property
+    def session_id(self):
+        return decode_session_cookie(self.cookies["session_"]).get("_workflow_session_id")
+
+
+def run_wizard_on_two_servers(
+    store_url: str,  # STORE_URL both servers use
+    store_options: dict,  # STORE_OPTIONS both servers use
+    ports: list,  # Two free loopback ports
+) -> None:
+    """One user's wizard with every request going to the other server than the one before: it completes with all data."""
+    servers = []
+    try:
+        for port in ports: servers.append(start_app_server(port, store_url, store_options))
+        a, b = (f"http://127.0.0.1:{port}/wizard" for port in ports)
+        browser = Browser()
+        assert step_of(browser.request("GET", f"{a}/start")) == "name"
+        assert step_of(browser.request("POST", f"{b}/next_step", data={"name": EXPECTED_STATE["name"]})) == "email"
+        session_id = browser.session_id
+        assert step_of(browser.request("POST", f"{a}/next_step", data={"email": EXPECTED_STATE["email"]})) == "plan"
+        assert step_of(browser.request("GET", f"{b}/back_step")) == "email"  # back, on the other server
+        assert step_of(browser.request("POST", f"{a}/next_step", data={"email": EXPECTED_STATE["email"]})) == "plan"
+        html = browser.request("POST", f"{b}/next_step", data={"plan": EXPECTED_STATE["plan"]})
+        assert step_of(html) == "confirm" and all(v in html for v in EXPECTED_STATE.values()), html
+        with open_store(store_url, **store_options) as store:
+            assert store.get_state(FLOW_ID, session_id) == EXPECTED_STATE  # all of it, written by both servers
+            assert store.get_current_step(FLOW_ID, session_id) == "confirm"
+        html = browser.request("POST", f"{a}/next_step")
+        assert step_of(html) == "complete" and "Welcome, Ada Lovelace" in html
+        assert browser.session_id == session_id  # one workflow session from start to end
+        completed = [httpx.get(f"http://127.0.0.1:{port}/_completed", timeout=10).json() for port in ports]
+        assert completed == [[EXPECTED_STATE], []]  # the server that took the last step got all the data
+    finally:
+        for server in servers: stop_app_server(server)
 
 
 if "STORE_URL" in os.environ:  # imported by uvicorn in the server process
