@@ -266,12 +266,68 @@ def test_outage_and_recovery(pg):
 
 # ---- PgBouncer -------------------------------------------------------------------------------------
 
-def test_conformance_behind_pgbouncer_in_transaction_mode():
-    """With prepare_threshold=None the whole suite passes through PgBouncer in transaction pooling mode.
-    Runs when PGBOUNCER_URL points at one (e.g. postgresql://postgres@127.0.0.1:6432/test), in front of DATABASE_URL's server."""
-    import itertools, os
-    url = os.environ.get("PGBOUNCER_URL")
-    if not url: pytest.skip("PgBouncer test did not run: set PGBOUNCER_URL to a PgBouncer in transaction mode")
+@pytest.fixture
+def pgbouncer():
+    """A private PgBouncer in transaction pooling mode on a free port, in front of DATABASE_URL's server: its URL.
+    Uses PGBOUNCER_URL instead when set. Without the pgbouncer binary: skipped, or a failure in CI."""
+    import os, shutil, subprocess, tempfile
+    from pathlib import Path
+    from urllib.parse import urlsplit
+    from servers import in_ci
+    if os.environ.get("PGBOUNCER_URL"):
+        yield os.environ["PGBOUNCER_URL"]; return
+    binary = shutil.which("pgbouncer") or ("/usr/sbin/pgbouncer" if os.path.exists("/usr/sbin/pgbouncer") else None)
+    if binary is None:
+        message = "PgBouncer test did not run: no pgbouncer binary (apt-get install pgbouncer, or set PGBOUNCER_URL)"
+        if in_ci(): pytest.fail(message)
+        pytest.skip(message)
+    target, port = urlsplit(postgres_url()), free_port()
+    user = target.username or "postgres"
+    tmp_path = Path(tempfile.mkdtemp(prefix="cjm-pgbouncer-"))  # not under pytest's tmp (mode 700): the service user reads it
+    tmp_path.chmod(0o755)
+    (tmp_path / "userlist.txt").write_text(f'"{user}" ""\n')
+    (tmp_path / "pgbouncer.ini").write_text(f"""[databases]
+* = host={target.hostname or '127.0.0.1'} port={target.port or 5432}
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {port}
+auth_type = trust
+auth_file = {tmp_path / 'userlist.txt'}
+pool_mode = transaction
+unix_socket_dir =
+logfile = {tmp_path / 'pgbouncer.log'}
+max_client_conn = 200
+default_pool_size = 20
+ignore_startup_parameters = extra_float_digits,options
+""")
+    # PgBouncer refuses to run as root: drop to the database's service user then
+    as_user = ["-u", "postgres"] if os.geteuid() == 0 else []
+    if as_user: shutil.chown(tmp_path, "postgres"); [shutil.chown(f, "postgres") for f in tmp_path.iterdir()]
+    server = subprocess.Popen([binary, *as_user, str(tmp_path / "pgbouncer.ini")], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try: socket.create_connection(("127.0.0.1", port), timeout=1).close(); break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    log = (tmp_path / "pgbouncer.log")
+                    raise RuntimeError(f"pgbouncer did not start: {server.communicate()[0]!r} "
+                                       f"{log.read_text() if log.exists() else ''}")
+                time.sleep(0.1)
+        yield f"postgresql://{user}@127.0.0.1:{port}/{target.path.lstrip('/') or 'test'}"
+    finally:
+        server.terminate()
+        try: server.wait(10)
+        except subprocess.TimeoutExpired: server.kill(); server.wait(10)
+        shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_conformance_behind_pgbouncer_in_transaction_mode(pgbouncer):
+    """With prepare_threshold=None the whole suite passes through PgBouncer in transaction pooling mode
+    (a private PgBouncer this test starts, or PGBOUNCER_URL's)."""
+    import itertools
+    url = pgbouncer
     import psycopg
     from cjm_workflow_state.backends.postgres import PostgresWorkflowStateStore
     from cjm_workflow_state.testing import check_store

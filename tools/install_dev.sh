@@ -11,6 +11,15 @@ pip_q -e ".[dev]"
 
 bash tools/install_client.sh
 
+# The Redis outage test starts its own redis-server, the PgBouncer test its own pgbouncer (Debian's packages).
+for binary in redis-server pgbouncer; do
+  if ! command -v $binary >/dev/null && [[ ! -x /usr/sbin/$binary ]]; then
+    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $binary >/dev/null || echo "could not install $binary" >&2
+    else echo "$binary is not installed: its test will be skipped (apt-get install $binary)" >&2; fi
+  fi
+done
+
 # The browser test drives Debian's chromium with Playwright (never `playwright install`: no browser downloads here).
 if ! command -v chromium >/dev/null; then
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
