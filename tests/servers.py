@@ -6,6 +6,7 @@ reason that names the backend ("Redis tests did not run: ..."; `pytest -rs` list
 (`CI=true`), where it fails: a CI run must never pass by skipping a backend.
 """
 import functools, os, socket, uuid
+from contextlib import contextmanager
 from typing import Optional
 
 import pytest
@@ -78,3 +79,14 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextmanager
+def postgres_schema(kind: str):
+    """(DATABASE_URL, a fresh schema name) for one test module; the schema and everything in it is dropped afterwards."""
+    url, schema = postgres_url(), unique_name(kind)
+    try: yield url, schema
+    finally:
+        import psycopg
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

@@ -8,7 +8,7 @@ import itertools
 import pytest
 
 from cjm_workflow_state.testing import conformance_checks
-from servers import postgres_url, unique_name
+from servers import postgres_schema
 
 CHECKS = conformance_checks()
 
@@ -16,12 +16,7 @@ CHECKS = conformance_checks()
 @pytest.fixture(scope="module")
 def pg():
     "(url, schema) for this module; the schema (and every table in it) is dropped afterwards."
-    url = postgres_url()
-    import psycopg
-    schema = unique_name("conformance")
-    yield url, schema
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    with postgres_schema("conformance") as url_and_schema: yield url_and_schema
 
 
 class PostgresStores:

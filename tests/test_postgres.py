@@ -9,7 +9,7 @@ import select, socket, threading, time, uuid
 
 import pytest
 
-from servers import free_port, postgres_url, unique_name
+from servers import free_port, postgres_schema, postgres_url, unique_name
 
 FLOW = "flow"
 
@@ -17,12 +17,7 @@ FLOW = "flow"
 @pytest.fixture(scope="module")
 def pg():
     "(url, schema) for this module; the schema is dropped afterwards."
-    url = postgres_url()
-    import psycopg
-    schema = unique_name("pg")
-    yield url, schema
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    with postgres_schema("pg") as url_and_schema: yield url_and_schema
 
 
 def make_store(url, schema, table, **options):
