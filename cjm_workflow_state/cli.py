@@ -14,7 +14,7 @@ from typing import IO, Any, Dict, Iterable, List, Optional
 
 from fastcore.script import anno_parser
 
-from .core.base import SessionSummary, WorkflowStateStoreBase
+from .core.base import SessionSummary, WorkflowStateStoreBase, encode_json
 from .stores import open_store
 
 # %% ../nbs/cli.ipynb #7e955e88
@@ -77,7 +77,7 @@ def export_jsonl(
     """Write every session of `store` (or of one flow) to `out` as JSON lines."""
     n = 0
     for record in store.export_sessions(flow_id):
-        out.write(json.dumps(record, ensure_ascii=True, separators=(",", ":"), allow_nan=False) + "\n")
+        out.write(encode_json(record) + "\n")  # the canonical encoder: compact, ASCII, no NaN
         n += 1
         if progress: progress.step()
     return n

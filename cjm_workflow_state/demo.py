@@ -10,7 +10,7 @@ __all__ = ['FLOW_ID', 'DEFAULT_STORE_URL', 'PROJECT_KINDS', 'BUDGETS', 'PRIORITI
 # %% ../nbs/demo.ipynb #29bd80e2
 import re, sys, time, uuid
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import date
 from importlib import resources
 from typing import Any, Callable, Dict, List, Optional, Union
 from urllib.parse import urlsplit, urlunsplit
@@ -20,7 +20,7 @@ from fasthtml.common import *
 from starlette.responses import FileResponse, Response
 from cjm_fasthtml_interactions.patterns.step_flow import Step, StepFlow
 
-from .core.base import WorkflowStateStoreBase, is_valid_id, set_session_id
+from .core.base import WorkflowStateStoreBase, format_timestamp, is_valid_id, set_session_id
 from .stores import open_store
 from .stepflow import create_stepflow_router
 
@@ -341,7 +341,7 @@ def create_app(
 
     def on_complete(state, request):
         sess = request.scope["session"]
-        extra = {"submitted_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
+        extra = {"submitted_at": format_timestamp(time.time()),
                  "reference": _reference(sess[key])}
         store.update_state(FLOW_ID, sess, extra)
         return render_confirmation({**state, **extra})
