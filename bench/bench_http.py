@@ -1,6 +1,7 @@
 """HTTP benchmark: a StepFlow wizard under uvicorn, the step POST on the in-memory store vs the SQLite store, in one run.
 
-    python bench/bench_http.py [--rounds 8] [--seconds 3] [--connections 8] [--sessions 32] [--profile] [--proposal] [--check]
+    python bench/bench_http.py [--rounds 8] [--seconds 3] [--connections 8] [--sessions 32] [--profile] [--proposal]
+                               [--floor] [--check]
 
 Two uvicorn servers (one process each, loopback, free ports, started by this script and killed at the end) serve
 the same FastHTML app; one keeps its workflow state in `InMemoryWorkflowStateStore` (`memory://`), the other in
@@ -31,6 +32,11 @@ store, printed for information only: "SQLite+ck10k", `PRAGMA wal_autocheckpoint=
 WAL instead of ~4 MB: a page written many times is copied once per checkpoint, and fsync runs 10x less often), and
 "SQLite+bg", `wal_autocheckpoint=0` on the event loop's connection and a thread running
 `PRAGMA wal_checkpoint(PASSIVE)` every 50 ms (checkpoints, which fsync, off the event loop).
+`--floor` adds a server on `FloorSQLiteStore` (defined below, in this script only): each of the four calls StepFlow
+makes is one autocommit statement on a bare `(flow_id, session_id, step, state_json)` table, WAL, synchronous=NORMAL,
+with no recency index, timestamps, ttl, size limit, id validation or canonical encoding. It is not a usable store; it
+is the least work any SQLite store does when, as the issue requires, every call is its own transaction, so its ratio
+is the ceiling for the real store on the same machine in the same run.
 Runtime: about (number of servers) x (2 + rounds x seconds) s plus start-up (~1 minute by default).
 """
 import argparse, json, os, re, shutil, socket, statistics, subprocess, sys, tempfile, time
@@ -48,7 +54,39 @@ if os.environ.get("BENCH_STORE"):
     from cjm_workflow_state import open_store
     from cjm_workflow_state.stepflow import create_stepflow_router
 
-    store = open_store(os.environ["BENCH_STORE"])
+    if os.environ["BENCH_STORE"].startswith("floor:"):  # --floor: the least any SQLite store can do per call
+        import sqlite3
+
+        class FloorSQLiteStore:
+            """One autocommit statement per protocol call on a bare table (no recency index, ttl, size check or
+            validation): a lower bound on the cost of any SQLite store that makes each call its own transaction."""
+            def __init__(self, path):
+                self.path = path
+                self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+                self.conn.execute("PRAGMA journal_mode=WAL"); self.conn.execute("PRAGMA synchronous=NORMAL")
+                self.conn.execute("CREATE TABLE IF NOT EXISTS s (flow_id TEXT, session_id TEXT, step TEXT, "
+                                  "state_json TEXT NOT NULL DEFAULT '{}', PRIMARY KEY (flow_id, session_id)) WITHOUT ROWID")
+            def _sid(self, sess): return sess if isinstance(sess, str) else sess.setdefault("_wf", os.urandom(8).hex())
+            def get_current_step(self, flow_id, sess):
+                row = self.conn.execute("SELECT step FROM s WHERE flow_id = ? AND session_id = ?",
+                                        (flow_id, self._sid(sess))).fetchone()
+                return row and row[0]
+            def set_current_step(self, flow_id, sess, step_id):
+                self.conn.execute("INSERT INTO s (flow_id, session_id, step) VALUES (?, ?, ?) ON CONFLICT DO UPDATE "
+                                  "SET step = excluded.step", (flow_id, self._sid(sess), step_id))
+            def get_state(self, flow_id, sess):
+                row = self.conn.execute("SELECT state_json FROM s WHERE flow_id = ? AND session_id = ?",
+                                        (flow_id, self._sid(sess))).fetchone()
+                return json.loads(row[0]) if row else {}
+            def update_state(self, flow_id, sess, updates):
+                self.conn.execute("INSERT INTO s (flow_id, session_id, state_json) VALUES (?, ?, ?) ON CONFLICT DO "
+                                  "UPDATE SET state_json = json_patch(state_json, excluded.state_json)",
+                                  (flow_id, self._sid(sess), json.dumps(updates)))
+            def clear_state(self, flow_id, sess):
+                self.conn.execute("DELETE FROM s WHERE flow_id = ? AND session_id = ?", (flow_id, self._sid(sess)))
+
+        store = FloorSQLiteStore(os.environ["BENCH_STORE"][len("floor:"):])
+    else: store = open_store(os.environ["BENCH_STORE"])
     stats = {"completions": 0}
     timings = {}  # with BENCH_PROFILE=1: store method -> [calls, seconds]
 
@@ -206,6 +244,8 @@ def main():
     parser.add_argument("--proposal", action="store_true",
                         help="also run SQLite with wal_autocheckpoint=10000, and with WAL checkpoints in a background "
                              "thread (prototypes of proposed changes, made in this app, not in the store)")
+    parser.add_argument("--floor", action="store_true",
+                        help="also run a bare SQLite store (one statement per call, no index): the floor for SQLite")
     parser.add_argument("--check", action="store_true", help="exit 1 if the target is missed")
     args = parser.parse_args()
     if not 0 < args.seconds <= 20: parser.error("--seconds must be in (0, 20]")
@@ -220,13 +260,15 @@ def main():
           f"{args.sessions} workflow sessions per server, taken in turn")
     started = time.perf_counter()
     kinds = {"in-memory": "InMemoryWorkflowStateStore", "SQLite": "SQLiteWorkflowStateStore",
-             "SQLite+ck10k": "SQLiteWorkflowStateStore", "SQLite+bg": "SQLiteWorkflowStateStore"}
+             "SQLite+ck10k": "SQLiteWorkflowStateStore", "SQLite+bg": "SQLiteWorkflowStateStore",
+             "SQLite floor": "FloorSQLiteStore"}
     with tempfile.TemporaryDirectory(prefix="cjm-wfs-bench-http-") as d:
         tmp = Path(d)
         stores = {"in-memory": ("memory://", {}), "SQLite": (f"sqlite:///{tmp / 'bench.db'}", {})}
         if args.proposal:
             stores["SQLite+ck10k"] = (f"sqlite:///{tmp / 'bench-ck10k.db'}", {"BENCH_AUTOCHECKPOINT": "10000"})
             stores["SQLite+bg"] = (f"sqlite:///{tmp / 'bench-bg.db'}", {"BENCH_BG_CHECKPOINT": "1"})
+        if args.floor: stores["SQLite floor"] = (f"floor:{tmp / 'floor.db'}", {})
         servers = {}
         try:
             for name, (url, env) in stores.items():
