@@ -66,7 +66,11 @@ if os.environ.get("BENCH_STORE"):
                 self.conn.execute("PRAGMA journal_mode=WAL"); self.conn.execute("PRAGMA synchronous=NORMAL")
                 self.conn.execute("CREATE TABLE IF NOT EXISTS s (flow_id TEXT, session_id TEXT, step TEXT, "
                                   "state_json TEXT NOT NULL DEFAULT '{}', PRIMARY KEY (flow_id, session_id)) WITHOUT ROWID")
-            def _sid(self, sess): return sess if isinstance(sess, str) else sess.setdefault("_wf", os.urandom(8).hex())
+            def _sid(self, sess):
+                if isinstance(sess, str): return sess
+                sid = sess.get("_wf")  # a fresh id only when missing: no random bytes on the hot path
+                if sid is None: sid = sess["_wf"] = os.urandom(8).hex()
+                return sid
             def get_current_step(self, flow_id, sess):
                 row = self.conn.execute("SELECT step FROM s WHERE flow_id = ? AND session_id = ?",
                                         (flow_id, self._sid(sess))).fetchone()
