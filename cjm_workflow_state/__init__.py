@@ -5,13 +5,15 @@
 # %% auto #0
 __all__ = ['open_store', 'register_scheme', 'WorkflowStateStoreBase', 'SessionSummary', 'InMemoryWorkflowStateStore',
            'get_session_id', 'set_session_id', 'rotate_session_id', 'WorkflowStateError', 'InvalidIdError',
-           'StateNotSerializableError', 'StateTooLargeError', 'SessionExistsError', 'StoreUnavailableError']
+           'StateNotSerializableError', 'StateTooLargeError', 'SessionExistsError', 'StoreUnavailableError',
+           'BackendError']
 
 # %% ../nbs/package.ipynb #cbed86f2
 __version__ = "0.1.0"
 
 from .errors import (WorkflowStateError, InvalidIdError, StateNotSerializableError,
-                                       StateTooLargeError, SessionExistsError, StoreUnavailableError)
+                                       StateTooLargeError, SessionExistsError, StoreUnavailableError,
+                                       BackendError)
 from .core.base import WorkflowStateStoreBase, SessionSummary
 from .core.state_store import (InMemoryWorkflowStateStore, get_session_id, set_session_id,
                                                  rotate_session_id)
@@ -19,4 +21,5 @@ from .stores import open_store, register_scheme
 
 _all_ = ["open_store", "register_scheme", "WorkflowStateStoreBase", "SessionSummary", "InMemoryWorkflowStateStore",
          "get_session_id", "set_session_id", "rotate_session_id", "WorkflowStateError", "InvalidIdError",
-         "StateNotSerializableError", "StateTooLargeError", "SessionExistsError", "StoreUnavailableError"]
+         "StateNotSerializableError", "StateTooLargeError", "SessionExistsError", "StoreUnavailableError",
+         "BackendError"]

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['WorkflowStateError', 'InvalidIdError', 'StateNotSerializableError', 'StateTooLargeError', 'SessionExistsError',
-           'StoreUnavailableError']
+           'StoreUnavailableError', 'BackendError', 'redact_url', 'url_secrets', 'hide_secrets']
 
 # %% ../nbs/errors.ipynb #1aac794f
 class WorkflowStateError(Exception):
@@ -24,4 +24,39 @@ class SessionExistsError(WorkflowStateError, ValueError):
     """A session id that already holds data was used where a new one is required."""
 
 class StoreUnavailableError(WorkflowStateError, ConnectionError):
-    """The backend's server cannot be reached; the message names its address."""
+    """The backend's server cannot be reached, or a call's outcome is unknown (the connection dropped after it was sent); the message names its address. Worth retrying later."""
+
+class BackendError(WorkflowStateError, RuntimeError):
+    """The backend refused the call for a reason retrying will not fix (bad credentials, missing database, corrupt or read-only file, a foreign table, a full server); the message names the address or path, the cause and what to do."""
+
+# %% ../nbs/errors.ipynb #3a075c13
+import re
+from typing import List
+from urllib.parse import unquote
+
+_USERINFO_SECRET = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/?#@]*:)(.*)@")  # scheme://user:PASSWORD@ (to the last @)
+_SECRET_PARAM = re.compile(r"((?:^|[?&;\s])[A-Za-z0-9_.-]*(?:pass|pwd|secret|token|key)[A-Za-z0-9_.-]*=)([^&;\s]+)",
+                           re.IGNORECASE)  # password=, sslpassword=, token=, ... in a query or conninfo string
+
+def redact_url(
+    url: str,  # A store URL
+) -> str:  # The URL with each secret replaced by ***
+    """A store URL safe to show on a page, in a log or on a terminal: no password, in the user info or the query."""
+    url = _USERINFO_SECRET.sub(r"\1***@", str(url), count=1)
+    return _SECRET_PARAM.sub(r"\1***", url)
+
+def url_secrets(
+    url: str,  # A store URL
+) -> List[str]:  # The secrets written in it (as written and percent-decoded), longest first
+    """The passwords and other secrets in a URL, the ones `redact_url` hides."""
+    found = [m.group(2) for m in _USERINFO_SECRET.finditer(str(url))] + [m.group(2) for m in _SECRET_PARAM.finditer(str(url))]
+    return sorted({s for x in found for s in (x, unquote(x)) if s}, key=len, reverse=True)
+
+def hide_secrets(
+    text: str,  # Text that may quote the URLs, e.g. an error message
+    *urls: str,  # URLs whose secrets must not show
+) -> str:  # `text` with each of those secrets replaced by ***
+    """Remove the secrets of `urls` from any text before it is shown."""
+    for secret in sorted({s for u in urls for s in url_secrets(u)}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text

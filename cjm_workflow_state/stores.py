@@ -11,6 +11,7 @@ from typing import Dict
 
 
 from .core.base import WorkflowStateStoreBase
+from .errors import redact_url
 
 # %% ../nbs/stores.ipynb #eacd30a2
 SCHEMES: Dict[str, str] = {  # URL scheme -> module whose `open_url(url, **options)` builds the store
@@ -34,9 +35,9 @@ def open_store(
 ) -> WorkflowStateStoreBase:  # A ready store
     """Build a workflow state store from a URL."""
     if not isinstance(url, str) or "://" not in url:
-        raise ValueError(f"store URL must look like scheme://..., got {url!r}; known schemes: {', '.join(sorted(SCHEMES))}")
+        raise ValueError(f"store URL must look like scheme://..., got {redact_url(url)!r}; known schemes: {', '.join(sorted(SCHEMES))}")
     scheme = url.split("://", 1)[0].lower()
     opener = SCHEMES.get(scheme)
     if opener is None:
-        raise ValueError(f"unknown store URL scheme {scheme!r} in {url!r}; known schemes: {', '.join(sorted(SCHEMES))}")
+        raise ValueError(f"unknown store URL scheme {scheme!r} in {redact_url(url)!r}; known schemes: {', '.join(sorted(SCHEMES))}")
     return importlib.import_module(opener).open_url(url, **options)
