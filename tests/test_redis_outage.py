@@ -12,16 +12,19 @@ from servers import free_port, in_ci, unique_name
 BOUND = 10.0  # Seconds any call may take to report an unavailable server
 
 
-def start_redis(port: int) -> subprocess.Popen:
-    "A throw-away redis-server on 127.0.0.1:`port` (no persistence), once it answers PING."
+def start_redis(port: int, *options: str) -> subprocess.Popen:
+    "A throw-away redis-server on 127.0.0.1:`port` (no persistence, more redis-server `options`), once it answers."
     server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no", "--daemonize", "no"],
+                               "--appendonly", "no", "--daemonize", "no", *options],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     client = redis.Redis(port=port, socket_connect_timeout=0.5, socket_timeout=0.5)
     deadline = time.monotonic() + 15
     while True:
         try:
             client.ping(); client.close()
+            return server
+        except redis.AuthenticationError:  # up, and asks for a password
+            client.close()
             return server
         except redis.ConnectionError:
             if server.poll() is not None or time.monotonic() > deadline:

@@ -14,14 +14,16 @@ from urllib.parse import quote_from_bytes
 try:
     import redis
     from redis.backoff import NoBackoff
-    from redis.exceptions import ConnectionError as _RedisConnectionError, NoScriptError, TimeoutError as _RedisTimeoutError
+    from redis.exceptions import (AuthenticationError, AuthorizationError, BusyLoadingError,
+        ConnectionError as _RedisConnectionError, NoPermissionError, NoScriptError, OutOfMemoryError, ReadOnlyError,
+        ResponseError, TimeoutError as _RedisTimeoutError)
     from redis.retry import Retry
 except ImportError as e:  # the driver is an optional extra
     raise ImportError('RedisWorkflowStateStore needs the redis client: pip install "cjm-workflow-state[redis]"') from e
 
-from ..core.base import (DEFAULT_MAX_STATE_BYTES, DEFAULT_SESSION_KEY, WorkflowStateStoreBase,
-    encode_json, make_summary, state_size)
-from ..errors import SessionExistsError, StoreUnavailableError
+from ..core.base import (DEFAULT_MAX_STATE_BYTES, DEFAULT_SESSION_KEY, SessionSummary,
+    WorkflowStateStoreBase, encode_json, make_summary, state_size)
+from ..errors import SessionExistsError, StoreUnavailableError, redact_url
 
 # %% ../../nbs/backends/redis.ipynb #eef610c1
 def _b(s: str) -> bytes:
@@ -53,56 +55,47 @@ def _label_from_key(key: Optional[bytes]) -> Optional[str]:
     return _s(_LABEL_UNESCAPES.sub(lambda m: b"\x00" if m.group(1) == b"\x01" else b"\x01", key[1:-1]))
 
 # %% ../../nbs/backends/redis.ipynb #e619433a
-_LUA_HEAD = r"""
-local H, ZU, ZC, ZL, LM, X, FLOWS = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
-local FLOW, SID, TTL = ARGV[1], ARGV[2], ARGV[3]
-"""
-
-_LUA_NOW = r"""
-local t = redis.call('TIME')
-local now = t[1] .. '.' .. string.rep('0', 6 - #t[2]) .. t[2]
-"""
-
-_LUA_UNINDEX = r"""
-local function unindex(zu, zc, zl, lm, sid)
+_LUA_ESC = r"""
+local function esc(s)  -- the Lua twin of escape_id
+  return (string.gsub(s, '[^0-9A-Za-z_.~%-]', function(c) return string.format('%%%02X', string.byte(c)) end))
+end
+local function unindex(zu, zc, zl, lm, zi, sid)  -- remove a session's entries from its flow's indexes
   local lp = redis.call('HGET', lm, sid)
   if lp then redis.call('HDEL', lm, sid) else lp = '\0' end
-  redis.call('ZREM', zu, sid); redis.call('ZREM', zc, sid); redis.call('ZREM', zl, lp .. sid)
+  redis.call('ZREM', zu, sid); redis.call('ZREM', zc, sid); redis.call('ZREM', zl, lp .. sid); redis.call('ZREM', zi, sid)
 end
 """
 
-_LUA_INDEX_NEW = r"""
-do  -- index a new session: drop leftovers of an expired one with this id and up to two expired entries
-  local stale = {}
-  if redis.call('ZSCORE', ZC, SID) then stale[1] = SID end
-  if TTL ~= '' then
-    local cutoff = '(' .. (tonumber(now) - tonumber(TTL) / 1000 - 1)
-    for _, old in ipairs(redis.call('ZRANGEBYSCORE', ZU, '-inf', cutoff, 'LIMIT', 0, 2)) do stale[#stale + 1] = old end
+_LUA_HEAD = _LUA_ESC + r"""
+local H, ZU, ZC, ZL, LM, X, FLOWS, ZI = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local FLOW, SID, TTL = ARGV[1], ARGV[2], ARGV[3]
+-- H is P:{S}:f:F and the escaped prefix P holds no brace: the hash of another session of this flow
+local HB = string.find(H, '{', 1, true)
+local HE = string.find(H, '}', HB, true)
+local function hash_of(sid) return string.sub(H, 1, HB) .. esc(sid) .. string.sub(H, HE) end
+
+-- The shared keys (KEYS[2..8]: the flow's indexes, the id's flow set, the flow registry) must outlive every
+-- session they list, whichever store (with a ttl, another ttl, or none) wrote it. A write without a ttl makes
+-- them persistent; a ttl write sets an expiry only on a key it creates or that already has one, and only ever
+-- lengthens it (to 2 ttl, when less than 1.5 ttl is left), so it never puts an expiry on a key that lists a
+-- session without one. `shared_before()` runs before the script's first write, `keep_shared` after its last.
+local function shared_before()
+  local p = {}
+  if TTL ~= '' then for i = 2, 8 do p[i] = redis.call('PTTL', KEYS[i]) end end
+  return p
+end
+local function keep_shared(before)
+  if TTL == '' then
+    for i = 2, 8 do redis.call('PERSIST', KEYS[i]) end
+    return
   end
-  for _, sid in ipairs(stale) do
-    local lp = redis.call('HGET', LM, sid)
-    if lp then redis.call('HDEL', LM, sid) else lp = '\0' end
-    redis.call('ZREM', ZU, sid); redis.call('ZREM', ZC, sid); redis.call('ZREM', ZL, lp .. sid)
+  local ttl = tonumber(TTL)
+  for i = 2, 8 do
+    local p = before[i]
+    if p == -2 or (p >= 0 and p < ttl * 1.5) then redis.call('PEXPIRE', KEYS[i], 2 * ttl) end
   end
-  redis.call('ZADD', ZC, now, SID); redis.call('ZADD', ZL, 0, '\0' .. SID)
-  redis.call('SADD', X, FLOW); redis.call('SADD', FLOWS, FLOW)
 end
-"""
 
-_LUA_WRITE_HASH = r"""
--- index the write, write `list` (field/value pairs) to the hash, expire the hash; every ttl or so (when this
--- session's r, the time until which it made the shared keys live, is near) extend them to now + 2 ttl. Extending
--- to now + 2 ttl never shortens a key's life, so any script that may re-create a shared key can do it too.
-redis.call('ZADD', ZU, now, SID)
-if TTL ~= '' and (not R or tonumber(R) < tonumber(now) + TTL / 1000) then
-  list[#list + 1] = 'r'; list[#list + 1] = tonumber(now) + 2 * TTL / 1000
-  for i = 2, 7 do redis.call('PEXPIRE', KEYS[i], 2 * TTL) end
-end
-for i = 1, #list, 1000 do redis.call('HSET', H, unpack(list, i, math.min(i + 999, #list))) end
-if TTL ~= '' then redis.call('PEXPIRE', H, TTL) end
-"""
-
-_LUA_SET_LABEL = r"""
 local function set_label(lp)
   local old = redis.call('HGET', LM, SID) or '\0'
   redis.call('ZREM', ZL, old .. SID)
@@ -112,7 +105,52 @@ local function set_label(lp)
     redis.call('HSET', H, 'l', lp); redis.call('HSET', LM, SID, lp)
   end
   redis.call('ZADD', ZL, 0, lp .. SID)
-  if TTL ~= '' then redis.call('PEXPIRE', ZL, 2 * TTL); redis.call('PEXPIRE', LM, 2 * TTL) end
+end
+"""
+
+_LUA_NOW = r"""
+local t = redis.call('TIME')
+local now = t[1] .. '.' .. string.rep('0', 6 - #t[2]) .. t[2]
+"""
+
+_LUA_INDEX_NEW = r"""
+do  -- index a new session: drop leftovers of an expired one with this id and up to two expired entries
+  local stale = {}
+  if redis.call('ZSCORE', ZC, SID) then stale[1] = SID end
+  if TTL ~= '' then
+    local cutoff = '(' .. (tonumber(now) - tonumber(TTL) / 1000 - 1)
+    for _, old in ipairs(redis.call('ZRANGEBYSCORE', ZU, '-inf', cutoff, 'LIMIT', 0, 2)) do
+      -- an old entry of a session written without a ttl (by another store on this prefix) is alive
+      if redis.call('EXISTS', hash_of(old)) == 0 then stale[#stale + 1] = old end
+    end
+  end
+  for _, sid in ipairs(stale) do unindex(ZU, ZC, ZL, LM, ZI, sid) end
+  redis.call('ZADD', ZC, now, SID); redis.call('ZADD', ZL, 0, '\0' .. SID); redis.call('ZADD', ZI, 0, SID)
+  redis.call('SADD', X, FLOW); redis.call('SADD', FLOWS, FLOW)
+end
+"""
+
+_LUA_WRITE_HASH = r"""
+-- index the write, write `list` (field/value pairs) to the hash, set the session's expiry (or make it persistent:
+-- the last writer's ttl decides), keep the shared keys alive for it
+redis.call('ZADD', ZU, now, SID)
+for i = 1, #list, 1000 do redis.call('HSET', H, unpack(list, i, math.min(i + 999, #list))) end
+if TTL ~= '' then redis.call('PEXPIRE', H, TTL) else redis.call('PERSIST', H) end
+keep_shared(before)
+"""
+
+_LUA_ONCE = r"""
+-- A call that may be sent twice (its connection dropped after the server ran it) runs once: its first run
+-- records its result under the call's token for a minute, a second run returns that result and does nothing.
+-- The record is the script's first write, so a server out of memory refuses the call before it changes anything.
+local function once(base, token, run)
+  local key = base .. ':once:' .. token
+  local done = redis.call('GET', key)
+  if done then return tonumber(done) end
+  local result, act = run()
+  redis.call('SET', key, result, 'PX', 60000)
+  if act then act() end
+  return result
 end
 """
 
@@ -165,8 +203,8 @@ end
 _LUA_MERGE = _LUA_HEAD + r"""
 -- ARGV: 4 max bytes, 5 field to merge into ('' for the top level), 6 number of fields to remove,
 --       7.. fields to remove, then field/value pairs
-local m = redis.call('HMGET', H, 'n', 'z', 'r')
-local exists, R = m[1] ~= false, m[3]
+local m = redis.call('HMGET', H, 'n', 'z')
+local exists = m[1] ~= false
 local first = 7 + tonumber(ARGV[6])
 local fields, values = {}, {}
 if ARGV[5] ~= '' then
@@ -201,6 +239,7 @@ if exists then
 end
 local size = 2 + z + math.max(n - 1, 0)
 if size > tonumber(ARGV[4]) then return -size end
+local before = shared_before()
 """ + _LUA_NOW + r"""
 local list = {'u', now, 'n', n, 'z', z}
 if not exists then
@@ -214,11 +253,11 @@ return 1
 """
 
 _LUA_SET_STEP = _LUA_HEAD + r"""
-local m = redis.call('HMGET', H, 'u', 'r')
-local R = m[2]
+local exists = redis.call('EXISTS', H) == 1
+local before = shared_before()
 """ + _LUA_NOW + r"""
 local list = {'s', ARGV[4], 'u', now}
-if not m[1] then
+if not exists then
 """ + _LUA_INDEX_NEW + r"""
   list[5] = 'c'; list[6] = now; list[7] = 'n'; list[8] = 0; list[9] = 'z'; list[10] = 0
 end
@@ -226,28 +265,35 @@ end
 return 1
 """
 
-_LUA_DELETE = _LUA_HEAD + _LUA_UNINDEX + r"""
-local existed = redis.call('DEL', H)
-unindex(ZU, ZC, ZL, LM, SID)
-redis.call('SREM', X, FLOW)
-if redis.call('ZCARD', ZU) == 0 then redis.call('SREM', FLOWS, FLOW); redis.call('DEL', ZC, ZL, LM) end
-return existed
+_LUA_DELETE = _LUA_HEAD + _LUA_ONCE + r"""
+-- ARGV: 4 the call's token
+return once(H, ARGV[4], function()
+  return redis.call('EXISTS', H), function()
+    redis.call('DEL', H)
+    unindex(ZU, ZC, ZL, LM, ZI, SID)
+    redis.call('SREM', X, FLOW)
+    if redis.call('ZCARD', ZU) == 0 then redis.call('SREM', FLOWS, FLOW); redis.call('DEL', ZC, ZL, LM, ZI) end
+  end
+end)
 """
 
-_LUA_CREATE = _LUA_HEAD + _LUA_SET_LABEL + r"""
-if redis.call('EXISTS', H) == 1 then return 0 end
-local R = false
+_LUA_CREATE = _LUA_HEAD + _LUA_ONCE + r"""
+-- ARGV: 4 label key ('' none), 5 the call's token
+return once(H, ARGV[5], function()
+  if redis.call('EXISTS', H) == 1 then return 0 end
+  return 1, function()
+    local before = shared_before()
 """ + _LUA_NOW + _LUA_INDEX_NEW + r"""
-if ARGV[4] ~= '' then set_label(ARGV[4]) end
-local list = {'u', now, 'c', now, 'n', 0, 'z', 0}
+    if ARGV[4] ~= '' then set_label(ARGV[4]) end
+    local list = {'u', now, 'c', now, 'n', 0, 'z', 0}
 """ + _LUA_WRITE_HASH + r"""
-return 1
+  end
+end)
 """
 
-_LUA_LABEL = _LUA_HEAD + _LUA_SET_LABEL + r"""
-local m = redis.call('HMGET', H, 'u', 'r')
-if not m[1] then return 0 end
-local R = m[2]
+_LUA_LABEL = _LUA_HEAD + r"""
+if redis.call('EXISTS', H) == 0 then return 0 end
+local before = shared_before()
 """ + _LUA_NOW + r"""
 set_label(ARGV[4])
 local list = {'u', now}
@@ -255,30 +301,25 @@ local list = {'u', now}
 return 1
 """
 
-_LUA_RESTORE = _LUA_HEAD + _LUA_UNINDEX + _LUA_SET_LABEL + _LUA_NOW + r"""
+_LUA_RESTORE = _LUA_HEAD + _LUA_NOW + r"""
 -- ARGV: 4 label key ('' none), 5 step ('' none), 6 created, 7 updated, 8 n, 9 z, 10.. field/value pairs
-redis.call('DEL', H)
-unindex(ZU, ZC, ZL, LM, SID)
 local left = nil
-if TTL ~= '' then
-  left = math.floor((tonumber(ARGV[7]) - tonumber(now)) * 1000 + tonumber(TTL))
-  if left <= 0 then return 0 end
-end
+if TTL ~= '' then left = math.floor((tonumber(ARGV[7]) - tonumber(now)) * 1000 + tonumber(TTL)) end
+local before = shared_before()
+redis.call('DEL', H)
+unindex(ZU, ZC, ZL, LM, ZI, SID)
+if left and left <= 0 then return 0 end  -- already expired: the session is absent
 local list = {'c', ARGV[6], 'u', ARGV[7], 'n', ARGV[8], 'z', ARGV[9]}
 if ARGV[5] ~= '' then list[#list + 1] = 's'; list[#list + 1] = ARGV[5] end
-if left then list[#list + 1] = 'r'; list[#list + 1] = tonumber(now) + 2 * TTL / 1000 end
 for i = 10, #ARGV do list[#list + 1] = ARGV[i] end
 for i = 1, #list, 1000 do redis.call('HSET', H, unpack(list, i, math.min(i + 999, #list))) end
-redis.call('ZADD', ZC, ARGV[6], SID); redis.call('ZADD', ZU, ARGV[7], SID)
+redis.call('ZADD', ZC, ARGV[6], SID); redis.call('ZADD', ZU, ARGV[7], SID); redis.call('ZADD', ZI, 0, SID)
 if ARGV[4] ~= '' then set_label(ARGV[4]) else redis.call('ZADD', ZL, 0, '\0' .. SID) end
 redis.call('SADD', X, FLOW); redis.call('SADD', FLOWS, FLOW)
-if left then
-  redis.call('PEXPIRE', H, left)
-  for i = 2, 7 do redis.call('PEXPIRE', KEYS[i], 2 * TTL) end
-end
+if left then redis.call('PEXPIRE', H, left) end
+keep_shared(before)
 return 1
 """
-
 _LUA_GET_STATE = r"""
 local a = redis.call('HGETALL', KEYS[1])
 if #a == 0 then return false end
@@ -290,33 +331,37 @@ return '{' .. table.concat(t, ',') .. '}'
 """
 
 # %% ../../nbs/backends/redis.ipynb #73112c85
-_LUA_PRUNE = _LUA_UNINDEX + r"""
-local function esc(s)
-  return (string.gsub(s, '[^0-9A-Za-z_.~%-]', function(c) return string.format('%%%02X', string.byte(c)) end))
-end
+_LUA_PRUNE = _LUA_ESC + r"""
 local P, TTL = ARGV[1], ARGV[2]
 local function hkey(se, fe) return P .. ':{' .. se .. '}:f:' .. fe end
 local function fkeys(fe)
   local b = P .. ':x:{' .. fe .. '}:'
-  return b .. 'u', b .. 'c', b .. 'l', b .. 'm'
+  return b .. 'u', b .. 'c', b .. 'l', b .. 'm', b .. 'i'
 end
-local function prune(fe, zu, zc, zl, lm)
+local function prune(fe, zu, zc, zl, lm, zi)
   if TTL == '' then return 0 end
   local t = redis.call('TIME')
   local before = tonumber(t[1]) + tonumber(t[2]) / 1000000 - tonumber(TTL) + 1
   local n = 0
   for _, sid in ipairs(redis.call('ZRANGEBYSCORE', zu, '-inf', string.format('(%.17g', before))) do
-    if redis.call('EXISTS', hkey(esc(sid), fe)) == 0 then unindex(zu, zc, zl, lm, sid); n = n + 1 end
+    if redis.call('EXISTS', hkey(esc(sid), fe)) == 0 then unindex(zu, zc, zl, lm, zi, sid); n = n + 1 end
   end
   return n
+end
+local function row(sid, fe, out)  -- append a live session's id and summary fields to `out`; false when it is gone
+  local r = redis.call('HMGET', hkey(esc(sid), fe), 's', 'l', 'c', 'u', 'n', 'z')
+  if not r[3] then return false end
+  out[#out + 1] = sid
+  for j = 1, 6 do out[#out + 1] = r[j] end
+  return true
 end
 """
 
 _LUA_LIST = _LUA_PRUNE + r"""
--- KEYS: the flow's u, c, l, m keys. ARGV: 1 prefix, 2 ttl seconds, 3 escaped flow id, 4 index (1 u, 2 c, 3 l),
+-- KEYS: the flow's u, c, l, m, i keys. ARGV: 1 prefix, 2 ttl seconds, 3 escaped flow id, 4 index (1 u, 2 c, 3 l),
 --       5 descending ('1' or ''), 6 offset, 7 count (-1: all)
 local FE, idx, desc = ARGV[3], KEYS[tonumber(ARGV[4])], ARGV[5] == '1'
-prune(FE, KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+prune(FE, KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 local offset, count = tonumber(ARGV[6]), tonumber(ARGV[7])
 local stop = -1
 if count >= 0 then stop = offset + count - 1 end
@@ -331,69 +376,118 @@ for attempt = 1, 10 do
     if idx == KEYS[3] then
       if string.byte(m, 1) == 0 then sid = string.sub(m, 2) else sid = string.sub(m, string.find(m, '\0', 2, true) + 1) end
     end
-    local r = redis.call('HMGET', hkey(esc(sid), FE), 's', 'l', 'c', 'u', 'n', 'z')
-    if r[3] then
-      out[#out + 1] = sid
-      for j = 1, 6 do out[#out + 1] = r[j] end
-    else
-      unindex(KEYS[1], KEYS[2], KEYS[3], KEYS[4], sid); dead = true
-    end
+    if not row(sid, FE, out) then unindex(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], sid); dead = true end
   end
   if not dead then break end
 end
 return out
 """
 
-_LUA_LIST_FLOWS = _LUA_PRUNE + r"""
--- KEYS: the flow registry. ARGV: 1 prefix, 2 ttl seconds, 3 '1' to return the number of pruned entries instead
-local out, pruned = {}, 0
-for _, f in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local fe = esc(f)
-  local zu, zc, zl, lm = fkeys(fe)
-  pruned = pruned + prune(fe, zu, zc, zl, lm)
-  if redis.call('ZCARD', zu) > 0 then out[#out + 1] = f
-  else redis.call('SREM', KEYS[1], f); redis.call('DEL', zc, zl, lm) end
+_LUA_LIST_AFTER = _LUA_PRUNE + r"""
+-- KEYS: the flow's u, c, l, m, i keys. ARGV: 1 prefix, 2 ttl seconds, 3 escaped flow id, 4 the session id to
+--       start after ('' from the first: no id is empty), 5 limit. Ids in byte order of UTF-8 (code point order).
+local FE, limit = ARGV[3], tonumber(ARGV[5])
+local from = '-'
+if ARGV[4] ~= '' then from = '(' .. ARGV[4] end
+local out, n = {}, 0
+while n < limit do
+  local ids = redis.call('ZRANGEBYLEX', KEYS[5], from, '+', 'LIMIT', 0, limit - n)
+  for _, sid in ipairs(ids) do
+    if row(sid, FE, out) then n = n + 1 else unindex(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], sid) end
+  end
+  if #ids == 0 then break end
+  from = '(' .. ids[#ids]
 end
-if ARGV[3] == '1' then return pruned end
 return out
 """
 
-_LUA_REKEY = _LUA_PRUNE + r"""
--- KEYS: flow sets of the old and the new id. ARGV: 1 prefix, 2 ttl, 3 old id, 4 new id
-local OLD, NEW = ARGV[3], ARGV[4]
-local oe, ne = esc(OLD), esc(NEW)
-for _, f in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  if redis.call('EXISTS', hkey(ne, esc(f))) == 1 then return -1 end
-end
-local pttl = redis.call('PTTL', KEYS[1])
-redis.call('DEL', KEYS[2])
-local moved = 0
+_LUA_LIST_FLOWS = _LUA_PRUNE + r"""
+-- KEYS: the flow registry. ARGV: 1 prefix, 2 ttl seconds
+local out = {}
 for _, f in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local fe = esc(f)
-  local zu, zc, zl, lm = fkeys(fe)
-  local ho = hkey(oe, fe)
-  if redis.call('EXISTS', ho) == 1 then
-    local m = redis.call('HMGET', ho, 'u', 'c', 'l')
-    unindex(zu, zc, zl, lm, OLD); unindex(zu, zc, zl, lm, NEW)
-    redis.call('RENAME', ho, hkey(ne, fe))
-    redis.call('ZADD', zu, m[1], NEW); redis.call('ZADD', zc, m[2], NEW)
-    if m[3] then redis.call('ZADD', zl, 0, m[3] .. NEW); redis.call('HSET', lm, NEW, m[3])
-    else redis.call('ZADD', zl, 0, '\0' .. NEW) end
-    redis.call('SADD', KEYS[2], f)
-    if TTL ~= '' then for _, k in ipairs({zu, zc, zl, lm}) do redis.call('PEXPIRE', k, math.ceil(TTL * 2000)) end end
-    moved = moved + 1
+  local zu, zc, zl, lm, zi = fkeys(fe)
+  prune(fe, zu, zc, zl, lm, zi)
+  if redis.call('ZCARD', zu) > 0 then out[#out + 1] = f
+  else redis.call('SREM', KEYS[1], f); redis.call('DEL', zc, zl, lm, zi) end
+end
+return out
+"""
+
+_LUA_PURGE = _LUA_PRUNE + r"""
+-- KEYS: the flow registry. ARGV: 1 prefix, 2 ttl seconds, 3 flow id, 4 offset, 5 batch size.
+-- One batch of a flow's entries last written more than ttl ago by the server's clock: a session written without
+-- an expiry (by a store without a ttl on this prefix) and not written since is deleted; the entries of sessions
+-- that expired by themselves are removed; sessions with an expiry of their own are left to Redis.
+-- Returns {sessions deleted, offset of the next batch or -1 when the flow is done}.
+local f, offset, batch = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local fe = esc(f)
+local zu, zc, zl, lm, zi = fkeys(fe)
+local t = redis.call('TIME')
+local cutoff = tonumber(t[1]) + tonumber(t[2]) / 1000000 - tonumber(TTL)
+local ids = redis.call('ZRANGEBYSCORE', zu, '-inf', string.format('(%.17g', cutoff), 'LIMIT', offset, batch)
+local deleted, kept = 0, 0
+for _, sid in ipairs(ids) do
+  local se = esc(sid)
+  local h = hkey(se, fe)
+  local left = redis.call('PTTL', h)
+  if left == -2 then
+    unindex(zu, zc, zl, lm, zi, sid)
+  elseif left == -1 and tonumber(redis.call('HGET', h, 'u') or '0') < cutoff then
+    redis.call('DEL', h); unindex(zu, zc, zl, lm, zi, sid)
+    redis.call('SREM', P .. ':{' .. se .. '}:flows', f)
+    deleted = deleted + 1
   else
-    unindex(zu, zc, zl, lm, OLD)
+    kept = kept + 1
   end
 end
-redis.call('DEL', KEYS[1])
-if moved > 0 and pttl > 0 then redis.call('PEXPIRE', KEYS[2], pttl) end
-return moved
+if #ids < batch then
+  if redis.call('ZCARD', zu) == 0 then redis.call('SREM', KEYS[1], f); redis.call('DEL', zc, zl, lm, zi) end
+  return {deleted, -1}
+end
+return {deleted, offset + kept}
+"""
+
+_LUA_REKEY = _LUA_PRUNE + _LUA_ONCE + r"""
+-- KEYS: flow sets of the old and the new id. ARGV: 1 prefix, 2 ttl, 3 old id, 4 new id, 5 the call's token
+local OLD, NEW = ARGV[3], ARGV[4]
+local oe, ne = esc(OLD), esc(NEW)
+return once(KEYS[1], ARGV[5], function()
+  for _, f in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+    if redis.call('EXISTS', hkey(ne, esc(f))) == 1 then return -1 end
+  end
+  local moving = {}
+  for _, f in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+    if redis.call('EXISTS', hkey(oe, esc(f))) == 1 then moving[#moving + 1] = f end
+  end
+  return #moving, function()
+    -- the sessions stay in the same flow indexes (only their member changes), which already outlive them
+    local pttl = redis.call('PTTL', KEYS[1])
+    redis.call('DEL', KEYS[2])
+    for _, f in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+      local fe = esc(f)
+      local zu, zc, zl, lm, zi = fkeys(fe)
+      local ho = hkey(oe, fe)
+      unindex(zu, zc, zl, lm, zi, OLD)
+      if redis.call('EXISTS', ho) == 1 then
+        local m = redis.call('HMGET', ho, 'u', 'c', 'l')
+        unindex(zu, zc, zl, lm, zi, NEW)
+        redis.call('RENAME', ho, hkey(ne, fe))
+        redis.call('ZADD', zu, m[1], NEW); redis.call('ZADD', zc, m[2], NEW); redis.call('ZADD', zi, 0, NEW)
+        if m[3] then redis.call('ZADD', zl, 0, m[3] .. NEW); redis.call('HSET', lm, NEW, m[3])
+        else redis.call('ZADD', zl, 0, '\0' .. NEW) end
+        redis.call('SADD', KEYS[2], f)
+      end
+    end
+    redis.call('DEL', KEYS[1])
+    if pttl > 0 and redis.call('EXISTS', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], pttl) end
+  end
+end)
 """
 
 _SCRIPTS = dict(merge=_LUA_MERGE, set_step=_LUA_SET_STEP, delete=_LUA_DELETE, create=_LUA_CREATE,
                 set_label=_LUA_LABEL, restore=_LUA_RESTORE, get_state=_LUA_GET_STATE, list=_LUA_LIST,
-                list_flows=_LUA_LIST_FLOWS, rekey=_LUA_REKEY)
+                list_after=_LUA_LIST_AFTER, list_flows=_LUA_LIST_FLOWS, purge=_LUA_PURGE, rekey=_LUA_REKEY)
 
 # %% ../../nbs/backends/redis.ipynb #8720f48d
 _UNAVAILABLE = (_RedisConnectionError, _RedisTimeoutError)
@@ -408,12 +502,16 @@ def _pack(*args: bytes) -> bytes:
     return b"*%d\r\n%s" % (len(args), b"".join(map(_bulk, args)))
 
 def _redis_address(client) -> str:
-    "host:port (or socket path) of a redis-py client, for error messages."
+    "host:port (or socket path) of a redis-py client, for error messages (never its password)."
     pool = client.connection_pool
     kw = getattr(pool, "connection_kwargs", {})
     if getattr(pool, "service_name", None): return f"sentinel service {pool.service_name}"
     if kw.get("path"): return kw["path"]
     return f"{kw.get('host', 'localhost')}:{kw.get('port', 6379)}"
+
+def _token() -> bytes:
+    "A fresh token naming one call of a script that must not run twice (see `_LUA_ONCE`)."
+    return os.urandom(9).hex().encode()
 
 class _Commands:
     "One session's pre-packed commands and write arguments."
@@ -427,19 +525,19 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
     def __init__(self,
                  url_or_client: Union[str, "redis.Redis"] = "redis://127.0.0.1:6379/0",  # Redis URL, or a ready redis.Redis client
                  *,
-                 prefix: str = "cjm-wfs",  # Start of every key name (one prefix per app sharing the server)
+                 prefix: str = "cjm-wfs",  # Start of every key name (one prefix per app sharing the server); any non-empty str
                  ttl: Union[None, int, float, timedelta] = None,  # Sessions not written for this long expire (Redis removes them)
                  max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,  # Cap on one session's serialised state
                  session_key: str = DEFAULT_SESSION_KEY,  # Cookie-session key holding the workflow session id
                  socket_timeout: Optional[float] = 5.0,  # Seconds to wait for a reply (URL only)
                  socket_connect_timeout: Optional[float] = 2.0,  # Seconds to wait for a connection (URL only)
-                 retries: int = 1,  # Immediate retries of a call whose connection dropped
+                 retries: int = 1,  # Immediate retries of a call whose connection failed, when it is safe to repeat
                  **client_options,  # More redis.Redis.from_url options (password, ssl_ca_certs, max_connections, ...)
                 ):
         """Connect lazily to Redis at `url_or_client`; nothing is sent until the first call."""
         super().__init__(ttl=ttl, max_state_bytes=max_state_bytes, session_key=session_key)
-        if not isinstance(prefix, str) or not prefix or re.search(r"[{}\x00-\x20\x7f]", prefix):
-            raise ValueError(f"prefix must be a non-empty str without braces, spaces or control characters, got {prefix!r}")
+        if not isinstance(prefix, str) or not prefix:
+            raise ValueError(f"prefix must be a non-empty str, got {prefix!r}")
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise ValueError(f"retries must be an int >= 0, got {retries!r}")
         self.prefix, self.retries = prefix, retries
@@ -469,8 +567,11 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
         self._max = str(max_state_bytes).encode()
         self._lua = {name: text.encode() for name, text in _SCRIPTS.items()}
         self._sha = {name: hashlib.sha1(text).hexdigest().encode() for name, text in self._lua.items()}
-        self._evalsha7 = {name: _bulk(b"EVALSHA") + _bulk(sha) + _bulk(b"7") for name, sha in self._sha.items()}
-        self._flows_key = f"{prefix}:flows".encode()
+        self._evalsha8 = {name: _bulk(b"EVALSHA") + _bulk(sha) + _bulk(b"8") for name, sha in self._sha.items()}
+        # the prefix enters key names escaped like ids (no ':', '{', '}', glob characters): keys of different
+        # prefixes differ before their first ':', so no prefix's keys, index entries or SCAN pattern reach another's
+        self._key_prefix = escape_id(prefix).encode()
+        self._flows_key = self._key_prefix + b":flows"
         self._commands: Dict[Tuple[str, str], _Commands] = {}
         self._flow_cache: Dict[str, tuple] = {}
 
@@ -478,74 +579,142 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
 
     # -- keys and commands --
     def _flow_keys(self, flow_id) -> tuple:
-        "A flow's u, c, l, m index keys and its escaped id, as bytes."
+        "A flow's u, c, l, m, i index keys and its escaped id, as bytes."
         keys = self._flow_cache.get(flow_id)
         if keys is None:
             fe = escape_id(flow_id)
-            b = f"{self.prefix}:x:{{{fe}}}:".encode()
-            keys = (b + b"u", b + b"c", b + b"l", b + b"m", fe.encode())
+            b = self._key_prefix + f":x:{{{fe}}}:".encode()
+            keys = (b + b"u", b + b"c", b + b"l", b + b"m", b + b"i", fe.encode())
             if len(self._flow_cache) > 10000: self._flow_cache.clear()
             self._flow_cache[flow_id] = keys
         return keys
 
     def _flows_of(self, session_id) -> bytes:
         "Key of the set of flows in which `session_id` has a session."
-        return f"{self.prefix}:{{{escape_id(session_id)}}}:flows".encode()
+        return self._key_prefix + f":{{{escape_id(session_id)}}}:flows".encode()
 
     def _cmds(self, flow_id, session_id) -> _Commands:
         "The session's pre-packed commands (cached)."
         c = self._commands.get((flow_id, session_id))
         if c is None:
             c = _Commands()
-            c.hash = f"{self.prefix}:{{{escape_id(session_id)}}}:f:{escape_id(flow_id)}".encode()
+            c.hash = self._key_prefix + f":{{{escape_id(session_id)}}}:f:{escape_id(flow_id)}".encode()
             c.get_step = _pack(b"HGET", c.hash, b"s")
             c.get_state = _pack(b"EVALSHA", self._sha["get_state"], b"1", c.hash)
             c.summary = _pack(b"HMGET", c.hash, b"s", b"l", b"c", b"u", b"n", b"z")
-            c.write = b"".join(map(_bulk, (c.hash, *self._flow_keys(flow_id)[:4], self._flows_of(session_id),
-                                           self._flows_key, _b(flow_id), _b(session_id), self._ttl_ms)))
+            zu, zc, zl, lm, zi, _ = self._flow_keys(flow_id)
+            c.write = b"".join(map(_bulk, (c.hash, zu, zc, zl, lm, self._flows_of(session_id), self._flows_key, zi,
+                                           _b(flow_id), _b(session_id), self._ttl_ms)))
             if len(self._commands) > 10000: self._commands.clear()
             self._commands[(flow_id, session_id)] = c
         return c
 
     def _packed_write(self, name: str, c: _Commands, *args: bytes) -> bytes:
         "The EVALSHA command of write script `name` on session `c` with extra ARGV `args`, packed."
-        return b"*%d\r\n" % (13 + len(args)) + self._evalsha7[name] + c.write + b"".join(map(_bulk, args))
+        return b"*%d\r\n" % (14 + len(args)) + self._evalsha8[name] + c.write + b"".join(map(_bulk, args))
 
-    def _write(self, name: str, c: _Commands, *args: bytes):
-        "Run write script `name` on session `c` with extra ARGV `args`."
-        return self._send(self._packed_write(name, c, *args), name)
+    def _write(self, name: str, c: _Commands, *args: bytes, repeatable: bool = False):
+        "Run write script `name` on session `c` with extra ARGV `args` (`repeatable`: it runs once however often sent)."
+        return self._send(self._packed_write(name, c, *args), name, write=True, repeatable=repeatable)
 
+    # -- errors --
     def _unavailable(self, e: Exception) -> StoreUnavailableError:
+        "The error for a server that cannot be reached (nothing was done)."
         return StoreUnavailableError(f"Redis at {self.address} is unavailable ({type(e).__name__}: {e}); "
                                      f"the store works again as soon as the server answers")
 
-    def _send(self, packed: bytes, script: Optional[str] = None):
-        "Send one packed command and return its reply: retry dropped connections, reload a forgotten script."
+    def _outcome_unknown(self, e: Exception) -> StoreUnavailableError:
+        "The error for a write not safe to repeat whose connection failed after it was sent: it may have taken effect."
+        return StoreUnavailableError(
+            f"Redis at {self.address}: the connection failed after the call was sent ({type(e).__name__}: {e}); the "
+            f"server may or may not have done it, so the outcome is unknown and the call was not repeated: check the "
+            f"session (e.g. get_state, session_exists) before trying again")
+
+    def _refused(self, e: Exception) -> StoreUnavailableError:
+        "The error for a reply in which the server refused the call (nothing was written), saying what to do."
+        text = f"{type(e).__name__}: {e}"
+        if isinstance(e, (AuthenticationError, AuthorizationError)):
+            return StoreUnavailableError(
+                f"Redis at {self.address} refused the credentials ({text}): check the user name and password in the "
+                f"store's URL (redis://user:password@host:port/db) or its password= option; retrying will not help")
+        if isinstance(e, OutOfMemoryError):
+            return StoreUnavailableError(
+                f"Redis at {self.address} is out of memory ({text}), nothing was written: raise its maxmemory or "
+                f"free memory (purge_expired, delete old sessions); an eviction policy would drop sessions")
+        if isinstance(e, ReadOnlyError):
+            return StoreUnavailableError(f"Redis at {self.address} is a read-only replica ({text}): point the store "
+                                         f"at the primary")
+        if isinstance(e, NoPermissionError):
+            return StoreUnavailableError(
+                f"Redis at {self.address} denied a command ({text}): the ACL user needs +@read +@write +@scripting "
+                f"and access to the keys under {self.prefix!r}")
+        if isinstance(e, BusyLoadingError):
+            return StoreUnavailableError(f"Redis at {self.address} is loading its data set ({text}): try again shortly")
+        message = str(e)
+        if "DB index" in message:
+            db = self._pool.connection_kwargs.get("db")
+            return StoreUnavailableError(
+                f"Redis at {self.address} has no database {db} ({text}): use a database number the server has "
+                f"(0 to its `databases` setting - 1, 16 by default) in the URL's path, redis://host:port/<db>")
+        if message.startswith("MISCONF"):
+            return StoreUnavailableError(f"Redis at {self.address} refuses writes because it cannot save to disk "
+                                         f"({text}): fix its disk or persistence settings")
+        return StoreUnavailableError(f"Redis at {self.address} refused the call ({text})")
+
+    # -- sending --
+    def _ready(self, conn) -> None:
+        """Make `conn` ready to send on: connected, nothing unread. A connection the server closed while idle is
+        replaced here, before anything is sent on it, so a call sent afterwards is never sent twice."""
+        try: stale = conn.can_read()  # connects a new connection; True (or an error) for one closed by the server
+        except (AuthenticationError, AuthorizationError, BusyLoadingError): raise
+        except _RedisConnectionError: stale = True
+        if stale: conn.disconnect()
+        conn.connect()  # no-op when connected
+
+    def _send(self,
+              packed: bytes,  # One command, packed (`_pack`)
+              script: Optional[str] = None,  # Name of the script it runs by EVALSHA, if any
+              write: bool = False,  # Whether the command may change data
+              repeatable: bool = True,  # Whether sending it twice does what sending it once does
+             ):
+        """Send one command and return its reply. A connection that fails before the command was sent is retried
+        (`retries` times); one that fails after it was sent is retried only when the command is `repeatable`
+        (reads, and the scripts that run once per token); a write that is not raises StoreUnavailableError
+        saying its outcome is unknown. A script the server forgot (NOSCRIPT: it did nothing) is loaded and run
+        again. Replies in which the server refused the call raise StoreUnavailableError saying what to do."""
         retries, load = self.retries, False
         while True:
-            conn = None
+            conn, sent = None, False
             try:
                 if self._pid != os.getpid(): self._idle, self._pid = [], os.getpid()  # forked: never share a socket
                 try: conn = self._idle.pop()
                 except IndexError: conn = self._pool.make_connection()
+                self._ready(conn)
                 if load:
-                    conn.send_packed_command((_pack(b"SCRIPT", b"LOAD", self._lua[script]),))
+                    conn.send_packed_command((_pack(b"SCRIPT", b"LOAD", self._lua[script]),), check_health=False)
                     conn.read_response()
-                conn.send_packed_command((packed,))
+                # a command that fails to go out whole is not run by the server: only from here is the outcome open
+                conn.send_packed_command((packed,), check_health=False)
+                sent = True
                 return conn.read_response()
-            except NoScriptError:
-                if load or script is None: raise
+            except NoScriptError as e:
+                if load or script is None: raise self._refused(e) from None
                 load = True
-            except _RedisConnectionError as e:  # redis-py has disconnected `conn`; it reconnects on its next use
-                if retries <= 0: raise self._unavailable(e) from e
+            except (AuthenticationError, AuthorizationError, BusyLoadingError) as e:  # replies, not lost connections
+                raise self._refused(e) from None
+            except _UNAVAILABLE as e:  # redis-py has disconnected `conn`; it reconnects on its next use
+                if sent and write and (not repeatable or retries <= 0 or isinstance(e, _RedisTimeoutError)):
+                    raise self._outcome_unknown(e) from e
+                if retries <= 0 or isinstance(e, _RedisTimeoutError): raise self._unavailable(e) from e
                 retries -= 1
-            except _RedisTimeoutError as e: raise self._unavailable(e) from e
+            except ResponseError as e: raise self._refused(e) from None
             finally:  # a connection goes back only in a clean state: redis-py disconnects it on any I/O failure
                 if conn is not None: self._idle.append(conn)
 
-    def _eval(self, name: str, keys: tuple, *args: bytes):
+    def _eval(self, name: str, keys: tuple, *args: bytes, write: bool = False, repeatable: bool = True):
         "Run script `name` with `keys` and `args` (the less frequent calls)."
-        return self._send(_pack(b"EVALSHA", self._sha[name], str(len(keys)).encode(), *keys, *args), name)
+        return self._send(_pack(b"EVALSHA", self._sha[name], str(len(keys)).encode(), *keys, *args), name,
+                          write=write, repeatable=repeatable)
 
     # -- primitives --
     def _get_step(self, flow_id, session_id):
@@ -567,10 +736,11 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
         self._write("set_step", self._cmds(flow_id, session_id), _b(step_id))
 
     def _delete(self, flow_id, session_id):
-        return self._write("delete", self._cmds(flow_id, session_id)) == 1
+        return self._write("delete", self._cmds(flow_id, session_id), _token(), repeatable=True) == 1
 
     def _create(self, flow_id, session_id, label):
-        return self._write("create", self._cmds(flow_id, session_id), b"" if label is None else label_sort_key(label)) == 1
+        return self._write("create", self._cmds(flow_id, session_id), b"" if label is None else label_sort_key(label),
+                           _token(), repeatable=True) == 1
 
     def _set_label(self, flow_id, session_id, label):
         return self._write("set_label", self._cmds(flow_id, session_id), b"" if label is None else label_sort_key(label)) == 1
@@ -581,20 +751,32 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
         return make_summary(flow_id, session_id, _label_from_key(l), None if s is None else _s(s), float(c), float(u),
                             state_size(int(n), int(z)))
 
-    def _list(self, flow_id, order_by, descending, limit, offset):
-        zu, zc, zl, lm, fe = self._flow_keys(flow_id)
-        r = self._eval("list", (zu, zc, zl, lm), self.prefix.encode(), self._ttl_s, fe, _ORDER_INDEX[order_by],
-                       b"1" if descending else b"", str(offset).encode(), str(-1 if limit is None else limit).encode())
+    def _rows(self, flow_id, r) -> List[SessionSummary]:
+        "Summaries from a list script's flat reply (id, step, label key, created, updated, n, z per session)."
         return [make_summary(flow_id, _s(r[i]), _label_from_key(r[i + 2]), None if r[i + 1] is None else _s(r[i + 1]),
                              float(r[i + 3]), float(r[i + 4]), state_size(int(r[i + 5]), int(r[i + 6])))
                 for i in range(0, len(r), 7)]
 
+    def _list(self, flow_id, order_by, descending, limit, offset):
+        *keys, fe = self._flow_keys(flow_id)
+        return self._rows(flow_id, self._eval(
+            "list", tuple(keys), self._key_prefix, self._ttl_s, fe, _ORDER_INDEX[order_by], b"1" if descending else b"",
+            str(offset).encode(), str(-1 if limit is None else limit).encode()))
+
+    def _list_after(self, flow_id: str, after: Optional[str], limit: int) -> List[SessionSummary]:
+        """Up to `limit` live sessions of `flow_id` whose id sorts after `after` (from the first when None), by id
+        in code point order (the byte order of UTF-8 in the flow's id index): one round trip."""
+        *keys, fe = self._flow_keys(flow_id)
+        return self._rows(flow_id, self._eval("list_after", tuple(keys), self._key_prefix, self._ttl_s, fe,
+                                              b"" if after is None else _b(after), str(limit).encode()))
+
     def _list_flows(self):
-        return sorted(_s(f) for f in self._eval("list_flows", (self._flows_key,), self.prefix.encode(), self._ttl_s, b""))
+        return sorted(_s(f) for f in self._eval("list_flows", (self._flows_key,), self._key_prefix, self._ttl_s))
 
     def _rekey(self, old_session_id, new_session_id):
         moved = self._eval("rekey", (self._flows_of(old_session_id), self._flows_of(new_session_id)),
-                           self.prefix.encode(), self._ttl_s, _b(old_session_id), _b(new_session_id))
+                           self._key_prefix, self._ttl_s, _b(old_session_id), _b(new_session_id), _token(),
+                           write=True, repeatable=True)
         if moved < 0:
             raise SessionExistsError(f"session id {new_session_id!r} already holds data; rotate to a fresh id")
         return moved
@@ -606,12 +788,23 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
         for key, value in state_items.items(): args += (encode_json(key).encode(), value.encode())
         self._write("restore", self._cmds(flow_id, session_id), *args)
 
-    def _purge_expired(self, cutoff): return 0
-
-    def purge_expired(self) -> int:  # Always 0: Redis removes expired sessions itself
-        """Prune the index entries expired sessions left behind, in every flow (`list_sessions` does it lazily per flow)."""
-        if self.ttl is not None: self._eval("list_flows", (self._flows_key,), self.prefix.encode(), self._ttl_s, b"1")
-        return 0
+    def purge_expired(self,
+                      batch: int = 500,  # Index entries one script call looks at (bounds how long Redis is busy)
+                     ) -> int:  # How many sessions were deleted
+        """Delete the sessions written without an expiry (by a store without a ttl on this prefix) that were last
+        written more than `ttl` ago by the Redis server's clock, and the index entries expired sessions left behind,
+        a batch at a time; 0 without a ttl. Sessions with an expiry of their own are left to Redis."""
+        if self.ttl is None: return 0
+        deleted = 0
+        for flow in self._send(_pack(b"SMEMBERS", self._flows_key)):
+            offset = b"0"
+            while True:
+                n, offset = self._eval("purge", (self._flows_key,), self._key_prefix, self._ttl_s, flow, offset,
+                                       str(batch).encode(), write=True, repeatable=False)
+                deleted += n
+                if offset < 0: break
+                offset = str(offset).encode()
+        return deleted
 
     def _close(self):
         idle, self._idle = self._idle, []
@@ -620,15 +813,17 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
 
     # -- administration --
     def delete_all(self) -> int:  # Number of keys deleted
-        """Delete every key under this store's prefix (tests, uninstalling an app); other prefixes are untouched."""
-        pattern = re.sub(r"([\\*?\[\]])", r"\\\1", self.prefix) + ":*"
+        """Delete every key of this store's prefix (tests, uninstalling an app); other prefixes are untouched."""
         deleted, batch = 0, []
         try:
-            for key in self._client.scan_iter(match=pattern, count=1000):
+            # the escaped prefix holds no ':' and no glob character, so the pattern matches this prefix's keys only
+            for key in self._client.scan_iter(match=self._key_prefix + b":*", count=1000):
                 batch.append(key)
                 if len(batch) >= 500: deleted += self._client.delete(*batch); batch = []
             if batch: deleted += self._client.delete(*batch)
+        except (AuthenticationError, AuthorizationError, BusyLoadingError) as e: raise self._refused(e) from None
         except _UNAVAILABLE as e: raise self._unavailable(e) from e
+        except ResponseError as e: raise self._refused(e) from None
         return deleted
 
 # %% ../../nbs/backends/redis.ipynb #31269e59
@@ -639,5 +834,5 @@ def open_url(
     """Build a Redis store from a `redis://` or `rediss://` URL (used by `open_store`)."""
     scheme = url.split("://", 1)[0].lower()
     if scheme not in ("redis", "rediss", "unix"):
-        raise ValueError(f"not a Redis URL: {url!r}; use redis://host:port/db or rediss://host:port/db")
+        raise ValueError(f"not a Redis URL: {redact_url(url)!r}; use redis://host:port/db or rediss://host:port/db")
     return RedisWorkflowStateStore(url, **options)
