@@ -10,6 +10,7 @@ import os, re, select, threading, weakref
 from datetime import timedelta
 from json.encoder import encode_basestring_ascii as _encode_key  # `encode_json(key)` for a str key, faster
 from typing import Any, Dict, List, Optional, Union
+from urllib.parse import urlsplit
 
 try:
     import psycopg
@@ -23,7 +24,7 @@ except ImportError as e:  # the optional driver is missing
 
 from ..core.base import (DEFAULT_MAX_STATE_BYTES, DEFAULT_SESSION_KEY, SessionSummary,
     WorkflowStateStoreBase, decode_json, encode_json, item_text, make_summary, merge_json_object, state_size)
-from ..errors import SessionExistsError, StoreUnavailableError
+from ..errors import BackendError, SessionExistsError, StoreUnavailableError, hide_secrets
 
 # %% ../../nbs/backends/postgres.ipynb #f615bf4d
 SCHEMA_VERSION = 1  # Layout version of the tables; stored in the `<table>_meta` table
@@ -83,7 +84,27 @@ _DDL = [
     *[f"CREATE INDEX IF NOT EXISTS {{{suffix}}} ON {{table}} {cols}" for suffix, cols in _INDEXES.items()],
 ]
 
+_COLUMNS = {"flow_id", "session_id", "current_step", "label", "state", "meta", "n_items", "items_len", "next_seq",
+            "state_size", "created_at", "updated_at"}  # an existing table without one of these is not ours
+
 _PK = "flow_id = %(f)s AND session_id = %(s)s"
+
+# Time is the database server's (issue 9 item 17): every timestamp the store writes and every ttl cutoff is computed
+# inside the statement, never sent by the app server, so app servers and an admin host with skewed clocks all agree,
+# and no call needs a round trip of its own to ask the server the time. `_render` fills in these placeholders:
+#   {now}         created_at and updated_at of a row the statement inserts: statement_timestamp(), one value for the
+#                 whole statement (a new session's two times are equal)
+#   {stamp}       updated_at of a row the statement changes: clock_timestamp(), read when the SET is evaluated, i.e.
+#                 after the row lock is held, so a write that waited for another one stamps a later time than it: a
+#                 session's updated_at never goes backwards (statement_timestamp() is from before the wait)
+#   {cutoff}      statement_timestamp() - ttl: one value for the whole statement, so every CASE of an upsert, a row
+#                 re-checked after a lock wait and both conditions of purge agree on what is expired
+#   {txn_cutoff}  transaction_timestamp() - ttl, for rekey_session only: one value for its four statements, so an
+#                 expired row is one that was expired when the rekey began (a row written meanwhile is never dropped)
+# transaction_timestamp() (= now()) is used nowhere else: it is frozen at BEGIN, so inside a transaction (a merge
+# redone under a row lock, a merge with removals) it would stamp, and judge expiry by, a time before the lock wait.
+_SERVER_TIME = dict(now="date_part('epoch', statement_timestamp())", stamp="date_part('epoch', clock_timestamp())",
+                    txn_now="date_part('epoch', transaction_timestamp())")  # epoch seconds, double precision
 
 _SCALAR_MAX = 32  # updates of at most this many keys get one SQL expression per key; larger ones unnest arrays
 _KEY_PARAMS = [(f"k{i}", f"v{i}", f"l{i}") for i in range(1, _SCALAR_MAX + 1)]  # parameter names of key i
@@ -123,16 +144,16 @@ def _upsert(fresh: Dict[str, str], merged: Dict[str, str], new_size: str, ttl: b
     """`INSERT ... ON CONFLICT DO UPDATE` of a merge: `fresh` column values for a new (or expired) session,
     `merged` ones for a live session; nothing is written (no row returned) when the new size is over max_state_bytes."""
     cols = ", ".join(fresh)
-    sets = [f"{c} = CASE WHEN t.updated_at < %(cutoff)s THEN excluded.{c} ELSE {e} END" if ttl else f"{c} = {e}"
+    sets = [f"{c} = CASE WHEN t.updated_at < {{cutoff}} THEN excluded.{c} ELSE {e} END" if ttl else f"{c} = {e}"
             for c, e in merged.items()]
-    if ttl: sets += ["current_step = CASE WHEN t.updated_at < %(cutoff)s THEN NULL ELSE t.current_step END",
-                     "label = CASE WHEN t.updated_at < %(cutoff)s THEN NULL ELSE t.label END",
-                     "created_at = CASE WHEN t.updated_at < %(cutoff)s THEN excluded.created_at ELSE t.created_at END"]
+    if ttl: sets += ["current_step = CASE WHEN t.updated_at < {cutoff} THEN NULL ELSE t.current_step END",
+                     "label = CASE WHEN t.updated_at < {cutoff} THEN NULL ELSE t.label END",
+                     "created_at = CASE WHEN t.updated_at < {cutoff} THEN excluded.created_at ELSE t.created_at END"]
     check = f"{refuse}2 + {new_size} <= {{max_state_bytes}}"
     return (f"INSERT INTO {{table}} AS t (flow_id, session_id, {cols}, created_at, updated_at)\n"
-            f"VALUES (%(f)s, %(s)s, {', '.join(fresh.values())}, %(now)s, %(now)s)\n"
-            f"ON CONFLICT (flow_id, session_id) DO UPDATE SET\n  " + ",\n  ".join(sets + ["updated_at = excluded.updated_at"])
-            + f"\nWHERE {'t.updated_at < %(cutoff)s OR ' if ttl else ''}({check})\nRETURNING 1")
+            f"VALUES (%(f)s, %(s)s, {', '.join(fresh.values())}, {{now}}, {{now}})\n"
+            f"ON CONFLICT (flow_id, session_id) DO UPDATE SET\n  " + ",\n  ".join(sets + ["updated_at = {stamp}"])
+            + f"\nWHERE {'t.updated_at < {cutoff} OR ' if ttl else ''}({check})\nRETURNING 1")
 
 def _merge_sql(n: int, ttl: bool) -> str:
     "Merge n top-level members: new keys go after the last, replaced ones keep their position."
@@ -176,7 +197,7 @@ def _remove_sql(n: int) -> str:
     K = _Keys(n)
     return ("UPDATE {table} AS t SET state = t.state - %(keys)s::text[], meta = t.meta - %(keys)s::text[], "
             f"n_items = t.n_items - {K.sum('(t.meta ? {k})::int')}, "
-            f"items_len = t.items_len - {K.sum('coalesce((t.meta->{k}->>1)::bigint, 0)')}, updated_at = %(now)s "
+            f"items_len = t.items_len - {K.sum('coalesce((t.meta->{k}->>1)::bigint, 0)')}, updated_at = {{stamp}} "
             "WHERE " + _PK + "{live} RETURNING 1")
 
 def _assemble(
@@ -195,20 +216,20 @@ def _assemble(
     return "{" + ",".join(parts) + "}"
 
 _SET_STEP = """INSERT INTO {table} AS t (flow_id, session_id, current_step, created_at, updated_at)
-VALUES (%(f)s, %(s)s, %(step)s, %(now)s, %(now)s)
-ON CONFLICT (flow_id, session_id) DO UPDATE SET current_step = excluded.current_step, updated_at = excluded.updated_at"""
-_EXPIRED_RESET = "{c} = CASE WHEN t.updated_at < %(cutoff)s THEN {fresh} ELSE t.{c} END"
+VALUES (%(f)s, %(s)s, %(step)s, {now}, {now})
+ON CONFLICT (flow_id, session_id) DO UPDATE SET current_step = excluded.current_step, updated_at = {stamp}"""
+_EXPIRED_RESET = "{c} = CASE WHEN t.updated_at < {{cutoff}} THEN {fresh} ELSE t.{c} END"
 _SET_STEP_TTL = _SET_STEP + "".join(",\n  " + _EXPIRED_RESET.format(c=c, fresh=v) for c, v in [
     ("state", "'{{}}'"), ("meta", "'{{}}'"), ("n_items", "0"), ("items_len", "0"), ("next_seq", "0"),
     ("label", "NULL"), ("created_at", "excluded.created_at")])
 
 _CREATE = """INSERT INTO {table} AS t (flow_id, session_id, label, created_at, updated_at)
-VALUES (%(f)s, %(s)s, %(label)s, %(now)s, %(now)s) ON CONFLICT (flow_id, session_id) DO NOTHING RETURNING 1"""
+VALUES (%(f)s, %(s)s, %(label)s, {now}, {now}) ON CONFLICT (flow_id, session_id) DO NOTHING RETURNING 1"""
 _CREATE_TTL = """INSERT INTO {table} AS t (flow_id, session_id, label, created_at, updated_at)
-VALUES (%(f)s, %(s)s, %(label)s, %(now)s, %(now)s) ON CONFLICT (flow_id, session_id) DO UPDATE SET
+VALUES (%(f)s, %(s)s, %(label)s, {now}, {now}) ON CONFLICT (flow_id, session_id) DO UPDATE SET
   state = '{{}}', meta = '{{}}', n_items = 0, items_len = 0, next_seq = 0, current_step = NULL, label = excluded.label,
   created_at = excluded.created_at, updated_at = excluded.updated_at
-WHERE t.updated_at < %(cutoff)s RETURNING 1"""
+WHERE t.updated_at < {cutoff} RETURNING 1"""  # (an expired session starts afresh: both times this statement's)
 
 _RESTORE = """INSERT INTO {table} AS t (flow_id, session_id, state, meta, n_items, items_len, next_seq, current_step,
                              label, created_at, updated_at)
@@ -227,31 +248,39 @@ _FLOWS = """WITH RECURSIVE f AS (
     WHERE f.flow_id IS NOT NULL)
   """  # every flow id, one index probe each
 _LIVE_FLOW = """ AND (SELECT x.updated_at FROM {table} x WHERE x.flow_id = f.flow_id
-                     ORDER BY x.updated_at DESC LIMIT 1) >= %(cutoff)s"""  # with a ttl: its last write
+                     ORDER BY x.updated_at DESC LIMIT 1) >= {cutoff}"""  # with a ttl: its last write
 
 _QUERIES = dict(
-    get_step="SELECT current_step FROM {table} WHERE flow_id = %s AND session_id = %s{live_pos}",  # see _key
+    get_step="SELECT current_step FROM {table} WHERE flow_id = %s AND session_id = %s{live}",  # see _key
     # both columns as one JSON text: one json.loads on the app server
-    get_state="SELECT '[' || state::text || ',' || meta::text || ']' FROM {table} WHERE flow_id = %s AND session_id = %s{live_pos}",
+    get_state="SELECT '[' || state::text || ',' || meta::text || ']' FROM {table} WHERE flow_id = %s AND session_id = %s{live}",
     get_member="SELECT state->%(into)s::text, meta->%(into)s::text FROM {table} WHERE " + _PK + "{live}",
     # a dict that update_state stored as text, rewritten as sub-members (same content, same size) for a step merge
     convert="""UPDATE {table} SET state = jsonb_set(state, ARRAY[%(into)s::text], %(sub_state)s::jsonb),
       meta = jsonb_set(meta, ARRAY[%(into)s::text], %(sub_meta)s::jsonb)
       WHERE """ + _PK + " AND meta->%(into)s::text = %(old_meta)s::jsonb AND state->%(into)s::text = %(old_state)s::jsonb{live}",
     restore=_RESTORE,
-    delete="DELETE FROM {table} WHERE " + _PK + " RETURNING updated_at",
-    set_label="UPDATE {table} SET label = %(label)s, updated_at = %(now)s WHERE " + _PK + "{live} RETURNING 1",
-    summary="SELECT " + _SUMMARY_COLS + " FROM {table} WHERE flow_id = %s AND session_id = %s{live_pos}",
+    delete="DELETE FROM {table} WHERE " + _PK + " RETURNING {alive}",  # whether it was live (not merely expired)
+    set_label="UPDATE {table} SET label = %(label)s, updated_at = {stamp} WHERE " + _PK + "{live} RETURNING 1",
+    summary="SELECT " + _SUMMARY_COLS + " FROM {table} WHERE flow_id = %s AND session_id = %s{live}",
     # one index probe per flow (a "loose index scan"), not a scan of every session
     list_flows=_FLOWS + """SELECT flow_id FROM f WHERE flow_id IS NOT NULL{live_flow} ORDER BY flow_id""",
-    rekey_clash="SELECT 1 FROM {table} WHERE session_id = %(s)s{live} LIMIT 1",
-    rekey_move="UPDATE {table} SET session_id = %(new)s WHERE session_id = %(s)s{live} RETURNING 1",
-    drop_session="DELETE FROM {table} WHERE session_id = %(s)s",
+    # one page of export_sessions: a flow's sessions after a given id, in code point order (keyset paging). It walks
+    # the primary key (session_id, flow_id) from `after` on, so a page never re-reads earlier ones; no extra index
+    list_after="SELECT session_id, " + _SUMMARY_COLS + " FROM {table} WHERE session_id > %(after)s AND flow_id = %(f)s"
+               "{live} ORDER BY session_id LIMIT %(limit)s",
+    rekey_clash="SELECT 1 FROM {table} WHERE session_id = %(s)s{live_txn} LIMIT 1",
+    rekey_move="UPDATE {table} SET session_id = %(new)s WHERE session_id = %(s)s{live_txn} RETURNING 1",
+    # (with a ttl) an id's expired rows only: see _rekey for why never its live ones
+    drop_expired="DELETE FROM {table} WHERE session_id = %(s)s AND updated_at < {txn_cutoff}",
+    # a merge the single statement refused (a step member to convert first, or a state over max_state_bytes) is
+    # redone under this row lock, so that nothing can change the row in between (see _merge_once)
+    lock_row="SELECT 1 FROM {table} WHERE " + _PK + " FOR UPDATE",
     # per flow, the expired range of the updated_at index (OFFSET 0 keeps it a per-flow index scan; rows written
     # meanwhile fail the recheck of updated_at and stay)
-    purge=_FLOWS + """DELETE FROM {table} t WHERE t.updated_at < %(cutoff)s AND t.ctid = ANY (ARRAY(
+    purge=_FLOWS + """DELETE FROM {table} t WHERE t.updated_at < {cutoff} AND t.ctid = ANY (ARRAY(
         SELECT x.ctid FROM f CROSS JOIN LATERAL (
-          SELECT ctid FROM {table} x WHERE x.flow_id = f.flow_id AND x.updated_at < %(cutoff)s OFFSET 0) x))""",
+          SELECT ctid FROM {table} x WHERE x.flow_id = f.flow_id AND x.updated_at < {cutoff} OFFSET 0) x))""",
 )
 _LIST_ORDER = {  # (order_by, descending) -> ORDER BY clause, matching summary_sort_key
     ("updated_at", False): "updated_at, session_id", ("updated_at", True): "updated_at DESC, session_id DESC",
@@ -265,6 +294,10 @@ for (_field, _desc), _order in _LIST_ORDER.items():
 
 # %% ../../nbs/backends/postgres.ipynb #6d038bcf
 _RECONNECT_TIMEOUT = 1.0  # Seconds psycopg_pool keeps retrying one failed connection attempt in the background
+_ROLLED_BACK = ("40001", "40P01")  # serialization failure, deadlock: the server undid the whole transaction
+_TRANSIENT_FATAL = re.compile(  # refusals that pass: the server (or PgBouncer) is starting, stopping or full
+    r"FATAL:\s+(the database system is|sorry, too many clients|remaining connection slots|terminating connection"
+    r"|canceling|no more connections|pgbouncer cannot connect|server login has been failing)", re.I)
 
 def _is_unavailable(e: Exception) -> bool:
     "Whether a psycopg error means the server cannot be reached (connection lost, refused, shut down, timed out)."
@@ -273,12 +306,61 @@ def _is_unavailable(e: Exception) -> bool:
     state = getattr(e, "sqlstate", None)
     return state is None or state.startswith(("08", "57P")) or state == "57014"
 
+_CANNOT_FIX = {  # SQLSTATE (or its two-character class) of a refusal retrying will not fix -> what to do about it
+    "25006": "the database accepts no writes (a read-only transaction or server, e.g. a standby): point the store at a "
+             "writable primary, or turn default_transaction_read_only off for its user",
+    "42501": "the user lacks a privilege the store needs: grant it USAGE and CREATE on the schema and SELECT, INSERT, "
+             "UPDATE and DELETE on the store's tables, or connect as a user that has them",
+    "53": "the server ran out of a resource (disk space, memory or a configured limit): free it or raise the limit",
+    "28": "check the user and password of the store's URL",
+    "3D": "the database does not exist (any more): check the database name of the store's URL",
+}
+
+def _cannot_fix(e: Exception) -> Optional[str]:
+    "What to do about a server error retrying will not fix (None for any other error)."
+    state = getattr(e, "sqlstate", None) or ""
+    return _CANNOT_FIX.get(state) or _CANNOT_FIX.get(state[:2])
+
+def _is_refused(e: Exception) -> bool:
+    """Whether a failed connection attempt was refused for its settings (a missing database or role, a wrong
+    password, an unknown option, bad SSL settings): waiting and retrying will not help."""
+    if not isinstance(e, psycopg.OperationalError) or getattr(e, "sqlstate", None): return False
+    message = str(e)
+    if "FATAL:" in message: return not _TRANSIENT_FATAL.search(message)  # the server answered, and said no
+    return bool(re.search(r"connection is bad: invalid|no password supplied|SSL was required|certificate", message))
+
 def _idle_socket_ok(conn) -> bool:
     "False if the server closed an idle connection (its socket has data or EOF waiting); costs no round trip."
     if conn.closed or conn.broken: return False
     try: readable, _, _ = select.select([conn.fileno()], [], [], 0)
     except (OSError, ValueError): return False
     return not readable
+
+def _hide_password(text: str, conninfo: str) -> str:
+    """`text` without the secrets of `conninfo`: those the shared `hide_secrets` finds (a URL's user:password@ and
+    query, `password=` and the like, also in an unparsable string), and the password as libpq reads it."""
+    # libpq's reading is needed too: the shared helper reads `password=` the way a URL writes it, so in a key=value
+    # conninfo string it misses or cuts short a quoted value (`password='a b'`, `password='it\'s'`), one spaced
+    # from its `=` (`password = x`) and one holding `&` (tests/test_postgres_errors.py::test_password_never_shown).
+    # That exact password goes first: hide_secrets could otherwise replace a piece of it and leave the rest.
+    try: password = conninfo_to_dict(conninfo).get("password")
+    except psycopg.Error: password = None  # unparsable: hide_secrets still hides what it finds
+    if password: text = text.replace(password, "***")
+    return hide_secrets(text, conninfo)
+
+def _recording_connection_class(store) -> type:
+    "A psycopg Connection class that keeps the error of a failed connection attempt in `store._connect_error`."
+    ref = weakref.ref(store)
+    class Connection(psycopg.Connection):
+        @classmethod
+        def connect(cls, *args, **kwargs):
+            try: conn = super().connect(*args, **kwargs)
+            except psycopg.Error as e:
+                if ref() is not None: ref()._connect_error = e
+                raise
+            if ref() is not None: ref()._connect_error = None
+            return conn
+    return Connection
 
 # %% ../../nbs/backends/postgres.ipynb #f4dcca04
 _STORES = weakref.WeakSet()  # every PostgresWorkflowStateStore of this process
@@ -319,9 +401,16 @@ class PostgresWorkflowStateStore(WorkflowStateStoreBase):
             conninfo = conninfo_or_pool.conninfo if isinstance(conninfo_or_pool.conninfo, str) else ""
         elif isinstance(conninfo_or_pool, str):
             conninfo, self._owns_pool = conninfo_or_pool, True
-            kwargs = self._connect_kwargs(conninfo, prepare_threshold, connect_timeout, socket_timeout, statement_timeout)
+            try: kwargs = self._connect_kwargs(conninfo, prepare_threshold, connect_timeout, socket_timeout, statement_timeout)
+            except psycopg.ProgrammingError as e:  # libpq cannot parse it: an unknown option, a malformed URL
+                raise BackendError(
+                    f"PostgreSQL at {self._address(conninfo)}: invalid connection settings "
+                    f"({_hide_password(' '.join(str(e).split()), conninfo)}); check the URL or conninfo string and its "
+                    f"options") from None
+            self._conninfo, self._kwargs = conninfo, kwargs
             self._new_pool = lambda: ConnectionPool(
                 conninfo, min_size=min_size, max_size=max_size, timeout=pool_timeout, kwargs=kwargs,
+                connection_class=_recording_connection_class(self),
                 # end a failing series of reconnection attempts soon (psycopg_pool backs off exponentially):
                 # the next call then starts a new attempt at once, so the store works as soon as the server is back
                 reconnect_timeout=_RECONNECT_TIMEOUT, name=f"cjm-workflow-state:{table}", open=False)
@@ -329,15 +418,16 @@ class PostgresWorkflowStateStore(WorkflowStateStoreBase):
         else:
             raise TypeError(f"conninfo_or_pool must be a postgresql:// URL, a conninfo string or a "
                             f"psycopg_pool.ConnectionPool, got {type(conninfo_or_pool).__name__}")
-        self.address = self._address(conninfo)
+        self.address, self._conninfo_text = self._address(conninfo), conninfo  # (the latter to hide its password)
         qualified = (self.schema,) if self.schema else ()
         self._names = dict(table=(*qualified, self.table), meta=(*qualified, self.table + "_meta"),
                            **{suffix: (f"{self.table}_{suffix}",) for suffix in _INDEXES})
         self._quoted = {k: _quote(*parts) for k, parts in self._names.items()}
-        self._live = " AND updated_at >= %(cutoff)s" if self.ttl else ""
+        self._time = self._time_sql()
         self._sql = {k: self._render(q) for k, q in _QUERIES.items()}
         self._sql.update(set_step=self._render(_SET_STEP_TTL if self.ttl else _SET_STEP),
                          create=self._render(_CREATE_TTL if self.ttl else _CREATE))
+        self._create_table, self._connect_error = create_table, None  # the last failed connection attempt of the pool
         self._schema_done, self._opened, self._closed, self._forked = not create_table, False, False, False
         self._ready, self._ready_lock, self._inherited = False, threading.Lock(), []
         _STORES.add(self)
@@ -359,16 +449,27 @@ class PostgresWorkflowStateStore(WorkflowStateStoreBase):
     def _address(conninfo: str) -> str:
         "host:port/dbname of a conninfo, for error messages."
         try: p = conninfo_to_dict(conninfo)
-        except psycopg.Error: p = {}
+        except psycopg.Error:  # unparsable (e.g. an unknown option): what a URL's host part says, if it is one
+            try: u = urlsplit(conninfo); p = dict(host=u.hostname, port=u.port and str(u.port), dbname=u.path.lstrip("/"))
+            except ValueError: p = {}
         host = p.get("host") or p.get("hostaddr") or os.environ.get("PGHOST") or "localhost"
         port = p.get("port") or os.environ.get("PGPORT") or "5432"
         db = p.get("dbname") or os.environ.get("PGDATABASE") or p.get("user") or ""
         return f"{host}:{port}" + (f"/{db}" if db else "")
 
+    def _time_sql(self) -> Dict[str, str]:
+        """The SQL of the server-clock placeholders of the statements (see `_SERVER_TIME`), and of the ttl conditions
+        built on them; without a ttl nothing is ever expired (the cutoffs are NULL: no row is older)."""
+        t = dict(_SERVER_TIME)
+        if not self.ttl: return dict(t, cutoff="NULL", txn_cutoff="NULL", live="", live_txn="", alive="true", live_flow="")
+        ttl = f"{float(self.ttl)!r}::float8"
+        t.update(cutoff=f"({t['now']} - {ttl})", txn_cutoff=f"({t['txn_now']} - {ttl})")
+        return dict(t, live=f" AND updated_at >= {t['cutoff']}", live_txn=f" AND updated_at >= {t['txn_cutoff']}",
+                    alive=f"updated_at >= {t['cutoff']}", live_flow=_LIVE_FLOW.format(**self._quoted, **t))
+
     def _render(self, text: str) -> str:
         "A statement template with the table's quoted names and the ttl condition filled in."
-        return text.format(**self._quoted, live=self._live, live_pos=self._live.replace("%(cutoff)s", "%s"),
-                           live_flow=_LIVE_FLOW.format(**self._quoted) if self.ttl else "",
+        return text.format(**self._quoted, **self._time,
                            max_state_bytes=self.max_state_bytes)
 
     def _statement(self, kind: str, n: int) -> str:
@@ -381,37 +482,99 @@ class PostgresWorkflowStateStore(WorkflowStateStoreBase):
         return q
 
     # ---- connections --------------------------------------------------------------------------
-    def _unavailable(self, e: Exception) -> StoreUnavailableError:
-        "The StoreUnavailableError (naming the server's address) for a connection failure."
+    def _describe(self, e: Exception) -> str:
+        "A psycopg error's message on one line, without the password."
+        return _hide_password(" ".join(str(e).split()), self._conninfo_text)
+
+    def _unavailable(self, e: Exception) -> BackendError:
+        "The StoreUnavailableError (naming the server's address) for a connection failure (BackendError: refused settings)."
         if isinstance(e, PoolClosed): return StoreUnavailableError(f"the PostgreSQL store ({self.address}) is closed")
         if isinstance(e, PoolTimeout):
+            cause = self._connect_error  # why the pool's last connection attempt failed, if it did
+            if cause is not None and _is_refused(cause): return self._refused(cause)  # not an outage: BackendError
             return StoreUnavailableError(
-                f"PostgreSQL at {self.address} is unavailable: no connection within {self._pool.timeout:g} s (the server "
-                f"is down or unreachable, or all {self._pool.max_size} connections of the pool are busy)")
+                f"PostgreSQL at {self.address} is unavailable: no connection within {self._pool.timeout:g} s "
+                + (f"(the last connection attempt failed: {self._describe(cause)})" if cause is not None else
+                   f"(the server is down or unreachable, or all {self._pool.max_size} connections of the pool are busy)"))
         what = "timed out" if getattr(e, "sqlstate", None) == "57014" else "is unavailable"
-        return StoreUnavailableError(f"PostgreSQL at {self.address} {what}: {' '.join(str(e).split())}")
+        return StoreUnavailableError(f"PostgreSQL at {self.address} {what}: {self._describe(e)}")
 
-    def _run(self, fn, retry: bool = True):
-        """Run fn(conn) on a pooled connection (a stale one the server closed while idle is replaced first);
-        connection failures raise StoreUnavailableError, once retried for idempotent calls."""
+    def _refused(self, e: Exception) -> BackendError:
+        "The error for a connection the server (or libpq) refused because of its settings, in the server's own words."
+        return BackendError(
+            f"PostgreSQL at {self.address} refused the connection: {self._describe(e)}. Check the database name, user, "
+            f"password and options of the store's URL (the database must exist and the user must be allowed to "
+            f"connect to it); retrying will not help")
+
+    def _outcome_unknown(self, e: Exception) -> StoreUnavailableError:
+        "The error for a call not safe to repeat whose connection failed after it was sent: it may have taken effect."
+        return StoreUnavailableError(
+            f"PostgreSQL at {self.address}: the connection was lost during the call ({self._describe(e)}); the server "
+            f"may or may not have done it, so the outcome is unknown and the call was not repeated: check the "
+            f"session (e.g. session_exists) before trying again")
+
+    def _table_missing(self, e: Exception) -> BackendError:
+        """The error for a store table that does not exist: dropped while the store ran, or (create_table=False)
+        never created. BackendError either way, as on SQLite: the sessions went with the table, and an app that
+        quietly retries "unavailable" errors would carry on with an empty table without anyone learning of the loss.
+        With create_table=True the store creates the table again, empty, on its next call."""
+        name = ".".join(self._names["table"])
+        if self._create_table:
+            self._schema_done = self._ready = False  # the next call runs _prepare, which creates it again
+            return BackendError(
+                f"PostgreSQL at {self.address}: the store's table {name} does not exist: it was dropped while the store "
+                f"was running, with its data; this call did nothing, and the store creates it again, empty, on its "
+                f"next call")
+        return BackendError(f"PostgreSQL at {self.address}: the store's table {name} does not exist: create it, or let "
+                            f"the store create it (create_table=True), or give the store the right table/schema")
+
+    def _cannot_do(self, e: Exception, todo: str) -> BackendError:
+        "The error for a statement the server refused for a reason retrying will not fix, in its words, with what to do."
+        return BackendError(f"PostgreSQL at {self.address} refused the call: {self._describe(e)}; {todo}")
+
+    def _run(self, fn, safe_to_repeat: bool = False):
+        """Run fn(conn) on a pooled connection, once the store is ready (see `_call`)."""
         if not self._ready: self._prepare()
-        pool = self._pool
-        for attempt in (0, 1):
-            conn = None
+        return self._call(fn, safe_to_repeat)
+
+    def _call(self, fn, safe_to_repeat: bool = False):
+        """Run fn(conn) on a pooled connection (a stale one the server closed while idle is replaced first, before
+        anything is sent). Errors:
+        - no connection within pool_timeout, a statement timeout: StoreUnavailableError; nothing was done.
+        - the server rolled the transaction back whole (deadlock, serialization failure): nothing of it happened,
+          so it runs again.
+        - the connection is lost once the call was sent: the server may have done it. Only a call `safe_to_repeat`
+          (a read, the idempotent schema set-up) runs once more, on a new connection. A write never does: meanwhile
+          a rekey may have moved the session (a repeated update would write its keys again under the abandoned id)
+          or another client may have written the same key (a repeated update would overwrite the newer value), and
+          a repeated create/delete/purge would report the opposite of what it did. It raises StoreUnavailableError
+          saying that the outcome is unknown.
+        - a missing table: our error naming it (see `_table_missing`); a refusal retrying will not fix (read-only,
+          no privilege, disk full): BackendError."""
+        pool, lost, rolled_back = self._pool, 0, 0
+        while True:
+            conn, sent = None, False
             try:
                 conn = pool.getconn()
                 for _ in range(pool.max_size):
                     if _idle_socket_ok(conn): break
                     conn.close(); pool.putconn(conn); conn = None
                     conn = pool.getconn()
+                sent = True  # from here on the server may act on the call
                 result = fn(conn)
                 if not conn.autocommit: conn.commit()
                 return result
             except PoolClosed as e: raise self._unavailable(e) from e
             except psycopg.Error as e:
+                state = getattr(e, "sqlstate", None)
+                if state in _ROLLED_BACK and rolled_back < 3: rolled_back += 1; continue
+                if state == "42P01": raise self._table_missing(e) from None
+                if todo := _cannot_fix(e): raise self._cannot_do(e, todo) from None  # the statement did nothing
                 if not _is_unavailable(e): raise
-                if attempt or not retry or isinstance(e, PoolTimeout) or getattr(e, "sqlstate", None) == "57014":
-                    raise self._unavailable(e) from e
+                if state == "57014" or not sent: raise self._unavailable(e) from e  # nothing done
+                if not safe_to_repeat: raise self._outcome_unknown(e) from e
+                if lost: raise self._unavailable(e) from e
+                lost += 1
             finally:
                 if conn is not None:
                     if not conn.autocommit and not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
@@ -419,16 +582,21 @@ class PostgresWorkflowStateStore(WorkflowStateStoreBase):
                         except psycopg.Error: pass
                     pool.putconn(conn)
 
-    def _one(self, query: str, params: dict, retry: bool = True):
-        "First row of one statement (None when it returns no row)."
-        return self._run(lambda conn: conn.execute(query, params).fetchone(), retry)
+    def _one(self, query: str, params: dict, safe_to_repeat: bool = False):
+        "First row of one statement (None when it returns no row); a write unless `safe_to_repeat` (see `_call`)."
+        return self._run(lambda conn: conn.execute(query, params).fetchone(), safe_to_repeat)
+
+    def _read(self, query: str, params) -> Optional[tuple]:
+        "First row of a read (repeated once if its connection is lost: a read is safe to repeat)."
+        return self._one(query, params, safe_to_repeat=True)
 
     def _all(self, query: str, params: dict) -> list:
-        "All rows of one statement."
-        return self._run(lambda conn: conn.execute(query, params).fetchall())
+        "All rows of a read (repeated once if its connection is lost)."
+        return self._run(lambda conn: conn.execute(query, params).fetchall(), safe_to_repeat=True)
 
     def _prepare(self) -> None:
-        """Before the first call (and the first in a forked child): open the pool, create the table if missing."""
+        """Before the first call (and the first in a forked child): open the pool, create the table if missing.
+        Concurrent first calls wait here until the table exists (none runs before it: issue 9 item 6)."""
         with self._ready_lock:
             if self._ready: return
             if self._closed: raise StoreUnavailableError(f"the PostgreSQL store ({self.address}) is closed")
@@ -438,48 +606,71 @@ class PostgresWorkflowStateStore(WorkflowStateStoreBase):
                     self._inherited.append(self._pool)  # never close (or free) them here: it would end the parent's sessions
                     self._pool, self._opened = self._new_pool(), False
             if self._owns_pool and not self._opened:
+                self._check_settings()
                 self._pool.open(wait=False)
                 self._opened = True
             if not self._schema_done:
-                self._ready = True  # so that _run does not come back here
-                try: self._run(self._create_schema)
-                finally: self._ready = False
+                self._call(self._create_schema, safe_to_repeat=True)  # idempotent: IF NOT EXISTS, one transaction
                 self._schema_done = True
             self._ready = True
 
+    def _check_settings(self) -> None:
+        """Open one connection of our own before the pool: a wrong database, user, password or option is raised
+        at once, in the server's words (the pool would retry it in the background until pool_timeout)."""
+        try: psycopg.connect(self._conninfo, **self._kwargs).close()
+        except psycopg.Error as e:
+            if _is_refused(e): raise self._refused(e) from None
+            # otherwise unreachable: calls wait for the pool up to pool_timeout, as in any outage
+
     def _create_schema(self, conn) -> None:
-        "Create the schema, table, indexes and version row if missing (safe from many processes at once)."
+        """Create the schema, table, indexes and version row if missing (safe from many processes at once);
+        refuse tables of these names that belong to something else, changing nothing."""
         meta, lock_key = sql.Identifier(*self._names["meta"]), f"cjm_workflow_state:{self.schema or ''}.{self.table}"
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (lock_key,))
             if self.schema: conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
             conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (key text PRIMARY KEY, value text NOT NULL)").format(meta))
+            self._check_columns(conn, "meta", {"key", "value"})
             row = conn.execute(sql.SQL("SELECT value FROM {} WHERE key = 'schema_version'").format(meta)).fetchone()
             version = int(row[0]) if row else 0
             if version > SCHEMA_VERSION:
-                raise RuntimeError(f"table {self.table!r} has layout version {version}, newer than this "
-                                   f"cjm-workflow-state knows ({SCHEMA_VERSION}): upgrade the package")
-            for ddl in _DDL: conn.execute(self._render(ddl))
+                raise BackendError(f"PostgreSQL at {self.address}: the table {'.'.join(self._names['table'])} has "
+                                   f"layout version {version}, newer than this cjm-workflow-state knows "
+                                   f"({SCHEMA_VERSION}): upgrade the package (pip install -U cjm-workflow-state), or "
+                                   f"give the store another table name (table=...) or schema (schema=...)")
+            conn.execute(self._render(_DDL[0]))  # the table
+            self._check_columns(conn, "table", _COLUMNS)
+            for ddl in _DDL[1:]: conn.execute(self._render(ddl))
             if version < SCHEMA_VERSION:
                 conn.execute(sql.SQL("INSERT INTO {} (key, value) VALUES ('schema_version', %s) ON CONFLICT (key) "
                                      "DO UPDATE SET value = excluded.value").format(meta), (str(SCHEMA_VERSION),))
 
+    def _check_columns(self, conn, which: str, expected: set) -> None:
+        "Raise BackendError if the existing table `which` ('table' or 'meta') lacks a column of ours."
+        found = {r[0] for r in conn.execute("SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass "
+                                            "AND attnum > 0 AND NOT attisdropped", (self._quoted[which],))}
+        if expected <= found: return
+        name, what = ".".join(self._names[which]), "session table" if which == "table" else "layout-version table"
+        raise BackendError(
+            f"PostgreSQL at {self.address}: a table {name} exists that is not a cjm-workflow-state {what} (no column "
+            f"{', '.join(sorted(expected - found))}): it belongs to something else and was left as is; give the store "
+            f"another table name (table=...) or schema (schema=...)")
+
     def _key(self, flow_id: str, session_id: str) -> tuple:
         "Positional parameters of the hot primary-key reads (a tuple is the cheapest for psycopg to bind)."
-        return (flow_id, session_id, self._cutoff()) if self.ttl else (flow_id, session_id)
+        return (flow_id, session_id)  # (no time: the statements read the server's clock, see _SERVER_TIME)
 
     def _params(self, flow_id: str, session_id: str, **extra) -> dict:
         extra["f"], extra["s"] = flow_id, session_id
-        if self.ttl: extra["cutoff"] = self._cutoff()
         return extra
 
     # ---- primitives ---------------------------------------------------------------------------
     def _get_step(self, flow_id, session_id):
-        row = self._one(self._sql["get_step"], self._key(flow_id, session_id))
+        row = self._read(self._sql["get_step"], self._key(flow_id, session_id))
         return row[0] if row else None
 
     def _get_state_text(self, flow_id, session_id):
-        row = self._one(self._sql["get_state"], self._key(flow_id, session_id))
+        row = self._read(self._sql["get_state"], self._key(flow_id, session_id))
         return _assemble(*decode_json(row[0])) if row else None
 
     def _merge(self, flow_id, session_id, encoded, into=None, remove=()):
@@ -493,18 +684,18 @@ class PostgresWorkflowStateStore(WorkflowStateStoreBase):
                 with conn.transaction():
                     conn.execute(self._statement("remove", len(rm)), self._remove_params(flow_id, session_id, rm))
                     self._merge_once(flow_id, session_id, encoded, into, conn)
-            return self._run(merge_and_remove, retry=False)
+            return self._run(merge_and_remove)
         return self._merge_once(flow_id, session_id, encoded, into)
 
     def _remove_params(self, flow_id, session_id, rm: List[str]) -> dict:
-        p = self._params(flow_id, session_id, now=self._now(), n=len(rm))
+        p = self._params(flow_id, session_id, n=len(rm))
         p.update(_Keys(len(rm)).params(rm, rm, [0] * len(rm)), keys=rm)
         return p
 
     def _merge_once(self, flow_id, session_id, encoded, into, conn=None):
-        "The merge statement (on `conn` when given), with its refusal handled."
+        "The merge statement (on `conn` when given); what it refuses is redone under a row lock."
         n, length = len(encoded), 0
-        p = self._params(flow_id, session_id, n=n, now=self._now())
+        p = self._params(flow_id, session_id, n=n)
         if n <= _SCALAR_MAX:  # the hot path (a form's fields): straight into the parameters
             for (kn, vn, ln), (k, v) in zip(_KEY_PARAMS, encoded.items()):
                 ek = _encode_key(k)
@@ -522,23 +713,29 @@ class PostgresWorkflowStateStore(WorkflowStateStoreBase):
             query, p["into"] = self._statement("merge_into", n), _encode_key(into)
             p["ilen"] = len(p["into"]) + 1 + state_size(n, length)
             self._check_size(state_size(1, p["ilen"]))
-        for _ in range(10):
-            row = conn.execute(query, p).fetchone() if conn is not None else self._one(query, p)
-            if row: return
-            # Nothing was written: the state would grow over max_state_bytes, or (step state) a dict that
-            # update_state stored as text must first become sub-members. Find out which, then try again.
-            if into is not None and self._convert(flow_id, session_id, p["into"], conn): continue
-            text = self._get_state_text(flow_id, session_id) if conn is None else \
-                   _assemble(*decode_json(conn.execute(self._sql["get_state"], self._key(flow_id, session_id)).fetchone()[0]))
-            self._check_size(self._merged_size(text, encoded, into))
-            p.update(self._params(flow_id, session_id), now=self._now())
-        raise StoreUnavailableError(f"PostgreSQL at {self.address}: the state of session {session_id!r} kept "
-                                    f"changing during an update; try again")
 
-    def _convert(self, flow_id, session_id, into_key, conn=None) -> bool:
-        "Rewrite a dict stored as plain text under `into_key` as sub-members; True if it was one."
+        def merge(conn):
+            if conn.execute(query, p).fetchone(): return  # written: the common case, one statement
+            # Nothing was written: the state would grow over max_state_bytes, or (step state) a dict that
+            # update_state stored as text must first become sub-members. Find out which and act on it with the row
+            # locked, then merge again: without the lock a concurrent update_state rewriting that dict could undo the
+            # conversion before each new try, until the call gave up (issue 9 item 15). Under the lock the row cannot
+            # change; a second pass is needed only when the row appeared after the lock was taken.
+            with conn.transaction():
+                for _ in range(3):
+                    conn.execute(self._sql["lock_row"], p)
+                    if into is None or not self._convert(flow_id, session_id, p["into"], conn):
+                        row = conn.execute(self._sql["get_state"], self._key(flow_id, session_id)).fetchone()
+                        self._check_size(self._merged_size(_assemble(*decode_json(row[0])) if row else None, encoded, into))
+                    if conn.execute(query, p).fetchone(): return
+            raise StoreUnavailableError(f"PostgreSQL at {self.address}: the update of session {session_id!r} was "
+                                        f"refused under a row lock; try again")  # (never seen: a safety net)
+        return merge(conn) if conn is not None else self._run(merge)
+
+    def _convert(self, flow_id, session_id, into_key, conn) -> bool:
+        "Rewrite a dict stored as plain text under `into_key` as sub-members, on `conn`; True if it was one."
         p = self._params(flow_id, session_id, into=into_key)
-        row = conn.execute(self._sql["get_member"], p).fetchone() if conn is not None else self._one(self._sql["get_member"], p)
+        row = conn.execute(self._sql["get_member"], p).fetchone()
         if not row or row[1] is None or len(row[1]) > 2 or not isinstance(row[0], str) or not row[0].startswith("{"):
             return False
         sub_state, sub_meta, sub_len = {}, {}, 0
@@ -548,8 +745,7 @@ class PostgresWorkflowStateStore(WorkflowStateStoreBase):
             sub_len += len(ek) + 1 + len(ev)
         p.update(sub_state=encode_json(sub_state), old_state=encode_json(row[0]), old_meta=encode_json(row[1]),
                  sub_meta=encode_json([row[1][0], row[1][1], len(sub_meta), len(sub_meta), sub_len, sub_meta]))
-        if conn is not None: conn.execute(self._sql["convert"], p)
-        else: self._run(lambda c: c.execute(self._sql["convert"], p))
+        conn.execute(self._sql["convert"], p)
         return True
 
     def _merged_size(self, text, encoded, into) -> int:
@@ -562,20 +758,18 @@ class PostgresWorkflowStateStore(WorkflowStateStoreBase):
         return state_size(len(items), sum(map(len, items.values())))
 
     def _set_step(self, flow_id, session_id, step_id):
-        self._run(lambda conn: conn.execute(self._sql["set_step"], self._params(flow_id, session_id, step=step_id,
-                                                                                 now=self._now())))
+        self._run(lambda conn: conn.execute(self._sql["set_step"], self._params(flow_id, session_id, step=step_id)))
 
     def _delete(self, flow_id, session_id):
-        p = self._params(flow_id, session_id)
-        row = self._one(self._sql["delete"], p, retry=False)
-        return row is not None and (not self.ttl or row[0] >= p["cutoff"])
+        row = self._one(self._sql["delete"], self._params(flow_id, session_id))
+        return row is not None and row[0]  # deleted, and it was live
 
     def _create(self, flow_id, session_id, label):
-        p = self._params(flow_id, session_id, label=_label_in(label), now=self._now())
-        return self._one(self._sql["create"], p, retry=False) is not None
+        p = self._params(flow_id, session_id, label=_label_in(label))
+        return self._one(self._sql["create"], p) is not None
 
     def _set_label(self, flow_id, session_id, label):
-        p = self._params(flow_id, session_id, label=_label_in(label), now=self._now())
+        p = self._params(flow_id, session_id, label=_label_in(label))
         return self._one(self._sql["set_label"], p) is not None
 
     @staticmethod
@@ -583,7 +777,7 @@ class PostgresWorkflowStateStore(WorkflowStateStoreBase):
         return make_summary(flow_id, session_id, _label_out(label), step, created, updated, int(size))
 
     def _summary(self, flow_id, session_id):
-        row = self._one(self._sql["summary"], self._key(flow_id, session_id))
+        row = self._read(self._sql["summary"], self._key(flow_id, session_id))
         return self._summarise(flow_id, session_id, *row) if row else None
 
     def _list(self, flow_id, order_by, descending, limit, offset):
@@ -592,24 +786,38 @@ class PostgresWorkflowStateStore(WorkflowStateStoreBase):
         return [self._summarise(flow_id, *row) for row in rows]
 
     def _list_flows(self):
-        return [r[0] for r in self._all(self._sql["list_flows"], {"cutoff": self._cutoff()} if self.ttl else {})]
+        return [r[0] for r in self._all(self._sql["list_flows"], {})]
+
+    def _list_after(self, flow_id, after, limit):
+        rows = self._all(self._sql["list_after"], self._params(flow_id, "", after=after or "", limit=limit))
+        return [self._summarise(flow_id, *row) for row in rows]
 
     def _rekey(self, old_session_id, new_session_id):
-        p = {"s": old_session_id, "new": new_session_id, **({"cutoff": self._cutoff()} if self.ttl else {})}
+        p = {"s": old_session_id, "new": new_session_id}
         def rekey(conn):
             with conn.transaction():
                 if conn.execute(self._sql["rekey_clash"], {**p, "s": new_session_id}).fetchone():
                     raise SessionExistsError(f"session id {new_session_id!r} already holds data; rotate to a fresh id")
-                if self.ttl: conn.execute(self._sql["drop_session"], {"s": new_session_id})  # expired leftovers
+                # With a ttl, expired rows are not moved, only deleted: the new id's first (so they cannot clash
+                # with the moved rows), then the old id's. Only rows that are expired: under READ COMMITTED each
+                # statement sees the rows committed before it starts, so a DELETE of every row of the old id also
+                # removed the sessions that writers created under it after the move had started, acknowledged
+                # writes then under neither id (issue 9 item 1). A row written meanwhile is live: it stays under the
+                # old id, as any write that lands after the rekey (and a row changed under the DELETE is re-checked
+                # on its newest version, so a write that just refreshed an expired row is not deleted either).
+                if self.ttl: conn.execute(self._sql["drop_expired"], {**p, "s": new_session_id})
                 moved = len(conn.execute(self._sql["rekey_move"], p).fetchall())
-                if self.ttl: conn.execute(self._sql["drop_session"], {"s": old_session_id})
+                if self.ttl: conn.execute(self._sql["drop_expired"], p)
                 return moved
-        try: return self._run(rekey, retry=False)
+        try: return self._run(rekey)
         except psycopg.errors.UniqueViolation:  # a session appeared under the new id meanwhile
             raise SessionExistsError(f"session id {new_session_id!r} already holds data; rotate to a fresh id") from None
 
     def _purge_expired(self, cutoff):
-        return self._run(lambda conn: conn.execute(self._sql["purge"], {"cutoff": cutoff}).rowcount)
+        # `cutoff` (this host's clock) is ignored: the statement computes its own from the server's clock, so an admin
+        # host with a skewed clock (CLI purge-expired) never deletes a session that is live by the server's clock.
+        # (Like every write, not repeated after a lost connection: a second run would report 0 for what the first deleted.)
+        return self._run(lambda conn: conn.execute(self._sql["purge"]).rowcount)
 
     def _restore(self, flow_id, session_id, state_items, step, label, created, updated):
         state, meta, length = {}, {}, 0
