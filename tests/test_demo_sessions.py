@@ -1,0 +1,195 @@
+"""The demo's saved requests belong to the visitor who made them (issue 9 items 7 and 8).
+
+Two independent browsers (Starlette TestClients, each with its own cookie jar) on one app and one store:
+B never sees A's requests (names, emails, session ids) and cannot resume, rename or delete them (404, nothing
+changes), nor can a client without a cookie; A still can. Values the server makes (when a request was sent, its
+reference) live where a form cannot write them, so posting `submitted_at` / `reference` never marks a request sent.
+Store URLs the demo shows (page footer, start-up line, start-up errors) never show a password.
+"""
+import io, re
+from contextlib import redirect_stdout
+from datetime import date, timedelta
+
+import pytest
+from starlette.testclient import TestClient
+
+from cjm_workflow_state import InMemoryWorkflowStateStore
+from cjm_workflow_state import demo
+from cjm_workflow_state.demo import FLOW_ID, create_app
+
+HX = {"HX-Request": "true"}
+CONTACT = {"name": "Ada Lovelace", "email": "ada@example.com", "company": "Analytical Engines"}
+PROJECT = {"project_title": "Engine dashboard", "project_kind": "Website",
+           "description": "A dashboard for the difference engine's operators."}
+BUDGET = {"budget": "$5k to $20k", "deadline": (date.today() + timedelta(days=90)).isoformat(), "priority": "Flexible"}
+
+
+@pytest.fixture
+def app():
+    store = InMemoryWorkflowStateStore()
+    application = create_app(store, secret_key="test-demo-key")
+    yield application
+    store.close()
+
+
+def ids_of(store): return sorted(s.session_id for s in store.list_sessions(FLOW_ID))
+
+
+def started(app, answers=CONTACT):
+    "A browser that has filled the first step; (client, its workflow session id)."
+    client = TestClient(app)
+    before = set(ids_of(app.state.store))
+    client.post("/wizard/next_step", data=answers, headers=HX)
+    (sid,) = set(ids_of(app.state.store)) - before
+    return client, sid
+
+
+def snapshot(store, sid):
+    return store.get_session_summary(FLOW_ID, sid), store.get_state(FLOW_ID, sid)
+
+
+def test_sessions_page_shows_only_the_visitors_own(app):
+    a, a_id = started(app)
+    b, b_id = started(app, {"name": "Bob Builder", "email": "bob@example.com"})
+    page_b = b.get("/sessions").text
+    assert "Bob Builder" in page_b and b_id in page_b
+    for secret in ("Ada Lovelace", "ada@example.com", a_id): assert secret not in page_b
+    page_a = a.get("/sessions").text
+    assert "Ada Lovelace" in page_a and a_id in page_a and "Bob" not in page_a and b_id not in page_a
+    fresh = TestClient(app).get("/sessions").text  # a new visitor sees no one's
+    assert "No saved requests yet" in fresh and a_id not in fresh and b_id not in fresh
+
+
+@pytest.mark.parametrize("who", ["other visitor", "no cookie"])
+def test_others_cannot_act_on_a_request(app, who):
+    store = app.state.store
+    a, a_id = started(app)
+    b = started(app, {"name": "Bob Builder", "email": "bob@example.com"})[0] if who == "other visitor" else None
+    before = snapshot(store, a_id)
+    for path, data in [("/sessions/resume", {"session_id": a_id}),
+                       ("/sessions/rename", {"session_id": a_id, "label": "mine now"}),
+                       ("/sessions/delete", {"session_id": a_id})]:
+        client = b or TestClient(app)  # no cookie: a fresh client every time
+        r = client.post(path, data=data, follow_redirects=False)
+        assert r.status_code == 404, (path, r.status_code, r.text)
+        assert snapshot(store, a_id) == before, path  # nothing changed
+    if b is not None:  # B is still on B's own request, not A's
+        page = b.get("/").text
+        assert "Ada Lovelace" not in page and "Bob Builder" in page
+    # A still can: resume after starting another, rename, delete.
+    a.post("/sessions/new")
+    assert a.post("/sessions/resume", data={"session_id": a_id}, follow_redirects=False).status_code == 303
+    assert "Ada Lovelace" in a.get("/").text
+    assert a.post("/sessions/rename", data={"session_id": a_id, "label": "Ada's"}, follow_redirects=False).status_code == 303
+    assert store.get_session_summary(FLOW_ID, a_id).label == "Ada's"
+    assert a.post("/sessions/delete", data={"session_id": a_id}, follow_redirects=False).status_code == 303
+    assert not store.session_exists(FLOW_ID, a_id)
+
+
+def test_a_visitor_keeps_every_request_they_started(app):
+    a, first = started(app)
+    a.post("/sessions/new")
+    a.post("/wizard/next_step", data={"name": "Second", "email": "second@example.com"}, headers=HX)
+    a.post("/sessions/new")
+    a.post("/wizard/next_step", data={"name": "Third", "email": "third@example.com"}, headers=HX)
+    page = a.get("/sessions").text
+    assert all(n in page for n in ("Ada Lovelace", "Second", "Third")) and first in page
+    assert len(re.findall(r'data-session="', page)) == 3
+    # Going back to the first one keeps the others in the list.
+    a.post("/sessions/resume", data={"session_id": first})
+    assert len(re.findall(r'data-session="', a.get("/sessions").text)) == 3
+
+
+FORGED = {"submitted_at": "2024-01-01 00:00:00", "reference": "PR-FORGED", "__submitted_at": "2024-01-01 00:00:00",
+          "__reference": "PR-FORGED2"}
+
+
+def sent(client):
+    home, sessions = client.get("/").text, client.get("/sessions").text
+    return "Request sent" in home or "Submitted" in sessions or "PR-FORGED" in home + sessions
+
+
+@pytest.mark.parametrize("steps_before", [0, 1, 2, 3])
+def test_forged_fields_do_not_send_a_request(app, steps_before):
+    client = TestClient(app)
+    answers = [CONTACT, PROJECT, BUDGET]
+    for data in answers[:steps_before]: client.post("/wizard/next_step", data=data, headers=HX)
+    step_answers = answers[steps_before] if steps_before < 3 else {"consent": ""}
+    client.post("/wizard/next_step", data={**step_answers, **FORGED}, headers=HX)
+    assert not sent(client)
+    client.post("/wizard/next_step", data=FORGED, headers=HX)  # the forged fields alone
+    assert not sent(client)
+
+
+def test_sent_request_keeps_its_server_made_values(app):
+    client = TestClient(app)
+    for data in (CONTACT, PROJECT, BUDGET, {"consent": "yes"}): client.post("/wizard/next_step", data=data, headers=HX)
+    home = client.get("/").text
+    assert "Request sent" in home
+    reference = re.search(r'class="reference">([^<]+)<', home).group(1)
+    client.post("/wizard/next_step", data={"consent": "yes", **FORGED}, headers=HX)  # sending again, with forgeries
+    home = client.get("/").text
+    assert "PR-FORGED" not in home and re.search(r'class="reference">([^<]+)<', home).group(1) == reference
+
+
+# ---- item 8: passwords in displayed store URLs --------------------------------------------------
+SECRET_URLS = [
+    "postgresql://app:s3cret@db.example:5432/app",
+    "postgresql://app@db.example/app?sslmode=require&password=s3cret",
+    "postgresql://app@db.example/app?sslpassword=s3cret&password=s3cret",
+    "redis://:s3cret@127.0.0.1:6379/0",
+    "redis://127.0.0.1:6379/0?password=s3cret",
+    "rediss://default:s3cret@cache.example:6380/2",
+    "postgresql://app:p%40s3cret%3A@db.example/app",
+    "postgresql://app:pa@s3cret@db.example/app",
+    "postgresql://app:s3cret@[bad/app",
+    "mongodb://root:s3cret@db.example/admin",
+]
+
+
+@pytest.mark.parametrize("url", SECRET_URLS)
+def test_redact_url_hides_every_secret(url):
+    shown = demo.redact_url(url)
+    assert "s3cret" not in shown and "***" in shown, shown
+
+
+def test_redact_url_keeps_the_rest():
+    assert demo.redact_url("postgresql://app@db.example:5432/app?sslmode=require&password=x") == \
+        "postgresql://app@db.example:5432/app?sslmode=require&password=***"
+    assert demo.redact_url("redis://:pw@127.0.0.1:6379/0") == "redis://:***@127.0.0.1:6379/0"
+    for url in ("sqlite:///cjm_workflow_demo.db", "memory://", "redis://127.0.0.1:6379/0"):
+        assert demo.redact_url(url) == url
+
+
+def test_footer_and_start_up_line_hide_the_password(monkeypatch):
+    url = "redis://user:s3cret@127.0.0.1:6379/0?password=s3cret"
+    monkeypatch.setattr(demo, "open_store", lambda u: InMemoryWorkflowStateStore())
+    page = TestClient(create_app(url, secret_key="k")).get("/").text
+    assert "s3cret" not in page and "127.0.0.1:6379" in page
+    import uvicorn
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
+    out = io.StringIO()
+    with redirect_stdout(out): demo.main(store=url, host="127.0.0.1", port=5999)
+    assert "s3cret" not in out.getvalue() and "127.0.0.1:6379" in out.getvalue()
+
+
+def test_start_up_error_hides_the_password():
+    with pytest.raises(SystemExit) as e: demo.main(store="mongodb://root:s3cret@db.example/admin", host="h", port=1)
+    assert "s3cret" not in str(e.value) and "mongodb" in str(e.value)
+
+
+def test_a_full_browser_refuses_a_new_request_rather_than_drop_one(app):
+    store, client = app.state.store, TestClient(app)
+    for i in range(demo.MAX_SAVED):
+        if i: assert client.post("/sessions/new", follow_redirects=False).headers["location"] == "/"
+        client.post("/wizard/next_step", data={"name": f"Person {i}", "email": f"p{i}@example.com"}, headers=HX)
+    assert len(client.cookies.get("session_")) < 4000  # the cookie still fits a browser's 4 KB limit
+    r = client.post("/sessions/new", follow_redirects=False)
+    assert r.headers["location"] == "/sessions?full=1"
+    assert f"at most {demo.MAX_SAVED} requests" in client.get(r.headers["location"]).text
+    page = client.get("/sessions").text
+    assert len(re.findall(r'data-session="', page)) == demo.MAX_SAVED and "Person 0" in page
+    # Deleting one makes room.
+    first = min(store.list_sessions(FLOW_ID), key=lambda s: s.created_ts).session_id
+    client.post("/sessions/delete", data={"session_id": first})
+    assert client.post("/sessions/new", follow_redirects=False).headers["location"] == "/"
