@@ -6,22 +6,25 @@
 __all__ = ['TRICKY_IDS', 'PUBLIC_METHODS', 'ROUND_TRIP_VALUES', 'TTL', 'conformance_check', 'conformance_checks',
            'check_interface', 'check_unknown_session', 'check_current_step', 'check_update_merge',
            'check_empty_update_writes_nothing', 'check_deep_copy', 'check_json_round_trip', 'check_bad_values',
-           'canonical_size', 'check_max_state_bytes', 'check_state_size_bytes', 'check_session_argument',
-           'check_id_validation', 'check_id_isolation', 'check_clear_state', 'check_step_state', 'check_create_session',
-           'check_summary', 'check_labels', 'check_delete_session', 'check_list_flows', 'check_list_sessions_order',
-           'check_same_second_order', 'check_rekey_session', 'check_rotate_session_id', 'check_ttl',
-           'check_purge_expired', 'check_concurrent_updates', 'check_concurrent_stores', 'check_close', 'state_machine',
-           'check_model', 'check_store']
+           'check_depth_limit', 'check_nested_keys', 'check_surrogates', 'canonical_size', 'check_max_state_bytes',
+           'check_state_size_bytes', 'check_session_argument', 'check_id_validation', 'check_id_isolation',
+           'check_str_subclass_ids', 'check_clear_state', 'check_step_state', 'check_create_session', 'check_summary',
+           'check_labels', 'check_delete_session', 'check_list_flows', 'check_list_sessions_order',
+           'check_same_second_order', 'check_label_rule', 'check_rekey_session', 'check_rotate_session_id', 'check_ttl',
+           'check_purge_expired', 'check_ttl_rule', 'check_export_restore', 'check_export_during_deletes',
+           'check_export_during_expiry', 'check_restore_timestamps', 'check_concurrent_updates',
+           'check_concurrent_stores', 'check_close', 'state_machine', 'check_model', 'check_store']
 
 # %% ../nbs/testing.ipynb #c5eee677
-import json, re, threading, time, uuid
+import enum, json, re, sys, threading, time, uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Dict, Iterable, Optional
 
 from fastcore.test import test_eq, test_fail, test_ne
 from cjm_fasthtml_interactions.patterns.step_flow import WorkflowStateStore
 
-from .core.base import DEFAULT_SESSION_KEY, encode_json
+from .core.base import (DEFAULT_SESSION_KEY, MAX_LABEL_LENGTH, MAX_STATE_DEPTH, encode_json,
+                                          get_session_id, set_session_id)
 from .core.state_store import rotate_session_id
 
 # %% ../nbs/testing.ipynb #80b70950
@@ -45,6 +48,13 @@ def _fresh(make_store, **options):
 
 def _sid() -> str: return f"s-{uuid.uuid4()}"
 
+def _refused(call: Callable, error: type = ValueError, contains: Optional[str] = None) -> None:
+    "Assert that `call()` raises `error` (a subclass counts), with `contains` in its message when given."
+    try: call()
+    except error as e:
+        assert contains is None or contains in str(e), f"{contains!r} is not in the error message: {e}"
+    else: raise AssertionError(f"expected {error.__name__}")
+
 TRICKY_IDS = ["a", "a:b", "a:b:c", "%", "_", "a%", "it's", 'say "hi"', "{slot}", "ünï-cødé ✓", "x" * 256,
               "a\\b", "SELECT * FROM t; --", "*", "[a]"]  # Ids that break stores which glue keys together
 
@@ -52,7 +62,7 @@ TRICKY_IDS = ["a", "a:b", "a:b:c", "%", "_", "a%", "it's", 'say "hi"', "{slot}",
 PUBLIC_METHODS = ("get_current_step", "set_current_step", "get_state", "update_state", "clear_state",
                   "get_step_state", "update_step_state", "clear_step_state", "create_session", "session_exists",
                   "get_session_summary", "list_sessions", "set_session_label", "delete_session", "list_flows",
-                  "rekey_session", "purge_expired", "close", "__enter__", "__exit__")
+                  "rekey_session", "restore_session", "export_sessions", "purge_expired", "close", "__enter__", "__exit__")
 
 @conformance_check
 def check_interface(make_store):
@@ -132,13 +142,13 @@ ROUND_TRIP_VALUES = {  # Values whose stored form is exactly json.loads(json.dum
     "str": "Zoë 👋 \"quoted\" \\ back\nslash", "empty_str": "", "int": 42, "neg": -7, "big_int": 2**63 + 1,
     "huge_int": 10**30, "float": 0.1, "float_exp": 1e300, "tiny": 5e-324, "whole_float": 1.0, "neg_float": -2.5,
     "true": True, "false": False, "none": None, "list": [1, "two", None, [3.5]], "tuple": (1, 2),
-    "dict": {"a": {"b": {"c": [1, {"d": None}]}}}, "int_keys": {1: "one", 2: "two"}, "empty_list": [],
+    "dict": {"a": {"b": {"c": [1, {"d": None}]}}}, "empty_list": [],
     "empty_dict": {}, "unicode_key": {"ключ": "значение"},
 }
 
 @conformance_check
 def check_json_round_trip(make_store):
-    "Stored values come back as one JSON round trip gives them (tuples as lists, int dict keys as str), exactly."
+    "Stored values come back as one JSON round trip gives them (tuples as lists), exactly."
     with _fresh(make_store) as store:
         store.update_state("flow", "s", ROUND_TRIP_VALUES)
         got = store.get_state("flow", "s")
@@ -170,6 +180,86 @@ def check_bad_values(make_store):
         test_eq(store.get_state("flow", "s"), {"keep": 1})
         test_fail(lambda: store.update_state("flow", "fresh", {"x": object()}), contains="x")
         test_eq(store.session_exists("flow", "fresh"), False)
+
+# %% ../nbs/testing.ipynb #5037f053
+def _nested(depth: int, leaf="leaf"):
+    "A value `depth` containers deep (dicts and lists in turn)."
+    value = leaf
+    for i in range(depth): value = [value, 1] if i % 2 else {"k": value, "n": 1}
+    return value
+
+def _call_at_stack_depth(frames: int, fn):
+    "Call `fn()` with the call stack `frames` frames deep."
+    depth, f = 0, sys._getframe()
+    while f is not None: depth, f = depth + 1, f.f_back
+    def down(n): return fn() if n <= 0 else down(n - 1)
+    return down(frames - depth - 1)
+
+@conformance_check
+def check_depth_limit(make_store):
+    "States nest at most MAX_STATE_DEPTH containers deep, checked at write whatever the caller's stack; they read back from deep stacks."
+    with _fresh(make_store) as store:
+        ok = _nested(95)
+        store.update_state("flow", "s", {"deep": ok, "top": 1})
+        test_eq(store.get_state("flow", "s"), {"deep": ok, "top": 1})
+        test_eq(_call_at_stack_depth(850, lambda: store.get_state("flow", "s")), {"deep": ok, "top": 1})
+        store.update_state("flow", "s", {"limit": _nested(MAX_STATE_DEPTH)})
+        store.update_step_state("flow", "s", "st", {"limit": _nested(MAX_STATE_DEPTH - 1)})  # the step dict is one level
+        for depth in (MAX_STATE_DEPTH + 1, 950, 5000):
+            bad = _nested(depth)
+            _refused(lambda: store.update_state("flow", "s", {"ok": 2, "too_deep": bad}), TypeError, "too_deep")
+            _refused(lambda: store.update_state("flow", "fresh", {"too_deep": bad}), TypeError, "too_deep")
+            _refused(lambda: store.restore_session("flow", "fresh", {"too_deep": bad}), TypeError, "too_deep")
+        _refused(lambda: store.update_step_state("flow", "s", "st", {"too_deep": _nested(MAX_STATE_DEPTH)}), TypeError, "too_deep")
+        test_eq(store.session_exists("flow", "fresh"), False)
+        test_eq(sorted(store.get_state("flow", "s")), ["_step_st", "deep", "limit", "top"])
+
+class _Colour(enum.StrEnum):
+    RED = "red"
+
+@conformance_check
+def check_nested_keys(make_store):
+    "Dict keys are `str` at every depth: a nested int/float/bool/None key is refused naming the top-level key."
+    with _fresh(make_store) as store:
+        store.update_state("flow", "s", {"keep": 1})
+        for bad in [{1: "a", "1": "b"}, {"x": {2: "y"}}, [{"a": {None: 1}}], {1.5: 0}, [[{True: 1}]], {"ok": 1, False: 0}]:
+            _refused(lambda: store.update_state("flow", "s", {"ok": 2, "bad": bad}), TypeError, "bad")
+            _refused(lambda: store.update_step_state("flow", "s", "st", {"bad": bad}), TypeError, "bad")
+            _refused(lambda: store.update_state("flow", "fresh", {"bad": bad}), TypeError, "bad")
+            _refused(lambda: store.restore_session("flow", "fresh", {"bad": bad}), TypeError, "bad")
+        test_eq(store.get_state("flow", "s"), {"keep": 1})
+        test_eq(store.session_exists("flow", "fresh"), False)
+        store.update_state("flow", "s", {"m": {_Colour.RED: [1, {"z": _Colour.RED}]}})  # str subclasses are str
+        test_eq(store.get_state("flow", "s")["m"], {"red": [1, {"z": "red"}]})
+
+# %% ../nbs/testing.ipynb #59184d0f
+_SURROGATE_TEXTS = ("\ud800", "\udfff", "\ud800\udfff", "a\udbffz")  # Strings no store can hold as given
+
+@conformance_check
+def check_surrogates(make_store):
+    "Surrogate code points in a state key or string value, at any depth, are refused with `TypeError` naming the top-level key; nothing is written."
+    with _fresh(make_store) as store:
+        store.update_state("flow", "s", {"keep": 1})
+        for text in _SURROGATE_TEXTS:
+            for bad in (text, ["x", {"y": text}], {text: 1}, {"ok": [{"n": {text: None}}]}):  # value, nested value, nested keys
+                _refused(lambda: store.update_state("flow", "s", {"ok": 2, "bad": bad}), TypeError, "bad")
+                _refused(lambda: store.update_step_state("flow", "s", "st", {"bad": bad}), TypeError, "bad")
+                _refused(lambda: store.update_state("flow", "fresh", {"bad": bad}), TypeError, "bad")
+                _refused(lambda: store.restore_session("flow", "fresh", {"bad": bad}), TypeError, "bad")
+            key = repr(text)  # a top-level key: the message names it, escaped
+            _refused(lambda: store.update_state("flow", "s", {"ok": 2, text: 1}), TypeError, key)
+            _refused(lambda: store.update_step_state("flow", "s", "st", {text: 1}), TypeError, key)
+            _refused(lambda: store.restore_session("flow", "fresh", {text: 1}), TypeError, key)
+        test_eq(store.get_state("flow", "s"), {"keep": 1})
+        test_eq(store.session_exists("flow", "fresh"), False)
+        good = {"emoji": "😀", "accent": "é", "😀": "é", "é": ["😀", {"😀é": {"é": "😀"}}],
+                "escape_lookalike": "\\ud800 \\udfff"}  # a backslash and letters, not a surrogate
+        store.update_state("flow", "s", good)
+        store.update_step_state("flow", "s", "st", good)
+        test_eq(store.get_state("flow", "s"), {"keep": 1, **good, "_step_st": good})
+        store.restore_session("flow", "r", good)
+        test_eq(store.get_state("flow", "r"), good)
+        test_eq([x["state"] for x in store.export_sessions("flow") if x["session_id"] == "r"], [good])
 
 # %% ../nbs/testing.ipynb #de86ec92
 def canonical_size(state: dict) -> int:  # Bytes of the canonical JSON text of `state`
@@ -269,6 +359,46 @@ def check_id_isolation(make_store):
         store.clear_state("a", "a")
         test_eq(store.get_state("a:b", "a"), {"i": pairs.index(("a:b", "a"))})
         test_eq(store.get_state("a", "a"), {})
+
+# %% ../nbs/testing.ipynb #0c539688
+class _Ids(str, enum.Enum):  # str(member) is "_Ids.FLOW", not its value: ids must use the value
+    FLOW = "flow"; SESSION = "sess-1"; OTHER = "sess-2"; NEW = "sess-3"; STEP = "upload"; LABEL = "Draft"
+
+class _Id(str):
+    def __str__(self): return "not the id"
+
+@conformance_check
+def check_str_subclass_ids(make_store):
+    "Ids and labels that are `str` subclasses (a `StrEnum` member) are accepted everywhere and stored as the plain `str`."
+    plain = lambda x: (x, type(x))
+    with _fresh(make_store) as store:
+        F, S, T, L = _Ids.FLOW, _Ids.SESSION, _Ids.STEP, _Ids.LABEL
+        store.update_state(F, S, {"k": 1}); store.set_current_step(F, S, T); store.update_step_state(F, S, T, {"x": 1})
+        test_eq(plain(store.get_current_step("flow", "sess-1")), ("upload", str))
+        test_eq(store.get_state(F, _Id("sess-1")), {"k": 1, "_step_upload": {"x": 1}})
+        test_eq(store.get_step_state(F, S, T), {"x": 1})
+        test_eq([plain(f) for f in store.list_flows()], [("flow", str)])
+        test_eq(plain(store.create_session(F, _Ids.OTHER, label=L)), ("sess-2", str))
+        store.set_session_label(F, S, _Id("Mine"))
+        store.restore_session(F, _Ids.NEW, {"r": 1}, current_step=T, label=L, created_ts=1.7e9, updated_ts=1.7e9)
+        for x in store.list_sessions("flow"):
+            test_eq([plain(v) for v in (x.flow_id, x.session_id)], [(x.flow_id, str), (x.session_id, str)])
+            for v in (x.current_step, x.label):
+                if v is not None: test_eq(type(v), str)
+        test_eq(sorted((x.session_id, x.label) for x in store.list_sessions("flow")),
+                [("sess-1", "Mine"), ("sess-2", "Draft"), ("sess-3", "Draft")])
+        for r in store.export_sessions():
+            for k in ("flow_id", "session_id", "current_step", "label"):
+                if r[k] is not None: test_eq((k, type(r[k])), (k, str))
+        test_eq(store.rekey_session(S, _Id("sess-4")), 1)
+        test_eq(store.get_state("flow", "sess-4")["k"], 1)
+        test_eq(store.session_exists(F, _Ids.NEW), True)
+        store.clear_step_state(F, "sess-4", T); store.delete_session(F, _Ids.OTHER); store.clear_state(F, _Ids.NEW)
+        test_eq(sorted(x.session_id for x in store.list_sessions("flow")), ["sess-4"])
+        sess = {}
+        set_session_id(sess, _Ids.SESSION)
+        test_eq(plain(sess[DEFAULT_SESSION_KEY]), ("sess-1", str))
+        test_eq(get_session_id(sess), "sess-1")
 
 # %% ../nbs/testing.ipynb #c9314717
 @conformance_check
@@ -424,6 +554,24 @@ def check_same_second_order(make_store):
         test_eq([x.session_id for x in store.list_sessions("flow", order_by="created_at", descending=False)],
                 list(reversed(sids)))
 
+# %% ../nbs/testing.ipynb #42891f45
+@conformance_check
+def check_label_rule(make_store):
+    "Labels follow the id character rule (no control characters or lone surrogates) with a longer limit; nothing is written on a bad one."
+    with _fresh(make_store) as store:
+        store.create_session("flow", "s", label="ok")
+        for bad in ["lone \ud800", "\udfff", "two\nlines", "esc \x1b[31m", "bell\x07", "nul\x00", "tab\t", "del\x7f",
+                    "c1\x85", "x" * (MAX_LABEL_LENGTH + 1)]:
+            _refused(lambda: store.create_session("flow", "new", label=bad))
+            _refused(lambda: store.set_session_label("flow", "s", bad))
+            _refused(lambda: store.restore_session("flow", "new", {"k": 1}, label=bad))
+            test_eq(store.session_exists("flow", "new"), False)
+        _refused(lambda: store.set_session_label("flow", "s", 42), TypeError)
+        test_eq(store.get_session_summary("flow", "s").label, "ok")
+        for good in ["Zoë ✓ 😀 \u2028", "x" * MAX_LABEL_LENGTH, ""]:
+            store.set_session_label("flow", "s", good)
+            test_eq(store.get_session_summary("flow", "s").label, good)
+
 # %% ../nbs/testing.ipynb #d5a4ebf9
 @conformance_check
 def check_rekey_session(make_store):
@@ -501,6 +649,128 @@ def check_purge_expired(make_store):
         test_eq(store.purge_expired(), 0)
         test_eq(store.get_state("flow", "s"), {"k": 1})
 
+# %% ../nbs/testing.ipynb #5149f0d8
+@conformance_check
+def check_ttl_rule(make_store):
+    "`ttl` is None or finite seconds / a timedelta in [0.001, 1e10]; anything else fails at construction, on every backend."
+    for bad, error in [(float("inf"), ValueError), (1e16, ValueError), (float("nan"), ValueError), (0, ValueError),
+                       (-1, ValueError), (1e10 + 1, ValueError), (0.0001, ValueError), (timedelta(days=200_000), ValueError),
+                       (timedelta(0), ValueError), (True, TypeError), ("1d", TypeError), ([60], TypeError)]:
+        try: store = make_store(ttl=bad)
+        except error: continue
+        except Exception as e: raise AssertionError(f"ttl={bad!r}: expected {error.__name__}, got {type(e).__name__}: {e}")
+        store.close()
+        raise AssertionError(f"ttl={bad!r} was accepted")
+    test_fail(lambda: make_store(ttl=float("inf")), contains="None")  # the message says how to never expire
+    for ttl in (1e10, timedelta(days=365 * 300), 10**10):
+        with _fresh(make_store, ttl=ttl) as store:
+            store.update_state("flow", "s", {"k": 1}); store.set_current_step("flow", "s", "one")
+            store.create_session("flow", "t", label="L"); store.update_step_state("flow", "t", "st", {"x": 1})
+            test_eq((store.get_state("flow", "s"), store.get_current_step("flow", "s")), ({"k": 1}, "one"))
+            test_eq(sorted(x.session_id for x in store.list_sessions("flow")), ["s", "t"])
+            test_eq((store.list_flows(), store.purge_expired()), (["flow"], 0))
+            test_eq(store.rekey_session("s", "s2"), 1)
+            test_eq(len(list(store.export_sessions())), 2)
+            store.delete_session("flow", "t")
+            test_eq(store.session_exists("flow", "t"), False)
+
+# %% ../nbs/testing.ipynb #baa02488
+def _by_id(records): return sorted(records, key=lambda r: (r["flow_id"], r["session_id"]))
+
+@conformance_check
+def check_export_restore(make_store):
+    "`export_sessions` yields every live session once with its whole record; `restore_session` writes it back as is."
+    with _fresh(make_store) as store:
+        store.restore_session("flow", "a", {"k": [1, {"x": None}]}, current_step="two", label="L",
+                              created_ts=1_700_000_000.25, updated_ts=1_700_000_100.5)
+        store.update_state("flow", "b", {"k": 2}); store.create_session("other", "a", label="M")
+        records = _by_id(store.export_sessions(page_size=1))
+        test_eq([(r["flow_id"], r["session_id"]) for r in records], [("flow", "a"), ("flow", "b"), ("other", "a")])
+        test_eq({k: records[0][k] for k in ("label", "current_step", "created_ts", "updated_ts", "state")},
+                {"label": "L", "current_step": "two", "created_ts": 1_700_000_000.25, "updated_ts": 1_700_000_100.5,
+                 "state": {"k": [1, {"x": None}]}})
+        test_eq([r["session_id"] for r in store.export_sessions("other")], ["a"])
+        for bad in (0, -1, 2.5, True): test_fail(lambda: store.export_sessions(page_size=bad), contains="page_size")
+    with _fresh(make_store) as copy:
+        for r in records: copy.restore_session(**r)
+        test_eq(_by_id(copy.export_sessions()), records)
+
+@conformance_check
+def check_export_during_deletes(make_store):
+    "Sessions deleted or written during `export_sessions` never make it skip or repeat a session live for the whole export."
+    with _fresh(make_store) as store:
+        ids = [f"s{i:03d}" for i in range(40)]
+        for sid in ids: store.update_state("flow", sid, {"sid": sid})
+        exported, deleted = [], set()
+        for i, record in enumerate(store.export_sessions("flow", page_size=4)):  # between pages and within them:
+            sid = record["session_id"]
+            exported.append(record)
+            if i % 2: store.update_state("flow", sid, {"sid": sid})  # a write of an exported session
+            else: store.delete_session("flow", sid); deleted.add(sid)  # an exported session goes: later ones shift
+            store.update_state("flow", f"new-{i}", {"sid": f"new-{i}"})  # a session created during the export
+            later = ids[min(i + 9, len(ids) - 1)]
+            if later not in deleted: store.delete_session("flow", later); deleted.add(later)  # one not exported yet
+        sids = [r["session_id"] for r in exported]
+        test_eq([s for s in ids if s not in deleted and s not in sids], [])  # every session live throughout
+        test_eq(len(sids), len(set(sids)))  # once
+        test_eq([r["state"] for r in exported], [{"sid": s} for s in sids])  # with its own state
+    with _fresh(make_store) as store:  # the same with another thread deleting
+        ids = [f"t{i:03d}" for i in range(150)]
+        for sid in ids: store.update_state("flow", sid, {"sid": sid})
+        doomed, sids, started = set(ids[1::3]) | set(ids[2::3]), [], threading.Event()
+        def delete():
+            started.wait(10)
+            for sid in sorted(doomed, reverse=True): store.delete_session("flow", sid)
+        deleter = threading.Thread(target=delete); deleter.start()
+        try:
+            for record in store.export_sessions("flow", page_size=7): sids.append(record["session_id"]); started.set()
+        finally: started.set(); deleter.join(60)
+        test_eq([s for s in ids if s not in doomed and s not in sids], [])
+        test_eq(len(sids), len(set(sids)))
+
+@conformance_check
+def check_export_during_expiry(make_store):
+    "Sessions that expire during a slow `export_sessions` never make it skip a session live for the whole export."
+    with _fresh(make_store, ttl=TTL) as store:
+        for i in range(4): store.update_state("flow", f"a{i}", {"i": i})  # these expire while the export runs
+        expired_at = time.monotonic() + TTL
+        time.sleep(TTL * 0.7)
+        kept = [f"b{i}" for i in range(8)]
+        for sid in kept: store.update_state("flow", sid, {"sid": sid})
+        kept_until = time.monotonic() - 0.05 + TTL
+        sids = []
+        for record in store.export_sessions("flow", page_size=4):
+            sids.append(record["session_id"])
+            if len(sids) == 4: time.sleep(max(0.0, expired_at + 0.1 - time.monotonic()))  # the first page expires
+        test_eq(len(sids), len(set(sids)))
+        if time.monotonic() < kept_until:  # else the machine stalled so long that the b sessions may have expired too
+            test_eq([s for s in kept if s not in sids], [])
+
+@conformance_check
+def check_restore_timestamps(make_store):
+    "`restore_session` refuses timestamps that are not finite epoch seconds within 1970-9999, naming the record; nothing is written."
+    with _fresh(make_store) as store:
+        store.restore_session("flow", "kept", {"k": 1}, label="L", created_ts=1.5e9, updated_ts=1.6e9)
+        for bad in [float("nan"), float("inf"), -float("inf"), 1e300, -1.0, 253402300800.0, 10**400]:
+            for field in ("created_ts", "updated_ts"):
+                for sid in ("rec-1", "kept"):
+                    try: store.restore_session("flow", sid, {"k": 2}, label="new", **{field: bad})
+                    except ValueError as e: assert "flow" in str(e) and sid in str(e), f"the error does not name the record: {e}"
+                    else: raise AssertionError(f"{field}={bad!r} was accepted")
+        for bad in [True, "1700000000", [1.0], b"1"]:
+            for field in ("created_ts", "updated_ts"):
+                try: store.restore_session("flow", "rec-1", {"k": 2}, **{field: bad})
+                except (TypeError, ValueError) as e: assert "rec-1" in str(e), f"the error does not name the record: {e}"
+                else: raise AssertionError(f"{field}={bad!r} was accepted")
+        test_eq(store.session_exists("flow", "rec-1"), False)
+        s = store.get_session_summary("flow", "kept")
+        test_eq((store.get_state("flow", "kept"), s.label, s.created_ts, s.updated_ts), ({"k": 1}, "L", 1.5e9, 1.6e9))
+        store.restore_session("flow", "first", {}, created_ts=0, updated_ts=0)
+        store.restore_session("flow", "last", {}, created_ts=253402300799.0, updated_ts=253402300799.0)
+        test_eq([(x.session_id, x.created_at) for x in store.list_sessions("flow", order_by="created_at")],
+                [("last", "9999-12-31 23:59:59"), ("kept", "2017-07-14 02:40:00"), ("first", "1970-01-01 00:00:00")])
+        test_eq(len(list(store.export_sessions("flow"))), 3)
+
 # %% ../nbs/testing.ipynb #66b2c21c
 def _run_threads(n: int, target: Callable[[int], None]) -> None:
     "Run target(i) in n threads started together; re-raise the first error."
@@ -568,6 +838,7 @@ def state_machine(make_store) -> type:  # A hypothesis state machine class bound
     _flows = st.sampled_from(["f", "f:x", "%"])
     _sessions = st.sampled_from(["s1", "s2", "s1:x", "_"])
     _steps = st.sampled_from(["s1", "s2"])
+    _labels = st.none() | st.text(st.characters(exclude_categories=("Cc", "Cs")), max_size=5)  # the id character rule
 
     class StoreMachine(RuleBasedStateMachine):
         def __init__(self):
@@ -604,7 +875,7 @@ def state_machine(make_store) -> type:  # A hypothesis state machine class bound
             self.store.clear_state(f, s)
             self.model.pop((f, s), None)
 
-        @rule(f=_flows, s=_sessions, label=st.none() | st.text(max_size=5))
+        @rule(f=_flows, s=_sessions, label=_labels)
         def create_session(self, f, s, label):
             if (f, s) in self.model:
                 try: self.store.create_session(f, s, label)
@@ -613,7 +884,7 @@ def state_machine(make_store) -> type:  # A hypothesis state machine class bound
             self.store.create_session(f, s, label)
             self._rec(f, s)["label"] = label
 
-        @rule(f=_flows, s=_sessions, label=st.none() | st.text(max_size=5))
+        @rule(f=_flows, s=_sessions, label=_labels)
         def set_label(self, f, s, label):
             self.store.set_session_label(f, s, label)
             if (f, s) in self.model: self.model[(f, s)]["label"] = label

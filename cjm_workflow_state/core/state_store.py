@@ -6,7 +6,7 @@
 __all__ = ['InMemoryWorkflowStateStore', 'open_url', 'rotate_session_id', 'get_session_id', 'set_session_id', 'SessionSummary']
 
 # %% ../../nbs/core/state_store.ipynb #0dc6b5e4
-import threading, uuid
+import heapq, threading, uuid
 from collections import OrderedDict
 from json.encoder import encode_basestring_ascii
 from datetime import timedelta
@@ -17,7 +17,7 @@ from cjm_fasthtml_interactions.patterns.step_flow import WorkflowStateStore
 from .base import (DEFAULT_MAX_STATE_BYTES, DEFAULT_SESSION_KEY, SessionSummary,
     WorkflowStateStoreBase, get_session_id, item_text, join_items, make_summary, merge_json_object,
     set_session_id, state_size, summary_sort_key, encode_json)
-from ..errors import SessionExistsError
+from ..errors import SessionExistsError, StoreUnavailableError, redact_url
 
 # %% ../../nbs/core/state_store.ipynb #6b92191a
 _all_ = ["get_session_id", "set_session_id", "SessionSummary"]
@@ -159,6 +159,13 @@ class InMemoryWorkflowStateStore(WorkflowStateStoreBase):
         found.sort(key=summary_sort_key(order_by), reverse=descending)
         return found[offset:None if limit is None else offset + limit]
 
+    def _list_after(self, flow_id, after, limit):
+        with self._lock:
+            cutoff, sessions = self._cutoff(), self._flows.get(flow_id, {})
+            page = heapq.nsmallest(limit, (sid for sid, rec in sessions.items()  # one pass, no full sort per page
+                                           if (after is None or sid > after) and (cutoff is None or rec.updated >= cutoff)))
+            return [self._summarise(flow_id, sid, sessions[sid]) for sid in page]
+
     def _list_flows(self):
         with self._lock:
             cutoff = self._cutoff()
@@ -198,7 +205,7 @@ def open_url(
 ) -> InMemoryWorkflowStateStore:  # A new, empty store
     """Build an in-memory store from a `memory://` URL (used by `open_store`)."""
     if url.split("://", 1)[1].strip("/"):
-        raise ValueError(f"memory:// takes no host or path, got {url!r}")
+        raise ValueError(f"memory:// takes no host or path, got {redact_url(url)!r}")
     return InMemoryWorkflowStateStore(**options)
 
 # %% ../../nbs/core/state_store.ipynb #a3fffb6c
@@ -209,6 +216,15 @@ def rotate_session_id(
 ) -> str:  # The new session id
     """Give `sess` a fresh workflow session id, moving its data in `store` to it."""
     old, new = get_session_id(sess, key), str(uuid.uuid4())
-    store.rekey_session(old, new)
+    try: store.rekey_session(old, new)
+    except StoreUnavailableError as e:
+        # The outcome is unknown: the data may already be under `new`. `new` is a fresh random id that nobody
+        # else writes to, so asking once more settles it: SessionExistsError means the first call moved the data.
+        try: store.rekey_session(old, new)
+        except SessionExistsError: pass
+        except StoreUnavailableError as again:
+            again.add_note(f"rotating workflow session id {old!r}: its data may now be under {new!r}; "
+                           f"the cookie session still holds {old!r}")
+            raise again from e
     sess[key] = new
     return new
