@@ -6,15 +6,15 @@
 __all__ = ['SCHEMA_VERSION', 'MIN_SQLITE_VERSION', 'SQLiteWorkflowStateStore', 'open_url']
 
 # %% ../../nbs/backends/sqlite.ipynb #2bad9038
-import json, os, re, sqlite3, threading, time, warnings, weakref
+import hashlib, json, os, re, sqlite3, threading, time, warnings, weakref
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
-from ..core.base import (DEFAULT_MAX_STATE_BYTES, DEFAULT_SESSION_KEY, SessionSummary,
-    WorkflowStateStoreBase, decode_json, encode_json, item_text, join_items, make_summary)
-from ..errors import SessionExistsError, StoreUnavailableError
+from ..core.base import (DEFAULT_MAX_STATE_BYTES, DEFAULT_SESSION_KEY, MAX_LABEL_LENGTH, SessionSummary,
+    WorkflowStateStoreBase, check_label, decode_json, encode_json, is_valid_id, item_text, join_items, make_summary)
+from ..errors import BackendError, SessionExistsError, StoreUnavailableError, WorkflowStateError
 
 # %% ../../nbs/backends/sqlite.ipynb #f34f8049
 SCHEMA_VERSION = 1  # Table layout this module reads and writes, recorded in `workflow_sessions_meta`
@@ -41,6 +41,12 @@ _SCHEMA = (
 )
 
 # %% ../../nbs/backends/sqlite.ipynb #66bc6d33
+# SQLite's clock, epoch seconds in whole milliseconds (the resolution of its 'now'; rounded, since the Julian day's
+# double is a few microseconds off). Every write statement reads it itself, so it reads it once it holds the write
+# lock: a write that waited for another writer is stamped, and its session's expiry decided, when it is applied, not
+# when it was called. 'now' is one value for the whole statement: created_at, updated_at and updated_ms agree.
+_NOW_SQL = "(round((julianday('now') - 2440587.5) * 86400000.0) / 1000.0)"
+
 _plain_key = re.compile(r'[ !#-\[\]-~]+').fullmatch  # printable ASCII but " and \ : a JSON path names it as is
 _MAX_PAIRS = 60  # keys per json_set call (SQLite's default limit is 127 arguments per function)
 
@@ -65,12 +71,18 @@ def _merge_sql(
     shape: Tuple[int, bool, int],  # (n_set, into, n_remove), see `_merge_expr`
     same_ms: bool,  # Keep updated_ms (the row was last written in this millisecond) instead of setting it
     ttl: bool,  # Whether the store has a ttl (then expired rows are not touched)
-) -> str:  # The UPDATE statement
-    """The single-statement merge of a live session's state."""
-    return (f"UPDATE workflow_sessions SET state_json = {_merge_expr(*shape)}, "
-            + ("updated_at = ?" if same_ms else "updated_at = ?, updated_ms = ?")
-            + " WHERE flow_id = ? AND session_id = ?" + (" AND updated_ms = ?" if same_ms else "")
-            + " AND state_size <= ?" + (" AND updated_at >= ?" if ttl else ""))
+    now: str = _NOW_SQL,  # SQL expression of the store's clock (see `_NOW_SQL`)
+) -> str:  # The UPDATE statement; parameters: the merge's, then flow_id, session_id, size bound, [ttl]
+    """The single-statement merge of a live session's state, stamped (and its expiry decided) by the clock read
+    inside the statement."""
+    ms = f"CAST({now} * 1000 AS INTEGER)"
+    return (f"UPDATE workflow_sessions SET state_json = {_merge_expr(*shape)}, updated_at = {now}"
+            + ("" if same_ms else f", updated_ms = {ms}")
+            + " WHERE flow_id = ? AND session_id = ?" + (f" AND updated_ms = {ms}" if same_ms else "")
+            + " AND state_size <= ?" + (f" AND updated_at >= {now} - ?" if ttl else "")
+            # json_set leaves an array or a scalar as it is: such a text (never written by a store) must not take
+            # the update as if it were applied; the transaction path refuses it
+            + " AND substr(state_json, 1, 1) = '{'")
 
 def _plan_merge(
     encoded: Dict[str, str],  # Key -> canonical JSON text of the new value
@@ -122,6 +134,58 @@ def _json_merge_works(
     except sqlite3.Error: _JSON_MERGE_OK = False  # no JSON functions in this build
     return _JSON_MERGE_OK
 
+# %% ../../nbs/backends/sqlite.ipynb #7c8a97de
+# a JSON string; one structural character; or a quote that starts no complete string (text that is not JSON)
+_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[][{},:"]', re.DOTALL)
+# inside a nested value: strings and any text but brackets, up to the next bracket (or a stray quote)
+_INSIDE = re.compile(r'(?:[^][{}"]+|"[^"\\]*(?:\\.[^"\\]*)*")*', re.DOTALL)
+
+def _members(
+    text: str,  # JSON object text, as stored
+) -> Dict[str, str]:  # Each top-level key with its value's text, in order (a repeated key: the last one, as json.loads)
+    """Split a JSON object's text into its top-level members without parsing (or recursing into) the values. The
+    top level must be well formed (`{` key `:` value, `,` ... `}` and nothing after), else `ValueError`; the values'
+    insides are not checked (the store writes only `encode_json` texts and SQLite's JSON functions' results)."""
+    members, key, start, pos, opened = {}, None, None, 0, False  # key: the member's key; start: where its value begins
+    def member(end):  # the text of the value that ends at `end`, or None when there is no complete member
+        value = text[start:end].strip() if key is not None and start is not None else ""
+        return value or None
+    while True:
+        token = _TOKEN.search(text, pos)
+        if token is None: break
+        at, pos = token.start(), token.end()
+        c = text[at]
+        if c == '"' and pos == at + 1: break  # an unterminated string
+        if not opened:
+            if c != "{" or text[:at].strip(): break  # not an object, or text before it
+            opened = True
+        elif c in "[{":  # a nested value: skip to its end, counting brackets only (a flat loop: no recursion)
+            depth = 1
+            while depth:
+                pos = _INSIDE.match(text, pos).end()
+                if pos == len(text) or text[pos] == '"': raise ValueError(f"not a JSON object: {text[:60]!r}")
+                depth += 1 if text[pos] in "[{" else -1
+                pos += 1
+        elif c == "]": break
+        elif c == "}":
+            value = member(at)
+            if text[pos:].strip(): break  # not one object
+            if value is not None: members[key] = value
+            elif key is not None or start is not None or members: break  # '{"a"}', '{"a":}', '{"a":1,}'
+            return members
+        elif c == '"':
+            if key is None:  # a flat string: decoded without recursion (as it is when it holds no escape)
+                key = token.group()[1:-1] if "\\" not in token.group() else json.loads(token.group())
+            elif start is None: break  # a second string where the ':' belongs
+        elif c == ":":
+            if key is None or start is not None: break
+            start = pos
+        else:  # ","
+            value = member(at)
+            if value is None: break
+            members[key], key, start = value, None, None
+    raise ValueError(f"not a JSON object: {text[:60]!r}")
+
 # %% ../../nbs/backends/sqlite.ipynb #8de9730f
 def _legacy_time(
     value: Any,  # A 0.0.3 timestamp: "YYYY-MM-DD HH:MM:SS" UTC text (or a number, or NULL)
@@ -146,46 +210,146 @@ def _legacy_state(
     return encode_json({"_legacy_state_json": value if isinstance(value, str) else repr(value)}), True
 
 # %% ../../nbs/backends/sqlite.ipynb #1aa506b8
+_LEGACY_FLOW = "legacy"  # Flow of a 0.0.3 session whose key holds no valid flow id
+
+def _legacy_ids(
+    key: str,  # A 0.0.3 `flow_session_key`: f"{flow_id}:{session_id}"
+) -> Tuple[str, str, bool]:  # flow_id, session_id, and whether the ids had to change
+    """The ids of a 0.0.3 session: its key split at the first `:`, or, when the current rules refuse either part,
+    a deterministic new session id (`legacy-` and a hash of the key) in the same flow (or the flow `legacy`)."""
+    flow_id, _, session_id = key.partition(":")
+    if is_valid_id(flow_id) and is_valid_id(session_id): return flow_id, session_id, False
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return (flow_id if is_valid_id(flow_id) else _LEGACY_FLOW), f"legacy-{digest}", True
+
+def _legacy_label(
+    label: Any,  # A 0.0.3 label
+) -> Tuple[Optional[str], bool]:  # A label the current rules accept, and whether it had to change
+    """A 0.0.3 label as is when valid; else printable (each unprintable character a space) and cut to the length limit."""
+    try: return check_label(label), False
+    except (TypeError, ValueError): pass
+    text = "".join(c if c.isprintable() else " " for c in str(label))[:MAX_LABEL_LENGTH]
+    return (text if text.strip() else None), True
+
+def _as_text(
+    value: Any,  # A value read from a 0.0.3 column
+) -> str:  # The value itself when it is a str, else its repr (a BLOB or a number where text was expected)
+    """Any 0.0.3 column value as text that can be kept in a JSON state."""
+    return value if isinstance(value, str) else repr(value)
+
 def _migrate_v003(
     conn: sqlite3.Connection,  # Connection inside the schema transaction
 ) -> int:  # Sessions copied
     """Copy 0.0.3's `workflow_state` rows into `workflow_sessions`, then drop the old table."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(workflow_state)")}
     label = "label" if "label" in columns else "NULL"  # the earliest 0.0.x files have no label column
-    now, wrapped = time.time(), 0
-    def rows():
-        nonlocal wrapped
+    now, wrapped, moved, fixed, later = time.time(), 0, [], 0, []
+    def rows():  # the rows whose ids are kept; those that move wait in `later`
+        nonlocal wrapped, fixed
         for key, step, state, created, updated, lbl in conn.execute(
                 f"SELECT flow_session_key, current_step, state_json, created_at, updated_at, {label} FROM workflow_state"):
-            flow_id, _, session_id = str(key).partition(":")
+            key = str(key)
+            flow_id, session_id, new_ids = _legacy_ids(key)
             text, was_wrapped = _legacy_state(state)
             wrapped += was_wrapped
+            kept = {}  # what the current rules refuse, kept in the state as it was (reversible)
+            if new_ids: kept["_legacy_key"] = key
+            cleaned, new_label = _legacy_label(lbl)
+            if new_label: kept["_legacy_label"], lbl = _as_text(lbl), cleaned
+            if step is not None and not is_valid_id(step): kept["_legacy_current_step"], step = _as_text(step), None
+            fixed += new_label or "_legacy_current_step" in kept
+            if kept:
+                members = _members(text)
+                members.update((k, encode_json(v)) for k, v in kept.items())
+                text = join_items(item_text(k, v) for k, v in members.items())
             c, u = _legacy_time(created), _legacy_time(updated)
             c = c if c is not None else u if u is not None else now
             u = u if u is not None else c
-            yield flow_id, session_id, step, text, lbl, c, u, int(u * 1000)
-    copied = conn.executemany(f"INSERT OR REPLACE INTO workflow_sessions ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                              rows()).rowcount
+            row = (flow_id, session_id, step, text, lbl, c, u, int(u * 1000))
+            if new_ids: later.append((key, row))
+            else: yield row
+    insert = f"INSERT INTO workflow_sessions ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"  # never replaces a session
+    copied = conn.executemany(insert, rows()).rowcount
+    taken = "SELECT 1 FROM workflow_sessions WHERE flow_id = ? AND session_id = ?"
+    for key, (flow_id, session_id, *rest) in later:  # after every kept id, so that none is taken by a moved session
+        while conn.execute(taken, (flow_id, session_id)).fetchone():  # the hash's id is a kept one: hash it again
+            session_id = f"legacy-{hashlib.sha256(session_id.encode()).hexdigest()[:32]}"
+        conn.execute(insert, (flow_id, session_id, *rest))
+        moved.append((key, flow_id, session_id))
+    copied += len(later)
     conn.execute("DROP TABLE workflow_state")  # drops idx_workflow_state_updated with it
     if wrapped:
         warnings.warn(f"{wrapped} session(s) of the 0.0.3 database had a state that is not a JSON object; "
                       f"it is kept as a string under the state key '_legacy_state_json'")
+    if moved:
+        listed = "\n".join(f"  {key!r:.80} -> flow_id {flow!r}, session_id {sid!r}" for key, flow, sid in moved[:100])
+        more = f"\n  ... and {len(moved) - 100} more" if len(moved) > 100 else ""
+        warnings.warn(f"{len(moved)} session(s) of the 0.0.3 database had a key whose flow or session id the current "
+                      f"rules refuse (empty, over 256 characters, control characters); each was moved to a new id, "
+                      f"and keeps its 0.0.3 key in its state under '_legacy_key':\n{listed}{more}")
+    if fixed:
+        warnings.warn(f"{fixed} session(s) of the 0.0.3 database had a label or current step the current rules refuse; "
+                      f"the label was made printable and cut to {MAX_LABEL_LENGTH} characters, the step cleared, "
+                      f"and the originals are kept in the state under '_legacy_label' / '_legacy_current_step'")
     return copied
 
 # %% ../../nbs/backends/sqlite.ipynb #779266d4
+_TABLES = {  # the store's tables and the columns each must have
+    "workflow_sessions": {"flow_id", "session_id", "current_step", "state_json", "state_size", "label",
+                          "created_at", "updated_at", "updated_ms"},
+    "workflow_sessions_meta": {"key", "value"},
+}
+
+def _table_columns(
+    conn: sqlite3.Connection,  # Any connection to the database
+    table: str,  # Table name
+) -> Optional[set]:  # Its column names (generated ones included), or None when there is no such table
+    """The columns of a table of the database."""
+    columns = {row[1] for row in conn.execute(f"PRAGMA table_xinfo({table})")}
+    return columns or None
+
+def _check_tables(
+    conn: sqlite3.Connection,  # Any connection to the database
+    where: str,  # The database, for messages (its path)
+) -> bool:  # True when both tables are in place
+    """Raise `BackendError` if the file holds a table of one of the store's names that the store did not make."""
+    found = {table: _table_columns(conn, table) for table in _TABLES}
+    for table, columns in found.items():
+        if columns is not None and not _TABLES[table] <= columns:
+            raise BackendError(
+                f"SQLite database {where} holds a table {table!r} that cjm-workflow-state did not make (its columns: "
+                f"{', '.join(sorted(columns))}); the store leaves it alone: give the store another file, or rename "
+                f"that table")
+    return all(columns is not None for columns in found.values())
+
+def _switch_to_wal(
+    conn: sqlite3.Connection,  # An autocommit connection to the database
+    busy_timeout: float,  # Seconds to keep trying while another connection holds the file
+) -> str:  # The journal mode the file is in afterwards
+    """Switch the file to WAL journal mode. SQLite may refuse the switch with SQLITE_BUSY at once, without waiting
+    for `busy_timeout`, while other connections open the same new file (several workers starting together): try
+    again until busy_timeout has passed (by then one of them has usually switched it)."""
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try: return conn.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower()
+        except sqlite3.OperationalError as e:
+            if getattr(e, "sqlite_errorcode", 0) & 0xFF != 5 or time.monotonic() >= deadline: raise  # not BUSY
+            time.sleep(0.002)
+
 def _init_schema(
     conn: sqlite3.Connection,  # An autocommit connection to the database
     wal: bool = True,  # Switch the file to WAL journal mode
+    where: str = "the database",  # The database, for messages (its path)
+    busy_timeout: float = 5.0,  # Seconds to wait for other connections switching the journal mode at the same time
 ) -> None:
     """Create (or migrate to) the current schema, once, in one transaction; a no-op when it is in place."""
     if wal and conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower()
+        mode = _switch_to_wal(conn, busy_timeout)
         if mode != "wal":
-            warnings.warn(f"SQLite could not switch to WAL journal mode (got {mode!r}); readers and the writer "
-                          f"will block each other (WAL needs a local file system)")
+            warnings.warn(f"SQLite could not switch {where} to WAL journal mode (got {mode!r}); readers and the "
+                          f"writer will block each other (WAL needs a local file system)")
     def version():
-        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'workflow_sessions_meta'").fetchone() is None:
-            return None
+        if not _check_tables(conn, where): return None  # a table is missing: create what is missing
         row = conn.execute("SELECT value FROM workflow_sessions_meta WHERE key = 'schema_version'").fetchone()
         return None if row is None else int(row[0])
     v = version()  # the usual case, a schema in place, needs no write lock
@@ -194,18 +358,23 @@ def _init_schema(
         try:
             v = version()  # another process may have created it meanwhile
             if v is None:
-                for statement in _SCHEMA: conn.execute(statement)
-                if "flow_session_key" in {r[1] for r in conn.execute("PRAGMA table_info(workflow_state)")}:
-                    _migrate_v003(conn)
-                conn.execute("INSERT INTO workflow_sessions_meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-                v = SCHEMA_VERSION
+                recorded = _table_columns(conn, "workflow_sessions_meta") and conn.execute(
+                    "SELECT value FROM workflow_sessions_meta WHERE key = 'schema_version'").fetchone()
+                v = int(recorded[0]) if recorded else None  # recorded: a table was dropped since, and is made again
+                if v is None or v <= SCHEMA_VERSION:
+                    for statement in _SCHEMA: conn.execute(statement)
+                if v is None:
+                    if "flow_session_key" in {r[1] for r in conn.execute("PRAGMA table_info(workflow_state)")}:
+                        _migrate_v003(conn)
+                    conn.execute("INSERT INTO workflow_sessions_meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                    v = SCHEMA_VERSION
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction: conn.execute("ROLLBACK")
             raise
     if v > SCHEMA_VERSION:
-        raise RuntimeError(f"this database has workflow schema version {v}, written by a newer cjm-workflow-state; "
-                           f"this version reads version {SCHEMA_VERSION}: upgrade cjm-workflow-state")
+        raise BackendError(f"the database {where} has workflow schema version {v}, written by a newer "
+                           f"cjm-workflow-state; this version reads version {SCHEMA_VERSION}: upgrade cjm-workflow-state")
 
 # %% ../../nbs/backends/sqlite.ipynb #807b4ab8
 _COLS = "flow_id, session_id, current_step, state_json, label, created_at, updated_at, updated_ms"
@@ -220,29 +389,32 @@ _SQL = dict(
     set_state="""UPDATE workflow_sessions SET state_json = ?, updated_at = ?, updated_ms = ?
         WHERE flow_id = ? AND session_id = ?""",
     # set_current_step: the same-millisecond update when it applies, else an upsert (which starts an expired session afresh)
-    step_same_ms="""UPDATE workflow_sessions SET current_step = ?, updated_at = ?
-        WHERE flow_id = ? AND session_id = ? AND updated_ms = ?$live""",
-    step_upsert=f"""INSERT INTO workflow_sessions ({_COLS}) VALUES (?, ?, ?, '{{}}', NULL, ?, ?, ?)
+    step_same_ms="""UPDATE workflow_sessions SET current_step = ?, updated_at = $now
+        WHERE flow_id = ? AND session_id = ? AND updated_ms = $now_ms$wlive""",
+    step_upsert=f"""INSERT INTO workflow_sessions ({_COLS}) VALUES (?, ?, ?, '{{}}', NULL, $now, $now, $now_ms)
         ON CONFLICT (flow_id, session_id) DO UPDATE SET current_step = excluded.current_step,
         updated_at = excluded.updated_at, updated_ms = excluded.updated_ms""",
-    step_upsert_ttl=f"""INSERT INTO workflow_sessions ({_COLS}) VALUES (?, ?, ?, '{{}}', NULL, ?, ?, ?)
+    step_upsert_ttl=f"""INSERT INTO workflow_sessions ({_COLS}) VALUES (?, ?, ?, '{{}}', NULL, $now, $now, $now_ms)
         ON CONFLICT (flow_id, session_id) DO UPDATE SET current_step = excluded.current_step,
-        state_json = CASE WHEN updated_at < ? THEN '{{}}' ELSE state_json END,
-        label = CASE WHEN updated_at < ? THEN NULL ELSE label END,
-        created_at = CASE WHEN updated_at < ? THEN excluded.created_at ELSE created_at END,
+        state_json = CASE WHEN updated_at < $now - ? THEN '{{}}' ELSE state_json END,
+        label = CASE WHEN updated_at < $now - ? THEN NULL ELSE label END,
+        created_at = CASE WHEN updated_at < $now - ? THEN excluded.created_at ELSE created_at END,
         updated_at = excluded.updated_at, updated_ms = excluded.updated_ms""",
-    create=f"INSERT OR IGNORE INTO workflow_sessions ({_COLS}) VALUES (?, ?, NULL, '{{}}', ?, ?, ?, ?)",
-    create_ttl=f"""INSERT INTO workflow_sessions ({_COLS}) VALUES (?, ?, NULL, '{{}}', ?, ?, ?, ?)
+    create=f"INSERT OR IGNORE INTO workflow_sessions ({_COLS}) VALUES (?, ?, NULL, '{{}}', ?, $now, $now, $now_ms)",
+    create_ttl=f"""INSERT INTO workflow_sessions ({_COLS}) VALUES (?, ?, NULL, '{{}}', ?, $now, $now, $now_ms)
         ON CONFLICT (flow_id, session_id) DO UPDATE SET current_step = NULL, state_json = '{{}}',
         label = excluded.label, created_at = excluded.created_at,
         updated_at = excluded.updated_at, updated_ms = excluded.updated_ms
-        WHERE workflow_sessions.updated_at < ?""",
-    set_label="""UPDATE workflow_sessions SET label = ?, updated_at = ?, updated_ms = ?
-        WHERE flow_id = ? AND session_id = ?$live""",
+        WHERE workflow_sessions.updated_at < $now - ?""",
+    set_label="""UPDATE workflow_sessions SET label = ?, updated_at = $now, updated_ms = $now_ms
+        WHERE flow_id = ? AND session_id = ?$wlive""",
     delete="DELETE FROM workflow_sessions WHERE flow_id = ? AND session_id = ?",
     updated_at="SELECT updated_at FROM workflow_sessions WHERE flow_id = ? AND session_id = ?",
     list="""SELECT session_id, label, current_step, created_at, updated_at, state_size FROM workflow_sessions
         WHERE flow_id = ?$live_list ORDER BY $order LIMIT ? OFFSET ?""",
+    # export's keyset page: a range of the primary key (flow_id, session_id), read in its order
+    list_after="""SELECT session_id, label, current_step, created_at, updated_at, state_size FROM workflow_sessions
+        WHERE flow_id = ? AND session_id > ?$live ORDER BY session_id LIMIT ?""",
     # a loose index scan: one index probe per flow, however many sessions each holds
     flows="""WITH RECURSIVE flows(id) AS (
             SELECT (SELECT min(flow_id) FROM workflow_sessions)
@@ -261,12 +433,15 @@ _ORDER = {"updated_at": "updated_ms $d, updated_at $d, session_id $d",  # the or
 
 def _queries(
     ttl: bool,  # Whether the store has a ttl
+    now: str = _NOW_SQL,  # SQL expression of the store's clock (see `_NOW_SQL`)
 ) -> Dict[str, str]:  # Statement name -> SQL
-    """The store's statements, with the liveness conditions of a store with or without a ttl."""
+    """The store's statements, with the liveness conditions of a store with or without a ttl, and its clock."""
     live_flow = (" AND EXISTS (SELECT 1 FROM workflow_sessions WHERE flow_id = flows.id"
                  " AND updated_ms >= ? AND updated_at >= ?)")
     q = {k: v.replace("$live_flow", live_flow if ttl else "").replace("$live_list", "$LIST")
-              .replace("$live", " AND updated_at >= ?" if ttl else "") for k, v in _SQL.items()}
+              .replace("$live", " AND updated_at >= ?" if ttl else "")
+              .replace("$wlive", " AND updated_at >= $now - ?" if ttl else "")
+              .replace("$now_ms", "CAST($now * 1000 AS INTEGER)").replace("$now", now) for k, v in _SQL.items()}
     q["all_flows"] = _SQL["flows"].replace("$live_flow", "")
     for field, order in _ORDER.items():
         live_list = ("" if not ttl else " AND updated_ms >= ? AND updated_at >= ?" if field == "updated_at"
@@ -277,7 +452,8 @@ def _queries(
 
 # %% ../../nbs/backends/sqlite.ipynb #9bb1633e
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
-_UNAVAILABLE_CODES = {3, 5, 6, 8, 10, 13, 14, 15}  # PERM, BUSY, LOCKED, READONLY, IOERR, FULL, CANTOPEN, PROTOCOL
+_BUSY_CODES = {5, 6, 15}  # BUSY, LOCKED, PROTOCOL: another connection held a lock too long; nothing was written
+_IOERR = 10  # an I/O error: a write's outcome is unknown (its commit may have reached the WAL file)
 _FILE_STORES = weakref.WeakSet()  # file-backed stores, whose connections a forked child must not use
 _ABANDONED = []  # connections inherited across fork: kept referenced so the child never uses or closes them
 
@@ -309,8 +485,9 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
         """Open the database at `path`, creating or migrating its schema if needed."""
         super().__init__(ttl=ttl, max_state_bytes=max_state_bytes, session_key=session_key)
         if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
-            raise RuntimeError(f"SQLiteWorkflowStateStore needs SQLite {'.'.join(map(str, MIN_SQLITE_VERSION))} "
-                               f"or newer; this Python uses {sqlite3.sqlite_version}")
+            raise BackendError(f"SQLiteWorkflowStateStore needs SQLite {'.'.join(map(str, MIN_SQLITE_VERSION))} "
+                               f"or newer; this Python uses {sqlite3.sqlite_version}: use a Python built with a newer "
+                               f"SQLite")
         self.synchronous = str(synchronous).upper()
         if self.synchronous not in _SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}; got {synchronous!r}")
@@ -320,14 +497,18 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
         self.memory = os.fspath(path) == ":memory:"
         self.path = ":memory:" if self.memory else Path(path)
         self.db_path = self.path  # 0.0.3's attribute name
+        self._now_sql, self._clock = _NOW_SQL, None  # the clock write statements read (see `_use_clock`)
         self._q = _queries(self.ttl is not None)
+        self._ttl_param = () if self.ttl is None else (self.ttl,)  # parameter of a write statement's liveness condition
         self._local, self._conns, self._shared, self._mutex = threading.local(), {}, None, threading.Lock()
         # self._conns: every open connection -> the finalizer that closes it when its thread ends (None: shared)
         self._last_write = None  # (flow_id, session_id, ms) of this store's last state write: predicts same_ms
         self._schema_ready = False  # set once the file's schema has been checked (or created, or migrated)
         if not self.memory:
             try: self.path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as e: raise StoreUnavailableError(f"SQLite database {self.path}: {e}") from None
+            except OSError as e:
+                raise BackendError(f"SQLite database {self.path}: cannot create its folder ({e}): fix the "
+                                   f"permissions, or give a path in a writable folder") from None
             _FILE_STORES.add(self)
         conn = self._cx()[0]  # opens the file (or the :memory: database) and creates the schema now
         self._json_merge = _json_merge_works(conn)
@@ -348,15 +529,33 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
                                            check_same_thread=False, cached_statements=256)
                     try:
                         conn.execute(f"PRAGMA synchronous={self.synchronous}")
-                        if self.memory or not self._schema_ready: _init_schema(conn, wal=not self.memory)
+                        if self.memory or not self._schema_ready:
+                            _init_schema(conn, not self.memory, str(self.path), self.busy_timeout)
                     except BaseException: conn.close(); raise
+                    if self._clock is not None: conn.create_function("wf_clock", 0, self._clock)
                     cx = (conn, threading.Lock())
                     self._schema_ready = True
                     if self.memory: self._shared, self._conns[conn] = cx, None
                     else: self._conns[conn] = weakref.finalize(threading.current_thread(), _close_quietly, self._conns, conn)
-            except sqlite3.Error as e: raise self._error(e) from None
+            except sqlite3.Error as e: raise self._error(e, writing=False) from None  # no session data written yet
         self._local.cx = cx
         return cx
+
+    def _now(self) -> float:
+        "The store's clock: the system clock in whole milliseconds, as SQLite's 'now' (`_NOW_SQL`) reads it."
+        return int(time.time() * 1000) / 1000
+
+    def _use_clock(self,
+                   clock,  # A function returning the time, epoch seconds
+                  ) -> None:
+        """Stamp writes and decide expiry by `clock()` instead of the system clock, for tests and examples that move
+        time by hand: write statements then call it as the SQL function `wf_clock()` (each use in a statement calls
+        it again, so it must not move while a write runs)."""
+        with self._mutex:
+            self._now = self._clock = clock
+            self._now_sql = "wf_clock()"
+            self._q = _queries(self.ttl is not None, self._now_sql)
+            for conn in self._conns: conn.create_function("wf_clock", 0, clock)
 
     def _forget_connections(self) -> None:
         "Drop, without using or closing them, the connections a forked child inherited."
@@ -365,20 +564,72 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
             _ABANDONED.append(conn)
         self._local, self._conns, self._mutex = threading.local(), {}, threading.Lock()
 
-    def _error(self, e: sqlite3.Error) -> Exception:
-        "The exception to raise for a SQLite error: `StoreUnavailableError` when the database cannot be used."
-        if getattr(e, "sqlite_errorcode", 0) & 0xFF in _UNAVAILABLE_CODES or (
-                isinstance(e, sqlite3.OperationalError) and "locked" in str(e)):
-            return StoreUnavailableError(f"SQLite database {self.path}: {e}")
-        return e
+    def _error(self,
+               e: sqlite3.Error,  # What sqlite3 raised
+               writing: bool = True,  # The call may have written (an I/O error then leaves its outcome unknown)
+              ) -> Exception:  # The exception to raise instead
+        """Our exception for a SQLite error, naming the path, the cause and what to do: `StoreUnavailableError` (worth
+        retrying) when another connection held a lock too long, or an I/O error left the outcome unknown;
+        `BackendError` (retrying will not fix it) for everything else the database refused. A misuse of `sqlite3`
+        (`InterfaceError`, `ProgrammingError`) is a bug of the caller or of this module and is raised as it is."""
+        if not isinstance(e, sqlite3.DatabaseError) or isinstance(e, sqlite3.ProgrammingError): return e
+        code = getattr(e, "sqlite_errorcode", 0) & 0xFF  # the primary result code
+        if isinstance(e, sqlite3.OperationalError) and code in (0, 1):  # SQLITE_ERROR: read the message
+            if "locked" in str(e): code = 5
+            elif str(e).startswith(("no such table", "no such column")): return self._schema_lost(e)
+        path = self.path
+        if code in _BUSY_CODES: return StoreUnavailableError(
+            f"SQLite database {path}: {e}: another connection held the write lock for longer than "
+            f"busy_timeout={self.busy_timeout:g} s; nothing was written: retry later, or raise busy_timeout"
+            + (" (if this keeps happening, keep the database on a local disk, not a network file system)"
+               if code == 15 else ""))
+        if code == _IOERR: return StoreUnavailableError(
+            f"SQLite database {path}: {e}: an I/O error; " +
+            ("the write may or may not have been saved, so its outcome is unknown: check the session (e.g. "
+             "get_state or session_exists) before repeating the call" if writing else "nothing was written: retry") +
+            "; if it persists, check the disk and the file system")
+        if code in (3, 8): advice = (  # PERM, READONLY
+            f"the database is read-only for this process: fix the permissions (or the read-only mount or immutable "
+            f"attribute) so that it may write {path} and its folder, or give a path in a writable folder")
+        elif code == 14: advice = (  # CANTOPEN
+            f"{path} is a directory: give the path of a database file in it, e.g. {path / 'workflow.db'}"
+            if isinstance(path, Path) and path.is_dir() else
+            f"SQLite must read and write the file and create {getattr(path, 'name', path)}-wal and -shm files beside "
+            f"it: fix the permissions of the file and its folder {getattr(path, 'parent', '')}, or give a path in a "
+            f"writable folder")
+        elif code in (11, 26): advice = (  # CORRUPT, NOTADB
+            "the file is not a SQLite database, or is damaged: if it holds your sessions, restore it from a backup; "
+            "otherwise give the store another file")
+        elif code == 13: advice = "the disk is full: nothing was written; free space, then retry"  # FULL
+        else: advice = (  # anything else SQLite refused: say which error it was
+            f"SQLite refused the call ({getattr(e, 'sqlite_errorname', type(e).__name__)}); check the file with "
+            f"`sqlite3 {path} 'PRAGMA integrity_check'`")
+        return BackendError(f"SQLite database {path}: {e}: {advice}")
+
+    def _schema_lost(self, e: sqlite3.Error) -> Exception:
+        """The error for a statement that found the store's table gone (dropped or replaced while the store ran), after
+        making missing tables again. A `BackendError`, not a `StoreUnavailableError`: the sessions went with the
+        table, a loss someone must look into, which a caller retrying "unavailable" errors would otherwise hide (its
+        retry would succeed, on an empty table)."""
+        cx = getattr(self._local, "cx", None)
+        try:
+            if cx is None: raise sqlite3.OperationalError("no connection yet")
+            with cx[1]: _init_schema(cx[0], False, str(self.path))  # like a store opened now: missing tables made again
+        except WorkflowStateError as replaced: return replaced  # another application's table of the same name
+        except sqlite3.Error: return BackendError(
+            f"SQLite database {self.path}: {e}: the store's tables were dropped while it was open, and its sessions "
+            f"with them; the store could not make them again yet (it tries again on its next call)")
+        return BackendError(
+            f"SQLite database {self.path}: {e}: the store's tables were dropped while it was open, and its sessions "
+            f"with them; the store made them again (empty), so the next call works")
 
     def _one(self, sql: str, params: tuple):
-        "Run one statement (its own transaction) and return its first row."
+        "Run one read statement and return its first row."
         try: conn, lock = self._local.cx
         except AttributeError: conn, lock = self._cx()
         try:
             with lock: return conn.execute(sql, params).fetchone()
-        except sqlite3.Error as e: raise self._error(e) from None
+        except sqlite3.Error as e: raise self._error(e, writing=False) from None
 
     def _all(self, sql: str, params: tuple) -> list:
         "Run one read statement and return all its rows."
@@ -386,7 +637,7 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
         except AttributeError: conn, lock = self._cx()
         try:
             with lock: return conn.execute(sql, params).fetchall()
-        except sqlite3.Error as e: raise self._error(e) from None
+        except sqlite3.Error as e: raise self._error(e, writing=False) from None
 
     def _change(self, sql: str, params: tuple) -> int:
         "Run one write statement (its own transaction) and return how many rows it changed."
@@ -423,7 +674,7 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
         params = (flow_id, session_id) if self.ttl is None else (flow_id, session_id, self._now() - self.ttl)
         try:
             with lock: row = conn.execute(self._q["get_state"], params).fetchone()
-        except sqlite3.Error as e: raise self._error(e) from None
+        except sqlite3.Error as e: raise self._error(e, writing=False) from None
         return row[0] if row else None
 
     def _get_step(self, flow_id, session_id):
@@ -443,6 +694,11 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
         rows = self._all(sql, (flow_id,) + live + (-1 if limit is None else limit, offset))
         return [make_summary(flow_id, *row) for row in rows]
 
+    def _list_after(self, flow_id, after, limit):
+        # ids are never empty, so "" sorts before every one; the primary key (flow_id, session_id) is the order
+        rows = self._all(self._q["list_after"], (flow_id, "" if after is None else after) + self._live() + (limit,))
+        return [make_summary(flow_id, *row) for row in rows]
+
     def _list_flows(self):
         if self.ttl is None: live = ()
         else:
@@ -455,42 +711,48 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
         plan = _plan_merge(encoded, into, remove, self.max_state_bytes) if self._json_merge else None
         if plan is not None:  # one UPDATE statement on a live session
             shape, params, bound = plan
-            now = self._now(); ms = int(now * 1000)
-            live = () if self.ttl is None else (now - self.ttl,)
+            params += (flow_id, session_id, bound) + self._ttl_param
+            ttl, guess = self.ttl is not None, (flow_id, session_id, int(self._now() * 1000))  # see `_set_step`
             try: conn, lock = self._local.cx
             except AttributeError: conn, lock = self._cx()
             try:
                 with lock:
-                    if self._last_write == (flow_id, session_id, ms) and conn.execute(
-                            _merge_sql(shape, True, bool(live)), params + (now, flow_id, session_id, ms, bound) + live).rowcount:
+                    if self._last_write == guess and conn.execute(
+                            _merge_sql(shape, True, ttl, self._now_sql), params).rowcount:
                         return
-                    if conn.execute(_merge_sql(shape, False, bool(live)),
-                                    params + (now, ms, flow_id, session_id, bound) + live).rowcount:
-                        self._last_write = (flow_id, session_id, ms)
+                    if conn.execute(_merge_sql(shape, False, ttl, self._now_sql), params).rowcount:
+                        self._last_write = guess
                         return
             except sqlite3.Error as e:
-                error = self._error(e)
-                if isinstance(error, StoreUnavailableError): raise error from None
-                # anything else (say, a JSON limit of this SQLite build): the transaction path decides
+                if getattr(e, "sqlite_errorcode", 0) != 1 or str(e).startswith(("no such table", "no such column")):
+                    raise self._error(e) from None
+                # a plain SQLITE_ERROR, say SQLite's JSON functions refusing the text (nested deeper than their
+                # limit): the transaction path merges it instead (and reports what it meets)
         self._atomic(self._merge_tx, flow_id, session_id, encoded, into, remove)  # absent, expired, or other keys
 
     def _merge_tx(self, conn, flow_id, session_id, encoded, into, remove):
         "Read, merge in Python and write one session's state, inside the caller's transaction."
         row = conn.execute(self._q["read_for_write"], (flow_id, session_id)).fetchone()
-        now = self._now()
+        now = self._now()  # read holding the write lock (BEGIN IMMEDIATE), as the one-statement writes read it
         live = row is not None and (self.ttl is None or row[1] >= now - self.ttl)
         if not live and not encoded: return
-        state = decode_json(row[0]) if live else {}
-        if into is None: target = state
-        else:
-            target = state.get(into)
-            if not isinstance(target, dict): target = {}
-            state[into] = target
-        for k, v in encoded.items(): target[k] = decode_json(v)
+        try:
+            state = _members(row[0]) if live else {}  # key -> value text: untouched values are never parsed
+            if into is None: state.update(encoded)
+            else:
+                inner = state.get(into, "")
+                target = _members(inner) if inner.startswith("{") else {}  # a non-object is replaced
+                target.update(encoded)
+                state[into] = join_items(item_text(k, v) for k, v in target.items())
+        except ValueError as e:  # never written by a store: another program changed the file
+            raise BackendError(
+                f"SQLite database {self.path}: the stored state of session {session_id!r} of flow {flow_id!r} is not "
+                f"JSON ({e}), so nothing was written; another program changed it: delete the session "
+                f"(delete_session) or restore the file from a backup") from None
         kept = encoded if into is None else (into,)
         for k in remove:
             if k not in kept: state.pop(k, None)
-        text = encode_json(state)
+        text = join_items(item_text(k, v) for k, v in state.items())
         self._check_size(len(text))
         ms = int(now * 1000)
         if live: conn.execute(self._q["set_state"], (text, now, ms, flow_id, session_id))
@@ -498,24 +760,24 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
         self._last_write = (flow_id, session_id, ms)
 
     def _set_step(self, flow_id, session_id, step_id):
-        now = self._now(); ms = int(now * 1000)
-        if self._last_write == (flow_id, session_id, ms) and self._change(
-                self._q["step_same_ms"], (step_id, now, flow_id, session_id, ms) + self._live()):
+        # the statements read the clock themselves (`_NOW_SQL`); the millisecond read here only predicts whether the
+        # row was last written in the statement's millisecond, when updating it in place (same_ms) is the cheaper
+        # statement; a wrong guess costs a statement that changes nothing, never a wrong stamp
+        guess = (flow_id, session_id, int(self._now() * 1000))
+        if self._last_write == guess and self._change(
+                self._q["step_same_ms"], (step_id, flow_id, session_id) + self._ttl_param):
             return
-        if self.ttl is None: self._change(self._q["step_upsert"], (flow_id, session_id, step_id, now, now, ms))
-        else:
-            cutoff = now - self.ttl  # an expired session starts afresh
-            self._change(self._q["step_upsert_ttl"], (flow_id, session_id, step_id, now, now, ms, cutoff, cutoff, cutoff))
-        self._last_write = (flow_id, session_id, ms)
+        if self.ttl is None: self._change(self._q["step_upsert"], (flow_id, session_id, step_id))
+        else:  # an expired session starts afresh
+            self._change(self._q["step_upsert_ttl"], (flow_id, session_id, step_id) + self._ttl_param * 3)
+        self._last_write = guess
 
     def _create(self, flow_id, session_id, label):
-        now = self._now(); ms = int(now * 1000)
-        if self.ttl is None: return self._change(self._q["create"], (flow_id, session_id, label, now, now, ms)) == 1
-        return self._change(self._q["create_ttl"], (flow_id, session_id, label, now, now, ms, now - self.ttl)) == 1
+        sql = self._q["create" if self.ttl is None else "create_ttl"]
+        return self._change(sql, (flow_id, session_id, label) + self._ttl_param) == 1
 
     def _set_label(self, flow_id, session_id, label):
-        now = self._now()
-        return self._change(self._q["set_label"], (label, now, int(now * 1000), flow_id, session_id) + self._live()) == 1
+        return self._change(self._q["set_label"], (label, flow_id, session_id) + self._ttl_param) == 1
 
     def _delete(self, flow_id, session_id):
         if self.ttl is None: return self._change(self._q["delete"], (flow_id, session_id)) > 0
@@ -560,16 +822,22 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
 
 # %% ../../nbs/backends/sqlite.ipynb #11fbef97
 def open_url(
-    url: str,  # sqlite:///relative.db, sqlite:////absolute/path.db or sqlite:///:memory:
+    url: str,  # sqlite:///relative.db, sqlite:////absolute/path.db, or sqlite://:memory: (nothing kept)
     **options,  # SQLiteWorkflowStateStore options (ttl, max_state_bytes, synchronous, busy_timeout, ...)
 ) -> SQLiteWorkflowStateStore:  # The store
-    """Build a SQLite store from a `sqlite://` URL (used by `open_store`)."""
+    """Build a SQLite store from a `sqlite://` URL (used by `open_store`); a URL that names no file raises `ValueError`."""
     scheme, sep, rest = url.partition("://")
     if scheme.lower() != "sqlite" or not sep: raise ValueError(f"not a sqlite:// URL: {url!r}")
-    if rest and not rest.startswith("/"):
-        raise ValueError(f"a sqlite URL names a file, not a host: use sqlite:///relative.db or "
-                         f"sqlite:////absolute/path.db, got {url!r}")
-    path = rest[1:] or ":memory:"
-    if "?" in path or "#" in path:
+    forms = "sqlite:///relative.db or sqlite:////absolute/path.db"
+    if "?" in rest or "#" in rest:
         raise ValueError(f"sqlite URLs take no query string; pass options as keyword arguments, got {url!r}")
+    if rest in (":memory:", "/:memory:"): return SQLiteWorkflowStateStore(":memory:", **options)  # asked for by name
+    if rest and not rest.startswith("/"):
+        raise ValueError(f"a sqlite URL names a file, not a host: use {forms}, got {url!r}")
+    path = rest[1:]
+    if not path or path.endswith("/") or Path(path).name in ("", ".", ".."):
+        # SQLAlchemy reads sqlite:/// as an in-memory database: a store that forgets everything, which nobody
+        # writing a URL means by accident
+        raise ValueError(f"the SQLite URL {url!r} names no database file: use {forms} to keep sessions in a file, "
+                         f"or sqlite://:memory: (or memory://) for a store that forgets everything when it closes")
     return SQLiteWorkflowStateStore(path, **options)
