@@ -6,6 +6,8 @@ idempotent by construction may be repeated) or raise StoreUnavailableError sayin
 never report the opposite of what happened (SessionExistsError for the session it just created, False for the
 session it just deleted). A connection the server closed while idle is not such a case: nothing was sent on it.
 """
+import threading
+
 import pytest
 from urllib.parse import urlsplit
 
@@ -124,3 +126,76 @@ def test_connection_closed_while_idle_is_not_an_unknown_outcome(proxied):
         proxy.cut_all()
         store.update_state("f", "s1", {"i": i})
         assert direct.get_state("f", "s1") == {"i": i}
+
+
+ONCE_CALLS = {  # the calls that run once per token, each with the state the server is in once it acted
+    "create_session": (lambda store: store.create_session("f", "s1", label="L"),
+                       lambda direct: direct.get_session_summary("f", "s1").label == "L"),
+    "delete_session": (lambda store: store.delete_session("f", "s0"),
+                       lambda direct: not direct.session_exists("f", "s0")),
+    "rekey_session": (lambda store: store.rekey_session("s0", "s9"),
+                      lambda direct: direct.get_state("f", "s9") == {"k": 0} and not direct.session_exists("f", "s0")),
+}
+
+
+@pytest.mark.parametrize("call", ONCE_CALLS)
+def test_repeat_that_cannot_reach_the_server_is_an_unknown_outcome(proxied, call):
+    """The reply of a run-once call is lost, and its repeat cannot even connect: the first send may have run, so the
+    call raises StoreUnavailableError saying the outcome is unknown (never "unavailable", which reads as "not done")."""
+    store, proxy, direct = proxied
+    direct.update_state("f", "s0", {"k": 0})
+    run, acted = ONCE_CALLS[call]
+    proxy.drop_replies(1)
+    proxy.refuse(True)    # the server is "down" for new connections: the repeat fails before it is sent
+    with pytest.raises(StoreUnavailableError) as info: run(store)
+    assert "unknown" in str(info.value), str(info.value)
+    assert proxy.stats["replies_dropped"] == 1 and proxy.stats["refused"] >= 1
+    assert acted(direct)    # the server did act
+    proxy.refuse(False)
+
+
+@pytest.mark.parametrize("call", ONCE_CALLS)
+def test_repeat_after_the_record_expired_is_an_unknown_outcome(proxied, monkeypatch, call):
+    """The reply of a run-once call is lost and the network then freezes for longer than the call's record lasts
+    (a minute; 0.3 s here): the repeat can no longer tell it already ran, so it must not run again and report the
+    opposite of what happened (SessionExistsError for the session it created, False for the one it deleted, a rekey
+    that "moved 0 flows"); the call raises StoreUnavailableError saying the outcome is unknown."""
+    store, proxy, direct = proxied
+    monkeypatch.setattr(store, "_once_ms", 300)
+    direct.update_state("f", "s0", {"k": 0})
+    run, acted = ONCE_CALLS[call]
+    ready, attempts = store._ready, []
+
+    def ready_then_freeze(conn):   # the repeat's connection hangs (network frozen) for 3 times the record's life
+        attempts.append(conn)
+        if len(attempts) == 2:
+            proxy.freeze()
+            threading.Timer(0.9, proxy.thaw).start()
+        return ready(conn)
+
+    monkeypatch.setattr(store, "_ready", ready_then_freeze)
+    proxy.drop_replies(1)
+    try: result = run(store)
+    except StoreUnavailableError as e: assert "unknown" in str(e), str(e)
+    else: pytest.fail(f"{call} reported {result!r} from a repeat that could not know whether it already ran")
+    assert len(attempts) == 2 and proxy.stats["replies_dropped"] == 1
+    assert acted(direct)
+
+
+def test_run_once_records_are_beside_their_key(proxied):
+    """A create/delete/rekey call's record lies under the store's prefix (so delete_all removes it and other prefixes
+    never see it) and in the hash slot of the key the call is about (Redis Cluster-shaped), and lives a minute."""
+    from redis.crc import key_slot
+    store, proxy, direct = proxied
+    client, prefix = direct._client, direct._key_prefix
+    direct.delete_all()
+    store.create_session("f", "s1"); store.delete_session("f", "s1")
+    store.update_state("f", "s2", {"k": 1}); store.rekey_session("s2", "s3")
+    records = sorted(client.scan_iter(match=b"*:once:*", count=1000))
+    records = [r for r in records if r.startswith(prefix + b":")]
+    homes = [store._cmds("f", "s1").hash] * 2 + [store._flows_of("s2")]
+    assert len(records) == 3
+    assert sorted(key_slot(r) for r in records) == sorted(key_slot(h) for h in homes)
+    assert all(55_000 < client.pttl(r) <= 60_000 for r in records)
+    direct.delete_all()
+    assert list(client.scan_iter(match=prefix + b":*", count=1000)) == []

@@ -8,7 +8,8 @@ from servers import redis_url, unique_name
 
 PAIRS = [("app", "app:x"), ("app:x", "app"), ("a*", "ab"), ("ab", "a*"), ("a?", "ab"), ("a[b]", "ab"),
          ("a{b}", "a"), ("a", "a{b}"), ("a\\", "a"), ("a b", "a"), ("ü", "%C3%BC"), ("%C3%BC", "ü"),
-         ("app", "app:flows"), ("app", "app:x:{f}")]
+         ("app", "app:flows"), ("app", "app:x:{f}"),
+         ("a:b", "a%3Ab"), ("a%3Ab", "a:b"), ("a%", "a%25"), ("a%25", "a%"), ("a%3A", "a:")]
 
 
 def snapshot(store):
@@ -72,3 +73,24 @@ def test_delete_all_leaves_no_key_behind_and_touches_no_other(monkeypatch):
         assert set(client.scan_iter(match=base + "*", count=1000)) == keys_b
     finally:
         for s in (a, b): s.delete_all(); s.close()
+
+
+def test_ids_that_are_escapes_of_each_other_stay_apart():
+    "Within one store, flow and session ids where one is the other's escaped form ('a:b', 'a%3Ab') never meet."
+    ids = ["a:b", "a%3Ab", "a%253Ab", "{a}", "%7Ba%7D"]
+    store = RedisWorkflowStateStore(redis_url(), prefix=unique_name("escapes"))
+    try:
+        for flow in ids:
+            for sid in ids: store.update_state(flow, sid, {"at": [flow, sid]})
+        assert store.list_flows() == sorted(ids)
+        for flow in ids:
+            assert sorted(s.session_id for s in store.list_sessions(flow)) == sorted(ids)
+            for sid in ids: assert store.get_state(flow, sid) == {"at": [flow, sid]}
+        assert store.rekey_session("a:b", "moved") == len(ids)
+        store.delete_session("a%3Ab", "a%3Ab")
+        for flow in ids:
+            assert store.get_state(flow, "moved") == {"at": [flow, "a:b"]}
+            assert store.get_state(flow, "a%3Ab") == ({} if flow == "a%3Ab" else {"at": [flow, "a%3Ab"]})
+            assert store.get_state(flow, "a%253Ab") == {"at": [flow, "a%253Ab"]}
+    finally:
+        store.delete_all(); store.close()

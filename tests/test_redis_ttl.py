@@ -4,10 +4,11 @@
   ttl by the Redis server's clock (never the client's), in batches;
 - the ttl range the base accepts (0.001 s .. 1e10 s) works end to end.
 """
-import time
+import random, time
 
 import pytest
 
+from cjm_workflow_state import SessionExistsError
 from cjm_workflow_state.backends.redis import RedisWorkflowStateStore
 from servers import redis_url, unique_name
 
@@ -109,3 +110,84 @@ def test_ttl_range_ends(prefix, ttl):
         assert store.list_sessions("f") == [] and store.get_state("f", "s3") == {}
     assert store.purge_expired() == 0
     store.close()
+
+
+def left_keys(store):
+    "The keys under a store's prefix, but for the records of create/delete/rekey calls (they expire after a minute)."
+    return sorted(key for key in store._client.scan_iter(match=store._key_prefix + b":*", count=1000)
+                  if b":once:" not in key)
+
+
+def test_index_keys_a_ttl_write_empties_and_fills_again_still_expire(prefix):
+    """A ttl write that removes a flow's last index entry (the key vanishes) and adds one (a new key) gives that key an
+    expiry again: relabelling, rekeying or restoring the only session of a flow leaves no key behind either."""
+    ttl = 1.0
+    timed = RedisWorkflowStateStore(redis_url(), prefix=prefix, ttl=ttl)
+    timed.create_session("relabel", "a", label="x"); timed.set_session_label("relabel", "a", "y")
+    timed.create_session("unlabel", "a", label="x"); timed.set_session_label("unlabel", "a", None)
+    timed.create_session("label", "a"); timed.set_session_label("label", "a", "x")
+    timed.update_state("rekey", "b", {"k": 1}); timed.rekey_session("b", "b2")
+    timed.create_session("rekey-labelled", "c", label="x"); timed.rekey_session("c", "c2")
+    timed.update_state("restore", "d", {"k": 1}); timed.restore_session("restore", "d", {"k": 2}, label="x")
+    time.sleep(2.5 * ttl)
+    assert [key.decode() for key in left_keys(timed)] == []
+    timed.close()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_interleaved_stores_with_and_without_ttl(prefix, seed):
+    """Stores with (0.3 s) and without a ttl on one prefix, interleaving creates, updates, steps, labels, deletes,
+    restores and rekeys at random on shared ids and flows: 3 ttl after the last write, every session last written
+    without a ttl is readable, listed in every order, paged, exported and its flow listed; every other one is gone."""
+    rng, ttl = random.Random(seed), 0.3
+    plain = RedisWorkflowStateStore(redis_url(), prefix=prefix)
+    timed = RedisWorkflowStateStore(redis_url(), prefix=prefix, ttl=ttl)
+    kinds = {}                       # (flow, session id) -> the store that wrote it last: "plain" or "timed"
+    ids, flows, fresh = [f"s{i}" for i in range(6)], ["f", "g", "h"], iter(range(10**6))
+    for step in range(400):
+        store, kind = rng.choice([(plain, "plain"), (timed, "timed")])
+        flow, sid = rng.choice(flows), rng.choice(ids)
+        op = rng.choice(["update", "update", "step", "create", "label", "delete", "restore", "rekey", "sleep"])
+        if op == "update": store.update_state(flow, sid, {"n": step}); kinds[flow, sid] = kind
+        elif op == "step": store.set_current_step(flow, sid, f"st{step}"); kinds[flow, sid] = kind
+        elif op == "create":
+            try: store.create_session(flow, sid, label=rng.choice([None, f"L{step}"])); kinds[flow, sid] = kind
+            except SessionExistsError: pass
+        elif op == "label":
+            if store.set_session_label(flow, sid, rng.choice([None, f"L{step}"])): kinds[flow, sid] = kind
+        elif op == "delete": store.delete_session(flow, sid); kinds.pop((flow, sid), None)
+        elif op == "restore":
+            store.restore_session(flow, sid, {"n": step}, label=rng.choice([None, "R"])); kinds[flow, sid] = kind
+        elif op == "rekey":
+            new = f"r{next(fresh)}"
+            store.rekey_session(sid, new)
+            for f in flows:
+                if (f, sid) in kinds: kinds[f, new] = kinds.pop((f, sid))
+            ids[ids.index(sid)] = new
+        elif rng.random() < 0.2: time.sleep(ttl * 1.2)  # let the timed sessions written so far expire
+    time.sleep(3 * ttl)
+    kept = {flow: sorted(s for (f, s), k in kinds.items() if f == flow and k == "plain") for flow in flows}
+    for store in (plain, timed):
+        assert store.list_flows() == sorted(f for f in flows if kept[f])
+        for flow in flows:
+            for order in ("updated_at", "created_at", "label"):
+                for descending in (True, False):
+                    listed = store.list_sessions(flow, order_by=order, descending=descending)
+                    assert sorted(s.session_id for s in listed) == kept[flow], (flow, order, descending)
+            assert [s.session_id for s in store._list_after(flow, None, 100)] == kept[flow]
+            assert sorted(s["session_id"] for s in store.export_sessions(flow)) == kept[flow]
+            for sid in kept[flow]: assert store.session_exists(flow, sid)
+    plain.close(); timed.close()
+
+
+def test_a_session_restored_with_a_later_expiry_stays_listed(prefix):
+    """A session restored with an `updated_ts` ahead of now (a backup from a host whose clock runs ahead) lives until
+    updated_ts + ttl, as on every backend; the index keys that list it must live as long, or it would vanish from
+    list_sessions, list_flows and export while still readable."""
+    ttl = 0.5
+    timed = RedisWorkflowStateStore(redis_url(), prefix=prefix, ttl=ttl)
+    timed.restore_session("f", "ahead", {"k": 1}, updated_ts=time.time() + 20 * ttl)
+    time.sleep(3 * ttl)
+    assert timed.get_state("f", "ahead") == {"k": 1}
+    assert seen(timed) == (["ahead"], ["ahead"], ["ahead"], ["f"])
+    timed.close()

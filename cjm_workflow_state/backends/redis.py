@@ -6,7 +6,7 @@
 __all__ = ['escape_id', 'label_sort_key', 'RedisWorkflowStateStore', 'open_url']
 
 # %% ../../nbs/backends/redis.ipynb #e493eedb
-import hashlib, math, os, re
+import hashlib, math, os, re, time
 from datetime import timedelta
 from typing import Any, Dict, List, Optional, Tuple, Union
 from urllib.parse import quote_from_bytes
@@ -14,16 +14,16 @@ from urllib.parse import quote_from_bytes
 try:
     import redis
     from redis.backoff import NoBackoff
-    from redis.exceptions import (AuthenticationError, AuthorizationError, BusyLoadingError,
+    from redis.exceptions import (AuthenticationError, AuthorizationError, BusyLoadingError, ClusterDownError,
         ConnectionError as _RedisConnectionError, NoPermissionError, NoScriptError, OutOfMemoryError, ReadOnlyError,
-        ResponseError, TimeoutError as _RedisTimeoutError)
+        ResponseError, TimeoutError as _RedisTimeoutError, TryAgainError)
     from redis.retry import Retry
 except ImportError as e:  # the driver is an optional extra
     raise ImportError('RedisWorkflowStateStore needs the redis client: pip install "cjm-workflow-state[redis]"') from e
 
 from ..core.base import (DEFAULT_MAX_STATE_BYTES, DEFAULT_SESSION_KEY, SessionSummary,
     WorkflowStateStoreBase, encode_json, make_summary, state_size)
-from ..errors import SessionExistsError, StoreUnavailableError, redact_url
+from ..errors import BackendError, SessionExistsError, StoreUnavailableError, redact_url
 
 # %% ../../nbs/backends/redis.ipynb #eef610c1
 def _b(s: str) -> bytes:
@@ -64,6 +64,28 @@ local function unindex(zu, zc, zl, lm, zi, sid)  -- remove a session's entries f
   if lp then redis.call('HDEL', lm, sid) else lp = '\0' end
   redis.call('ZREM', zu, sid); redis.call('ZREM', zc, sid); redis.call('ZREM', zl, lp .. sid); redis.call('ZREM', zi, sid)
 end
+
+-- A key shared by many sessions (a flow's indexes, an id's flow set, the flow registry) must outlive every session
+-- it lists, whichever store (with a ttl, another ttl, or none) wrote it. A script notes the keys' times to live with
+-- `ttls` after it removed what it removes (a key whose last entry went no longer exists) and before it adds anything;
+-- after adding, `outlive(keys, before, life)` makes them outlive the session it wrote, which lives `life` ms (-1: for
+-- ever). For a session without an expiry they become persistent. Otherwise only a key that did not exist (it lists
+-- nothing but what the script added) or that has an expiry gets one, and only a longer one (2 life, when less than
+-- 1.5 life is left): a key without an expiry may list a session without one, and never gets an expiry.
+local function ttls(keys)
+  local p = {}
+  for i, k in ipairs(keys) do p[i] = redis.call('PTTL', k) end
+  return p
+end
+local function outlive(keys, before, life)
+  for i, k in ipairs(keys) do
+    if life < 0 then redis.call('PERSIST', k)
+    else
+      local p = before[i]
+      if p == -2 or (p >= 0 and p < life * 1.5) then redis.call('PEXPIRE', k, math.max(2 * life, 1)) end
+    end
+  end
+end
 """
 
 _LUA_HEAD = _LUA_ESC + r"""
@@ -74,36 +96,19 @@ local HB = string.find(H, '{', 1, true)
 local HE = string.find(H, '}', HB, true)
 local function hash_of(sid) return string.sub(H, 1, HB) .. esc(sid) .. string.sub(H, HE) end
 
--- The shared keys (KEYS[2..8]: the flow's indexes, the id's flow set, the flow registry) must outlive every
--- session they list, whichever store (with a ttl, another ttl, or none) wrote it. A write without a ttl makes
--- them persistent; a ttl write sets an expiry only on a key it creates or that already has one, and only ever
--- lengthens it (to 2 ttl, when less than 1.5 ttl is left), so it never puts an expiry on a key that lists a
--- session without one. `shared_before()` runs before the script's first write, `keep_shared` after its last.
-local function shared_before()
-  local p = {}
-  if TTL ~= '' then for i = 2, 8 do p[i] = redis.call('PTTL', KEYS[i]) end end
-  return p
-end
-local function keep_shared(before)
-  if TTL == '' then
-    for i = 2, 8 do redis.call('PERSIST', KEYS[i]) end
-    return
-  end
-  local ttl = tonumber(TTL)
-  for i = 2, 8 do
-    local p = before[i]
-    if p == -2 or (p >= 0 and p < ttl * 1.5) then redis.call('PEXPIRE', KEYS[i], 2 * ttl) end
-  end
-end
+local SHARED = {ZU, ZC, ZL, LM, X, FLOWS, ZI}  -- the keys a write shares with other sessions (see outlive)
+local LIFE = -1  -- how long the session written lives, in ms (-1: for ever)
+if TTL ~= '' then LIFE = tonumber(TTL) end
+local function shared_before() if LIFE < 0 then return {} end return ttls(SHARED) end
+local function keep_shared(before, life) outlive(SHARED, before, life or LIFE) end
 
-local function set_label(lp)
+local function unlabel()  -- remove the session's entries from the label index (before `shared_before`)
   local old = redis.call('HGET', LM, SID) or '\0'
-  redis.call('ZREM', ZL, old .. SID)
-  if lp == '' then
-    redis.call('HDEL', H, 'l'); redis.call('HDEL', LM, SID); lp = '\0'
-  else
-    redis.call('HSET', H, 'l', lp); redis.call('HSET', LM, SID, lp)
-  end
+  redis.call('ZREM', ZL, old .. SID); redis.call('HDEL', LM, SID)
+end
+local function label(lp)  -- add them for label sort key `lp` ('' for none), after `unlabel` or on a new session
+  if lp == '' then redis.call('HDEL', H, 'l'); lp = '\0'
+  else redis.call('HSET', H, 'l', lp); redis.call('HSET', LM, SID, lp) end
   redis.call('ZADD', ZL, 0, lp .. SID)
 end
 """
@@ -113,8 +118,8 @@ local t = redis.call('TIME')
 local now = t[1] .. '.' .. string.rep('0', 6 - #t[2]) .. t[2]
 """
 
-_LUA_INDEX_NEW = r"""
-do  -- index a new session: drop leftovers of an expired one with this id and up to two expired entries
+_LUA_DROP_STALE = r"""
+do  -- before indexing a new session: drop leftovers of an expired one with this id and up to two expired entries
   local stale = {}
   if redis.call('ZSCORE', ZC, SID) then stale[1] = SID end
   if TTL ~= '' then
@@ -125,9 +130,13 @@ do  -- index a new session: drop leftovers of an expired one with this id and up
     end
   end
   for _, sid in ipairs(stale) do unindex(ZU, ZC, ZL, LM, ZI, sid) end
-  redis.call('ZADD', ZC, now, SID); redis.call('ZADD', ZL, 0, '\0' .. SID); redis.call('ZADD', ZI, 0, SID)
-  redis.call('SADD', X, FLOW); redis.call('SADD', FLOWS, FLOW)
 end
+"""
+
+_LUA_INDEX_NEW = r"""
+-- index a new session (its label sort key in `new_label`, '' for none; ZU is written by _LUA_WRITE_HASH)
+redis.call('ZADD', ZC, now, SID); redis.call('ZADD', ZI, 0, SID); label(new_label)
+redis.call('SADD', X, FLOW); redis.call('SADD', FLOWS, FLOW)
 """
 
 _LUA_WRITE_HASH = r"""
@@ -141,14 +150,16 @@ keep_shared(before)
 
 _LUA_ONCE = r"""
 -- A call that may be sent twice (its connection dropped after the server ran it) runs once: its first run
--- records its result under the call's token for a minute, a second run returns that result and does nothing.
+-- records its result under the call's token for `ms` (a minute), a second run returns that result and does nothing.
+-- The record is kept beside the key the call is about (`base`: the session's hash, or the old id's flow set), so it
+-- is under the store's prefix (delete_all removes it) and in that key's hash slot.
 -- The record is the script's first write, so a server out of memory refuses the call before it changes anything.
-local function once(base, token, run)
+local function once(base, token, ms, run)
   local key = base .. ':once:' .. token
   local done = redis.call('GET', key)
   if done then return tonumber(done) end
   local result, act = run()
-  redis.call('SET', key, result, 'PX', 60000)
+  redis.call('SET', key, result, 'PX', ms)
   if act then act() end
   return result
 end
@@ -239,10 +250,14 @@ if exists then
 end
 local size = 2 + z + math.max(n - 1, 0)
 if size > tonumber(ARGV[4]) then return -size end
-local before = shared_before()
 """ + _LUA_NOW + r"""
+if not exists then
+""" + _LUA_DROP_STALE + r"""
+end
+local before = shared_before()
 local list = {'u', now, 'n', n, 'z', z}
 if not exists then
+  local new_label = ''
 """ + _LUA_INDEX_NEW + r"""
   list[7] = 'c'; list[8] = now
 end
@@ -254,10 +269,14 @@ return 1
 
 _LUA_SET_STEP = _LUA_HEAD + r"""
 local exists = redis.call('EXISTS', H) == 1
-local before = shared_before()
 """ + _LUA_NOW + r"""
+if not exists then
+""" + _LUA_DROP_STALE + r"""
+end
+local before = shared_before()
 local list = {'s', ARGV[4], 'u', now}
 if not exists then
+  local new_label = ''
 """ + _LUA_INDEX_NEW + r"""
   list[5] = 'c'; list[6] = now; list[7] = 'n'; list[8] = 0; list[9] = 'z'; list[10] = 0
 end
@@ -266,8 +285,8 @@ return 1
 """
 
 _LUA_DELETE = _LUA_HEAD + _LUA_ONCE + r"""
--- ARGV: 4 the call's token
-return once(H, ARGV[4], function()
+-- ARGV: 4 the call's token, 5 how long its record is kept (ms)
+return once(H, ARGV[4], ARGV[5], function()
   return redis.call('EXISTS', H), function()
     redis.call('DEL', H)
     unindex(ZU, ZC, ZL, LM, ZI, SID)
@@ -278,13 +297,14 @@ end)
 """
 
 _LUA_CREATE = _LUA_HEAD + _LUA_ONCE + r"""
--- ARGV: 4 label key ('' none), 5 the call's token
-return once(H, ARGV[5], function()
+-- ARGV: 4 label key ('' none), 5 the call's token, 6 how long its record is kept (ms)
+return once(H, ARGV[5], ARGV[6], function()
   if redis.call('EXISTS', H) == 1 then return 0 end
   return 1, function()
+""" + _LUA_NOW + _LUA_DROP_STALE + r"""
     local before = shared_before()
-""" + _LUA_NOW + _LUA_INDEX_NEW + r"""
-    if ARGV[4] ~= '' then set_label(ARGV[4]) end
+    local new_label = ARGV[4]
+""" + _LUA_INDEX_NEW + r"""
     local list = {'u', now, 'c', now, 'n', 0, 'z', 0}
 """ + _LUA_WRITE_HASH + r"""
   end
@@ -293,9 +313,10 @@ end)
 
 _LUA_LABEL = _LUA_HEAD + r"""
 if redis.call('EXISTS', H) == 0 then return 0 end
+unlabel()
 local before = shared_before()
 """ + _LUA_NOW + r"""
-set_label(ARGV[4])
+label(ARGV[4])
 local list = {'u', now}
 """ + _LUA_WRITE_HASH + r"""
 return 1
@@ -305,19 +326,19 @@ _LUA_RESTORE = _LUA_HEAD + _LUA_NOW + r"""
 -- ARGV: 4 label key ('' none), 5 step ('' none), 6 created, 7 updated, 8 n, 9 z, 10.. field/value pairs
 local left = nil
 if TTL ~= '' then left = math.floor((tonumber(ARGV[7]) - tonumber(now)) * 1000 + tonumber(TTL)) end
-local before = shared_before()
 redis.call('DEL', H)
 unindex(ZU, ZC, ZL, LM, ZI, SID)
 if left and left <= 0 then return 0 end  -- already expired: the session is absent
+local before = shared_before()
 local list = {'c', ARGV[6], 'u', ARGV[7], 'n', ARGV[8], 'z', ARGV[9]}
 if ARGV[5] ~= '' then list[#list + 1] = 's'; list[#list + 1] = ARGV[5] end
 for i = 10, #ARGV do list[#list + 1] = ARGV[i] end
 for i = 1, #list, 1000 do redis.call('HSET', H, unpack(list, i, math.min(i + 999, #list))) end
 redis.call('ZADD', ZC, ARGV[6], SID); redis.call('ZADD', ZU, ARGV[7], SID); redis.call('ZADD', ZI, 0, SID)
-if ARGV[4] ~= '' then set_label(ARGV[4]) else redis.call('ZADD', ZL, 0, '\0' .. SID) end
+label(ARGV[4])
 redis.call('SADD', X, FLOW); redis.call('SADD', FLOWS, FLOW)
 if left then redis.call('PEXPIRE', H, left) end
-keep_shared(before)
+keep_shared(before, left)  -- a session restored with a later updated time lives longer than ttl
 return 1
 """
 _LUA_GET_STATE = r"""
@@ -449,10 +470,11 @@ return {deleted, offset + kept}
 """
 
 _LUA_REKEY = _LUA_PRUNE + _LUA_ONCE + r"""
--- KEYS: flow sets of the old and the new id. ARGV: 1 prefix, 2 ttl, 3 old id, 4 new id, 5 the call's token
+-- KEYS: flow sets of the old and the new id. ARGV: 1 prefix, 2 ttl, 3 old id, 4 new id, 5 the call's token,
+--       6 how long its record is kept (ms)
 local OLD, NEW = ARGV[3], ARGV[4]
 local oe, ne = esc(OLD), esc(NEW)
-return once(KEYS[1], ARGV[5], function()
+return once(KEYS[1], ARGV[5], ARGV[6], function()
   for _, f in ipairs(redis.call('SMEMBERS', KEYS[2])) do
     if redis.call('EXISTS', hkey(ne, esc(f))) == 1 then return -1 end
   end
@@ -461,9 +483,11 @@ return once(KEYS[1], ARGV[5], function()
     if redis.call('EXISTS', hkey(oe, esc(f))) == 1 then moving[#moving + 1] = f end
   end
   return #moving, function()
-    -- the sessions stay in the same flow indexes (only their member changes), which already outlive them
-    local pttl = redis.call('PTTL', KEYS[1])
+    -- a moved session keeps its expiry (RENAME keeps it) and its flow indexes; a flow's index key that only the old
+    -- id's entry kept alive is gone once that entry is removed, and made again by the new id's: it must outlive the
+    -- session again (`outlive`), as must the new id's flow set, made here afresh
     redis.call('DEL', KEYS[2])
+    local longest = 0  -- the longest time to live of a moved session in ms (-1: one has no expiry)
     for _, f in ipairs(redis.call('SMEMBERS', KEYS[1])) do
       local fe = esc(f)
       local zu, zc, zl, lm, zi = fkeys(fe)
@@ -472,15 +496,21 @@ return once(KEYS[1], ARGV[5], function()
       if redis.call('EXISTS', ho) == 1 then
         local m = redis.call('HMGET', ho, 'u', 'c', 'l')
         unindex(zu, zc, zl, lm, zi, NEW)
-        redis.call('RENAME', ho, hkey(ne, fe))
+        local keys = {zu, zc, zl, lm, zi}
+        local before = ttls(keys)
+        local hn = hkey(ne, fe)
+        redis.call('RENAME', ho, hn)
         redis.call('ZADD', zu, m[1], NEW); redis.call('ZADD', zc, m[2], NEW); redis.call('ZADD', zi, 0, NEW)
         if m[3] then redis.call('ZADD', zl, 0, m[3] .. NEW); redis.call('HSET', lm, NEW, m[3])
         else redis.call('ZADD', zl, 0, '\0' .. NEW) end
         redis.call('SADD', KEYS[2], f)
+        local life = redis.call('PTTL', hn)
+        outlive(keys, before, life)
+        if life < 0 or longest < 0 then longest = -1 else longest = math.max(longest, life) end
       end
     end
     redis.call('DEL', KEYS[1])
-    if pttl > 0 and redis.call('EXISTS', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], pttl) end
+    if redis.call('EXISTS', KEYS[2]) == 1 then outlive({KEYS[2]}, {-2}, longest) end
   end
 end)
 """
@@ -491,6 +521,8 @@ _SCRIPTS = dict(merge=_LUA_MERGE, set_step=_LUA_SET_STEP, delete=_LUA_DELETE, cr
 
 # %% ../../nbs/backends/redis.ipynb #8720f48d
 _UNAVAILABLE = (_RedisConnectionError, _RedisTimeoutError)
+_REPLIED = (AuthenticationError, AuthorizationError, BusyLoadingError)  # ConnectionErrors in redis-py, yet server replies
+_BUSY = (TryAgainError, ClusterDownError)  # refusals worth retrying shortly (with LOADING and BUSY)
 _ORDER_INDEX = {"updated_at": b"1", "created_at": b"2", "label": b"3"}
 
 def _bulk(arg: bytes) -> bytes:
@@ -521,6 +553,7 @@ class _Commands:
 class RedisWorkflowStateStore(WorkflowStateStoreBase):
     """Workflow state in Redis: a hash per session, one atomic round trip per call, native expiry."""
     supports_native_ttl = True
+    _once_ms = 60_000  # How long a create/delete/rekey call's result is kept for a repeat of it (`_LUA_ONCE`)
 
     def __init__(self,
                  url_or_client: Union[str, "redis.Redis"] = "redis://127.0.0.1:6379/0",  # Redis URL, or a ready redis.Redis client
@@ -613,6 +646,10 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
         "The EVALSHA command of write script `name` on session `c` with extra ARGV `args`, packed."
         return b"*%d\r\n" % (14 + len(args)) + self._evalsha8[name] + c.write + b"".join(map(_bulk, args))
 
+    def _once_arg(self) -> bytes:
+        "The ARGV telling a run-once script how long to keep its record (ms)."
+        return str(self._once_ms).encode()
+
     def _write(self, name: str, c: _Commands, *args: bytes, repeatable: bool = False):
         "Run write script `name` on session `c` with extra ARGV `args` (`repeatable`: it runs once however often sent)."
         return self._send(self._packed_write(name, c, *args), name, write=True, repeatable=repeatable)
@@ -623,43 +660,48 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
         return StoreUnavailableError(f"Redis at {self.address} is unavailable ({type(e).__name__}: {e}); "
                                      f"the store works again as soon as the server answers")
 
-    def _outcome_unknown(self, e: Exception) -> StoreUnavailableError:
-        "The error for a write not safe to repeat whose connection failed after it was sent: it may have taken effect."
+    def _outcome_unknown(self, e: Exception, what: str = "the connection failed after the call was sent") -> StoreUnavailableError:
+        "The error for a write that may have taken effect, whose reply cannot be trusted or never came: not repeated."
         return StoreUnavailableError(
-            f"Redis at {self.address}: the connection failed after the call was sent ({type(e).__name__}: {e}); the "
-            f"server may or may not have done it, so the outcome is unknown and the call was not repeated: check the "
-            f"session (e.g. get_state, session_exists) before trying again")
+            f"Redis at {self.address}: {what} ({type(e).__name__}: {e}); the server may or may not have done it, so "
+            f"the outcome is unknown and the call was not repeated: check the session (e.g. get_state, "
+            f"session_exists) before trying again")
 
-    def _refused(self, e: Exception) -> StoreUnavailableError:
-        "The error for a reply in which the server refused the call (nothing was written), saying what to do."
+    def _refusal(self, e: Exception) -> Union[BackendError, StoreUnavailableError]:
+        """The error for a reply in which the server refused the call (it did nothing), with its words and what to do:
+        `StoreUnavailableError` when trying again shortly may work (loading, busy), else `BackendError`."""
         text = f"{type(e).__name__}: {e}"
+        message = str(e)
+        if isinstance(e, BusyLoadingError):
+            return StoreUnavailableError(f"Redis at {self.address} is loading its data set ({text}), nothing was done: "
+                                         f"try again shortly")
+        if isinstance(e, _BUSY) or message.startswith("BUSY "):
+            return StoreUnavailableError(f"Redis at {self.address} is busy ({text}), nothing was done: try again "
+                                         f"shortly")
         if isinstance(e, (AuthenticationError, AuthorizationError)):
-            return StoreUnavailableError(
+            return BackendError(
                 f"Redis at {self.address} refused the credentials ({text}): check the user name and password in the "
                 f"store's URL (redis://user:password@host:port/db) or its password= option; retrying will not help")
         if isinstance(e, OutOfMemoryError):
-            return StoreUnavailableError(
+            return BackendError(
                 f"Redis at {self.address} is out of memory ({text}), nothing was written: raise its maxmemory or "
                 f"free memory (purge_expired, delete old sessions); an eviction policy would drop sessions")
         if isinstance(e, ReadOnlyError):
-            return StoreUnavailableError(f"Redis at {self.address} is a read-only replica ({text}): point the store "
-                                         f"at the primary")
+            return BackendError(f"Redis at {self.address} is a read-only replica ({text}), nothing was written: "
+                                f"point the store at the primary")
         if isinstance(e, NoPermissionError):
-            return StoreUnavailableError(
+            return BackendError(
                 f"Redis at {self.address} denied a command ({text}): the ACL user needs +@read +@write +@scripting "
-                f"and access to the keys under {self.prefix!r}")
-        if isinstance(e, BusyLoadingError):
-            return StoreUnavailableError(f"Redis at {self.address} is loading its data set ({text}): try again shortly")
-        message = str(e)
+                f"+@connection and the keys ~{self._key_prefix.decode()}:* (those of prefix {self.prefix!r})")
         if "DB index" in message:
             db = self._pool.connection_kwargs.get("db")
-            return StoreUnavailableError(
+            return BackendError(
                 f"Redis at {self.address} has no database {db} ({text}): use a database number the server has "
                 f"(0 to its `databases` setting - 1, 16 by default) in the URL's path, redis://host:port/<db>")
         if message.startswith("MISCONF"):
-            return StoreUnavailableError(f"Redis at {self.address} refuses writes because it cannot save to disk "
-                                         f"({text}): fix its disk or persistence settings")
-        return StoreUnavailableError(f"Redis at {self.address} refused the call ({text})")
+            return BackendError(f"Redis at {self.address} refuses writes because it cannot save to disk ({text}), "
+                                f"nothing was written: fix its disk or persistence settings (see the server's log)")
+        return BackendError(f"Redis at {self.address} refused the call ({text})")
 
     # -- sending --
     def _ready(self, conn) -> None:
@@ -680,11 +722,13 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
         """Send one command and return its reply. A connection that fails before the command was sent is retried
         (`retries` times); one that fails after it was sent is retried only when the command is `repeatable`
         (reads, and the scripts that run once per token); a write that is not raises StoreUnavailableError
-        saying its outcome is unknown. A script the server forgot (NOSCRIPT: it did nothing) is loaded and run
-        again. Replies in which the server refused the call raise StoreUnavailableError saying what to do."""
+        saying its outcome is unknown, as does any later failure of a write once it may have run. A script the
+        server forgot (NOSCRIPT: it did nothing) is loaded and run again. Replies in which the server refused the
+        call raise `_refusal`'s error."""
         retries, load = self.retries, False
+        first_sent = None  # when a write was first sent: from then on it may have run, whatever happens next
         while True:
-            conn, sent = None, False
+            conn, sent, repeat = None, False, first_sent is not None  # repeat: an earlier send may have run
             try:
                 if self._pid != os.getpid(): self._idle, self._pid = [], os.getpid()  # forked: never share a socket
                 try: conn = self._idle.pop()
@@ -693,23 +737,42 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
                 if load:
                     conn.send_packed_command((_pack(b"SCRIPT", b"LOAD", self._lua[script]),), check_health=False)
                     conn.read_response()
+                if repeat: self._check_repeat(first_sent)
                 # a command that fails to go out whole is not run by the server: only from here is the outcome open
                 conn.send_packed_command((packed,), check_health=False)
                 sent = True
-                return conn.read_response()
-            except NoScriptError as e:
-                if load or script is None: raise self._refused(e) from None
+                if write and first_sent is None: first_sent = time.monotonic()
+                reply = conn.read_response()
+                if repeat: self._check_repeat(first_sent)
+                return reply
+            except NoScriptError as e:  # the server did nothing with this send
+                if not repeat: first_sent = None
+                if load or script is None:
+                    if repeat: raise self._outcome_unknown(e, "the call was sent, then its repeat refused") from e
+                    raise self._refusal(e) from None
                 load = True
-            except (AuthenticationError, AuthorizationError, BusyLoadingError) as e:  # replies, not lost connections
-                raise self._refused(e) from None
+            except _REPLIED as e:  # replies in which the server refused (it did nothing), not lost connections
+                if repeat: raise self._outcome_unknown(e, "the call was sent, then its repeat refused") from e
+                raise self._refusal(e) from None
             except _UNAVAILABLE as e:  # redis-py has disconnected `conn`; it reconnects on its next use
-                if sent and write and (not repeatable or retries <= 0 or isinstance(e, _RedisTimeoutError)):
+                if first_sent is not None and (not repeatable or retries <= 0 or isinstance(e, _RedisTimeoutError)):
                     raise self._outcome_unknown(e) from e
                 if retries <= 0 or isinstance(e, _RedisTimeoutError): raise self._unavailable(e) from e
                 retries -= 1
-            except ResponseError as e: raise self._refused(e) from None
+            except ResponseError as e:
+                if repeat: raise self._outcome_unknown(e, "the call was sent, then its repeat refused") from e
+                raise self._refusal(e) from None
             finally:  # a connection goes back only in a clean state: redis-py disconnects it on any I/O failure
                 if conn is not None: self._idle.append(conn)
+
+    def _check_repeat(self, first_sent: float) -> None:
+        """A write repeated after its connection dropped is trusted only while the first run's record (`_LUA_ONCE`)
+        surely lasts: past half its life, the repeat could run the call a second time and report the opposite of
+        what happened (the session it created "exists", the one it deleted "did not"), so the outcome is unknown."""
+        waited = time.monotonic() - first_sent
+        if waited > self._once_ms / 2000:
+            raise self._outcome_unknown(TimeoutError(f"{waited:.1f} s since it was first sent"),
+                                        "the connection failed after the call was sent and its repeat came too late")
 
     def _eval(self, name: str, keys: tuple, *args: bytes, write: bool = False, repeatable: bool = True):
         "Run script `name` with `keys` and `args` (the less frequent calls)."
@@ -736,11 +799,11 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
         self._write("set_step", self._cmds(flow_id, session_id), _b(step_id))
 
     def _delete(self, flow_id, session_id):
-        return self._write("delete", self._cmds(flow_id, session_id), _token(), repeatable=True) == 1
+        return self._write("delete", self._cmds(flow_id, session_id), _token(), self._once_arg(), repeatable=True) == 1
 
     def _create(self, flow_id, session_id, label):
         return self._write("create", self._cmds(flow_id, session_id), b"" if label is None else label_sort_key(label),
-                           _token(), repeatable=True) == 1
+                           _token(), self._once_arg(), repeatable=True) == 1
 
     def _set_label(self, flow_id, session_id, label):
         return self._write("set_label", self._cmds(flow_id, session_id), b"" if label is None else label_sort_key(label)) == 1
@@ -775,7 +838,7 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
 
     def _rekey(self, old_session_id, new_session_id):
         moved = self._eval("rekey", (self._flows_of(old_session_id), self._flows_of(new_session_id)),
-                           self._key_prefix, self._ttl_s, _b(old_session_id), _b(new_session_id), _token(),
+                           self._key_prefix, self._ttl_s, _b(old_session_id), _b(new_session_id), _token(), self._once_arg(),
                            write=True, repeatable=True)
         if moved < 0:
             raise SessionExistsError(f"session id {new_session_id!r} already holds data; rotate to a fresh id")
@@ -821,9 +884,9 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
                 batch.append(key)
                 if len(batch) >= 500: deleted += self._client.delete(*batch); batch = []
             if batch: deleted += self._client.delete(*batch)
-        except (AuthenticationError, AuthorizationError, BusyLoadingError) as e: raise self._refused(e) from None
+        except _REPLIED as e: raise self._refusal(e) from None
         except _UNAVAILABLE as e: raise self._unavailable(e) from e
-        except ResponseError as e: raise self._refused(e) from None
+        except ResponseError as e: raise self._refusal(e) from None
         return deleted
 
 # %% ../../nbs/backends/redis.ipynb #31269e59
