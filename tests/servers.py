@@ -90,3 +90,9 @@ def postgres_schema(kind: str):
         import psycopg
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def make_postgres_store(url: str, schema: str, table: Optional[str] = None, **options):
+    "A PostgresWorkflowStateStore in `schema` (see `postgres_schema`), on a fresh table unless `table` is given."
+    from cjm_workflow_state.backends.postgres import PostgresWorkflowStateStore
+    return PostgresWorkflowStateStore(url, schema=schema, table=table or f"t_{uuid.uuid4().hex[:12]}", **options)

@@ -71,6 +71,14 @@ FAULTS = dict(lineage_writes_checked=100, rekeys=10, single_sessions_checked=20,
 
 # ---- in-memory (threads only: memory:// cannot be shared between processes) -------------------------------------
 
+def check_under_faults(proxy: FaultProxy, least: dict, workload: Workload, **run) -> None:
+    "Run `workload` while `proxy` injects faults: the history must be clean, and faults must have reached calls."
+    report = check(run_history(workload, during=fault_injector(proxy), **run))
+    assert proxy.stats["replies_dropped"] >= 10, proxy.stats
+    assert_clean(report, **least)
+    assert sum(n for k, n in report.stats.items() if k.endswith(".unknown")), "no fault reached a call"
+
+
 def test_memory_threads():
     store = InMemoryWorkflowStateStore(ttl=LONG_TTL, max_state_bytes=MAX_STATE)
     assert_clean(check(run_history(Workload(duration=1.5, writers=8, pause=MEMORY_PAUSE), store=store)), **FULL)
@@ -138,11 +146,7 @@ def test_redis_faults():
     proxy = proxy_for(url)
     store = open_store(proxy.url(url), **options, socket_timeout=2)
     try:
-        history = run_history(Workload(writers=6), store=store, final_store=direct, during=fault_injector(proxy))
-        report = check(history)
-        assert proxy.stats["replies_dropped"] >= 10, proxy.stats
-        assert_clean(report, **FAULTS)
-        assert sum(n for k, n in report.stats.items() if k.endswith(".unknown")), "no fault reached a call"
+        check_under_faults(proxy, FAULTS, Workload(writers=6), store=store, final_store=direct)
     finally:
         store.close(); proxy.close(); direct.delete_all(); direct.close()
 
@@ -153,11 +157,7 @@ def test_redis_expiry_faults():
     proxy = proxy_for(url)
     store = open_store(proxy.url(url), **options, socket_timeout=2)
     try:
-        history = run_history(expiry_workload(writers=6), store=store, final_store=direct, during=fault_injector(proxy))
-        report = check(history)
-        assert proxy.stats["replies_dropped"] >= 10, proxy.stats
-        assert_clean(report, **EXPIRY)
-        assert sum(n for k, n in report.stats.items() if k.endswith(".unknown")), "no fault reached a call"
+        check_under_faults(proxy, EXPIRY, expiry_workload(writers=6), store=store, final_store=direct)
     finally:
         store.close(); proxy.close(); direct.delete_all(); direct.close()
 
@@ -167,12 +167,8 @@ def test_redis_processes_faults():
     url, options, direct = redis_store()
     proxy = proxy_for(url)
     try:
-        history = run_history(Workload(duration=2.0, writers=4), store=direct, url=proxy.url(url),
-                              options=dict(options, socket_timeout=2), processes=2, during=fault_injector(proxy))
-        report = check(history)
-        assert proxy.stats["replies_dropped"] >= 10, proxy.stats
-        assert_clean(report, **FAULTS)
-        assert sum(n for k, n in report.stats.items() if k.endswith(".unknown")), "no fault reached a call"
+        check_under_faults(proxy, FAULTS, Workload(duration=2.0, writers=4), store=direct, url=proxy.url(url),
+                           options=dict(options, socket_timeout=2), processes=2)
     finally:
         proxy.close(); direct.delete_all(); direct.close()
 
@@ -217,11 +213,7 @@ def test_postgres_faults(pg):
     store = open_store(proxy.url(url), **options)
     try:
         direct.get_state("warm-up", "table")  # creates the table before the faults
-        history = run_history(Workload(writers=6), store=store, final_store=direct, during=fault_injector(proxy))
-        report = check(history)
-        assert proxy.stats["replies_dropped"] >= 10, proxy.stats
-        assert_clean(report, **FAULTS)
-        assert sum(n for k, n in report.stats.items() if k.endswith(".unknown")), "no fault reached a call"
+        check_under_faults(proxy, FAULTS, Workload(writers=6), store=store, final_store=direct)
     finally:
         store.close(); proxy.close(); direct.close()
 
@@ -232,12 +224,8 @@ def test_postgres_processes_faults(pg):
     proxy = proxy_for(url)
     try:
         direct.get_state("warm-up", "table")  # creates the table before the faults
-        history = run_history(Workload(duration=2.0, writers=4), store=direct, url=proxy.url(url), options=options,
-                              processes=2, during=fault_injector(proxy))
-        report = check(history)
-        assert proxy.stats["replies_dropped"] >= 10, proxy.stats
-        assert_clean(report, **FAULTS)
-        assert sum(n for k, n in report.stats.items() if k.endswith(".unknown")), "no fault reached a call"
+        check_under_faults(proxy, FAULTS, Workload(duration=2.0, writers=4), store=direct, url=proxy.url(url),
+                           options=options, processes=2)
     finally:
         proxy.close(); direct.close()
 

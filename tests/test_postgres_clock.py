@@ -10,7 +10,7 @@ import time, uuid
 
 import pytest
 
-from servers import postgres_schema
+from servers import postgres_schema, make_postgres_store
 
 TTL = 60
 HOUR = 3600.0
@@ -22,9 +22,7 @@ def pg():
     with postgres_schema("pgclock") as url_and_schema: yield url_and_schema
 
 
-def make_store(url, schema, table=None, **options):
-    from cjm_workflow_state.backends.postgres import PostgresWorkflowStateStore
-    return PostgresWorkflowStateStore(url, schema=schema, table=table or f"t_{uuid.uuid4().hex[:12]}", **options)
+make_store = make_postgres_store
 
 
 def server_now(url) -> float:

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from servers import postgres_schema
+from servers import postgres_schema, make_postgres_store
 
 POOL_TIMEOUT = 20  # a call that waits this long has not surfaced the cause "at once"
 
@@ -24,9 +24,7 @@ def pg():
     with postgres_schema("pgerr") as url_and_schema: yield url_and_schema
 
 
-def make_store(url, schema, table=None, **options):
-    from cjm_workflow_state.backends.postgres import PostgresWorkflowStateStore
-    return PostgresWorkflowStateStore(url, schema=schema, table=table or f"t_{uuid.uuid4().hex[:12]}", **options)
+make_store = make_postgres_store
 
 
 def with_url(url: str, *, user=None, password=None, dbname=None, query=None) -> str:

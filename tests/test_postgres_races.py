@@ -7,7 +7,7 @@ import threading, uuid
 
 import pytest
 
-from servers import postgres_schema
+from servers import postgres_schema, make_postgres_store
 
 
 @pytest.fixture(scope="module")
@@ -16,9 +16,7 @@ def pg():
     with postgres_schema("pgrace") as url_and_schema: yield url_and_schema
 
 
-def make_store(url, schema, table=None, **options):
-    from cjm_workflow_state.backends.postgres import PostgresWorkflowStateStore
-    return PostgresWorkflowStateStore(url, schema=schema, table=table or f"t_{uuid.uuid4().hex[:12]}", **options)
+make_store = make_postgres_store
 
 
 def run_threads(n, target):
