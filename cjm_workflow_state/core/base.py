@@ -164,6 +164,17 @@ def _check_strings(
         bad = next(s for s in strings if _SURROGATES.search(s))
         raise _surrogates_error(f"the value of state key {key!r} holds the string {bad[:60]!r}")
 
+def _check_encoded(
+    key: str,  # Top-level state key, for the error message
+    value: Any,  # Its value
+    text: str,  # The value's canonical JSON text
+    levels: int,  # Deepest nesting allowed (as for `_check_nesting`)
+) -> None:
+    """Walk `value` only when its text could break a rule: `\\ud` is the escape of every surrogate (and of every
+    astral character), a `{` may be a dict with non-str keys, and enough `[` may nest too deep."""
+    if "\\ud" in text: _check_strings(key, value, levels)  # (nesting included)
+    elif "{" in text or text.count("[") >= levels: _check_nesting(key, value, levels)
+
 def encode_updates(
     updates: Mapping,  # State updates: str keys, JSON-serialisable values
     level: int = 0,  # How many containers the values will sit in (1 for a step's own state)
@@ -181,8 +192,7 @@ def encode_updates(
                     if "\\ud" in text and _SURROGATES.search(v): break  # (only a str's text can hold `\\ud`)
                     continue
                 encoded[k] = text = "".join(_encode_c(v, 0))
-                if "\\ud" in text: _check_strings(k, v, levels)  # (nesting included)
-                elif "{" in text or text.count("[") >= levels: _check_nesting(k, v, levels)
+                _check_encoded(k, v, text, levels)
             else: return encoded
         except (TypeError, ValueError, RecursionError): pass
     if not isinstance(updates, Mapping):
@@ -202,8 +212,7 @@ def encode_updates(
             raise StateNotSerializableError(
                 f"value of state key {k!r} cannot be stored as JSON ({e}); use dicts, lists, str, "
                 f"int, float (not NaN/Infinity), bool or None") from None
-        if "\\ud" in text: _check_strings(k, v, levels)  # see above: the escape of every surrogate (and astral character)
-        elif "{" in text or text.count("[") >= levels: _check_nesting(k, v, levels)
+        _check_encoded(k, v, text, levels)
     return encoded
 
 # %% ../../nbs/core/base.ipynb #1a140bf1
