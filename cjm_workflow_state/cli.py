@@ -224,7 +224,7 @@ def _open(url: str, must_exist: bool = True, **options) -> WorkflowStateStoreBas
     return open_store(url, **options)
 
 def _count(store, flow_id=None) -> int:
-    return sum(len(store.list_sessions(f)) for f in ([flow_id] if flow_id else store.list_flows()))
+    return sum(store.count_sessions(f) for f in ([flow_id] if flow_id else store.list_flows()))
 
 def _count_lines(stream) -> Optional[int]:
     "Lines of a stream that is a regular file (read without moving its position), else None."
@@ -243,7 +243,7 @@ def flows_command(
 ):
     """List the flows that hold sessions, with how many each holds."""
     with _open(url) as store:
-        for flow_id in store.list_flows(): say(f"{printable(flow_id)}\t{len(store.list_sessions(flow_id))}")
+        for flow_id in store.list_flows(): say(f"{printable(flow_id)}\t{store.count_sessions(flow_id)}")
 
 def list_command(
     url: str,  # Store URL: sqlite:///app.db, redis://host:6379/0, postgresql://user@host/db

@@ -15,7 +15,7 @@ from .errors import redact_url
 
 # %% ../nbs/stores.ipynb #eacd30a2
 SCHEMES: Dict[str, str] = {  # URL scheme -> module whose `open_url(url, **options)` builds the store
-    "memory": "cjm_workflow_state.core.state_store",
+    "memory": "cjm_workflow_state.backends.memory",
     "sqlite": "cjm_workflow_state.backends.sqlite",
     "redis": "cjm_workflow_state.backends.redis", "rediss": "cjm_workflow_state.backends.redis",
     "postgresql": "cjm_workflow_state.backends.postgres", "postgres": "cjm_workflow_state.backends.postgres",

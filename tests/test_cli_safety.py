@@ -312,7 +312,6 @@ def test_purge_expired_calls_the_store(monkeypatch):
     "Every backend: the CLI opens the store with the ttl and calls its purge_expired, nothing else."
     calls = []
     class Probe(InMemoryWorkflowStateStore):
-        supports_native_ttl = True  # as Redis: the CLI must still leave the sweep to the store
         def purge_expired(self):
             calls.append(self.ttl); return 7
     monkeypatch.setattr(cli_module, "open_store", lambda url, **options: Probe(**options))
