@@ -1,7 +1,10 @@
 """In-memory store throughput: `get_state` / `update_state` ops/s of `InMemoryWorkflowStateStore` next to the
 seed's plain-dict store, measured in the same run, on a small (10 keys) and a 64 KB state.
 
-    python bench/bench_memory.py [--repeats 7] [--check]
+    python bench/bench_memory.py [--repeats 7] [--check] [--baseline DIR]
+
+With `--baseline DIR` (a checkout of an earlier commit, see bench/baseline.py) it also times that commit's
+InMemoryWorkflowStateStore in the same run, its runs interleaved with ours, and prints ours / baseline.
 
 Each figure is the best of `--repeats` timed runs of a fixed number of calls (time.perf_counter).
 The seed store shares the dicts it holds (a shallow copy out, `dict.update` in), so the ratio is the
@@ -90,14 +93,30 @@ def bench(fn, calls: int, repeats: int) -> float:
     return calls / best
 
 
-def measure(store, state: Dict[str, Any], calls: int, repeats: int) -> Dict[str, float]:
-    "ops/s of get_state, update_state of one key, and update_state of every key, on a session holding `state`."
+def operations(store, state: Dict[str, Any]) -> Dict[str, Any]:
+    "get_state, update_state of one key, of every key, and set_current_step, on a session holding `state`."
     flow, sess = "bench", {}
     store.update_state(flow, sess, state)
     one = {"plan": "free"}
-    return {"get_state": bench(lambda: store.get_state(flow, sess), calls, repeats),
-            "update_state (1 key)": bench(lambda: store.update_state(flow, sess, one), calls, repeats),
-            f"update_state ({len(state)} keys)": bench(lambda: store.update_state(flow, sess, state), calls, repeats)}
+    return {"get_state": lambda: store.get_state(flow, sess),
+            "update_state (1 key)": lambda: store.update_state(flow, sess, one),
+            f"update_state ({len(state)} keys)": lambda: store.update_state(flow, sess, state),
+            "set_current_step": lambda: store.set_current_step(flow, sess, "step_2")}
+
+
+def measure(store, state: Dict[str, Any], calls: int, repeats: int) -> Dict[str, float]:
+    "Best ops/s of each of `operations`."
+    return {op: bench(fn, calls, repeats) for op, fn in operations(store, state).items()}
+
+
+def compare(ours, theirs, state: Dict[str, Any], calls: int, repeats: int) -> Dict[str, tuple]:
+    "Per operation: (our best ops/s, their best ops/s), the two stores' runs interleaved."
+    mine, old = operations(ours, state), operations(theirs, state)
+    best = {op: [0.0, 0.0] for op in mine}
+    for _ in range(repeats):
+        for op in mine:
+            for i, fn in enumerate((mine[op], old[op])): best[op][i] = max(best[op][i], bench(fn, calls, 1))
+    return {op: tuple(b) for op, b in best.items()}
 
 
 def main():
@@ -106,7 +125,11 @@ def main():
     p.add_argument("--small-calls", type=int, default=20_000, help="calls per run on the small state")
     p.add_argument("--large-calls", type=int, default=300, help="calls per run on the 64 KB state")
     p.add_argument("--check", action="store_true", help="exit 1 if the small-state target is missed")
+    p.add_argument("--baseline", help="checkout of an earlier commit to compare with (see bench/baseline.py)")
     args = p.parse_args()
+    if args.baseline:
+        from baseline import load_baseline
+        old = load_baseline(args.baseline).core.state_store.InMemoryWorkflowStateStore
 
     print(f"cjm-workflow-state {cjm_workflow_state.__version__}, Python {platform.python_version()}, "
           f"best of {args.repeats} runs (time.perf_counter)")
@@ -125,6 +148,10 @@ def main():
                 if not ok: missed.append(op)
             print(f"  {op:<24}{seed[op]:>16,.0f}{ours[op]:>16,.0f}{1e6 / ours[op]:>9.2f}"
                   f"{seed[op] / ours[op]:>10.1f}x{verdict}")
+        if args.baseline:
+            print(f"  {'same run, interleaved':<24}{'ours ops/s':>16}{'baseline ops/s':>16}{'ours/baseline':>15}")
+            for op, (mine, theirs) in compare(InMemoryWorkflowStateStore(), old(), state, calls, args.repeats).items():
+                print(f"  {op:<24}{mine:>16,.0f}{theirs:>16,.0f}{mine / theirs:>14.2f}x")
     print(f"\ntarget: >= {TARGET_OPS:,} ops/s for each operation on the small state: "
           + ("met" if not missed else f"MISSED by {', '.join(missed)}"))
     if args.check and missed: sys.exit(1)

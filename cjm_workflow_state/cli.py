@@ -223,7 +223,7 @@ def _open(url: str, must_exist: bool = True, **options) -> WorkflowStateStoreBas
             raise CLIError(f"no SQLite database at {path!r} (check the URL: sqlite:///relative.db or sqlite:////absolute/path.db)")
     return open_store(url, **options)
 
-def _count(store, flow_id=None) -> int:
+def _sessions_in(store, flow_id=None) -> int:
     return sum(store.count_sessions(f) for f in ([flow_id] if flow_id else store.list_flows()))
 
 def _count_lines(stream) -> Optional[int]:
@@ -305,7 +305,7 @@ def export_command(
         raise CLIError("export writes JSON lines to stdout: redirect it to a file, e.g. `> sessions.jsonl`", 2)
     with _open(url) as store:
         progress = Progress("exported")
-        if progress.enabled: progress.total = _count(store, flow)
+        if progress.enabled: progress.total = _sessions_in(store, flow)
         n = export_jsonl(store, sys.stdout, flow, progress)
         sys.stdout.flush()
         progress.done()

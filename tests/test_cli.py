@@ -9,7 +9,8 @@ import importlib.util, json, subprocess, sys, tempfile
 
 import pytest
 
-from servers import postgres_url, redis_url, unique_name
+from cjm_workflow_state import open_store
+from servers import postgres_schema, redis_url, unique_name
 
 FLOWS = ("checkout", "signup")
 
@@ -142,14 +143,8 @@ def test_export_import_sqlite_to_sqlite(sqlite_export, tmp_path):
 
 
 def test_export_sqlite_import_postgres(sqlite_export):
-    url = postgres_url()
     dump, expected, _ = sqlite_export
-    schema = unique_name("cli")
-    try: check_copy(url, dump, expected, "-o", f"schema={schema}")
-    finally:
-        import psycopg
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    with postgres_schema("cli") as (url, schema): check_copy(url, dump, expected, "-o", f"schema={schema}")
 
 
 def test_export_sqlite_import_redis(sqlite_export):
@@ -158,12 +153,7 @@ def test_export_sqlite_import_redis(sqlite_export):
     prefix = unique_name("cli")
     try: check_copy(url, dump, expected, "-o", f"prefix={prefix}")
     finally:
-        import redis
-        client = redis.Redis.from_url(url)
-        try:
-            keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-            if keys: client.delete(*keys)
-        finally: client.close()
+        with open_store(url, prefix=prefix) as store: store.delete_all()  # this prefix's keys, nothing else
 
 
 def test_purge_expired_and_delete(sqlite_export, tmp_path):

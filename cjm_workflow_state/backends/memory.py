@@ -71,7 +71,7 @@ class InMemoryWorkflowStateStore(WorkflowStateStoreBase):
         return rec
 
     def _touch(self, flow_id, session_id, rec: _Session) -> None:
-        rec.updated = self._now()
+        rec.updated = self.clock()
         if self.max_sessions is not None: self._recency.move_to_end((flow_id, session_id))  # only eviction reads it
 
     def _summarise(self, flow_id, session_id, rec: _Session) -> SessionSummary:
@@ -111,8 +111,10 @@ class InMemoryWorkflowStateStore(WorkflowStateStoreBase):
     def _set_fields(self, flow_id, session_id, fields, when, cutoff):
         with self._lock:
             rec = self._live(flow_id, session_id, cutoff)
-            if (rec is None and when == "live") or (rec is not None and when == "absent"): return False
-            if rec is None: rec = self._new(flow_id, session_id)
+            if rec is None:
+                if when == "live": return False
+                rec = self._new(flow_id, session_id)
+            elif when == "absent": return False
             if "step" in fields: rec.step = fields["step"]
             if "label" in fields: rec.label = fields["label"]
             self._touch(flow_id, session_id, rec)
