@@ -1,16 +1,20 @@
 """The conformance suite against PostgresWorkflowStateStore (and `open_store("postgresql://...")`), one pytest test per check.
 
 Needs PostgreSQL at DATABASE_URL (see servers.py). Every store gets its own table in a schema made for this run,
-dropped at the end.
+dropped at the end. "no_prepare" is the store as behind PgBouncer in transaction mode (no server-side prepared
+statements): every check that does not wait on the server's clock runs there too (the clock checks run the same
+statements as the others, and take seconds each).
 """
 import itertools
 
 import pytest
 
-from cjm_workflow_state.testing import conformance_checks
+from cjm_workflow_state.testing import SharedStores, conformance_checks
 from servers import postgres_schema
 
 CHECKS = conformance_checks()
+REAL_CLOCK = {"ttl", "purge_expired", "export_during_expiry"}  # checks that sleep: PostgreSQL keeps time itself
+tables = itertools.count()
 
 
 @pytest.fixture(scope="module")
@@ -19,40 +23,23 @@ def pg():
     with postgres_schema("conformance") as url_and_schema: yield url_and_schema
 
 
-class PostgresStores:
-    """`make_store` for the suite: each store on a new table, except that stores made while another one is still
-    open share its table (so the suite's several-store-objects check really shares one backend)."""
-    counter = itertools.count()
-
-    def __init__(self, open_one):
-        self.open_one, self.made, self.table = open_one, [], None
-
-    def __call__(self, **options):
-        if all(getattr(s, "_closed_by_suite", False) for s in self.made): self.table = f"t{next(self.counter)}"
-        store = self.open_one(self.table, **options)
-        close = store.close
-        def closing(): store._closed_by_suite = True; close()
-        store.close = closing
-        self.made.append(store)
-        return store
-
-    def close(self):
-        for s in self.made: s.close()
-
-
-def opener(kind, url, schema):
+def stores(url, schema, **extra) -> SharedStores:
+    "The suite's factory: a new table per backend, in this module's schema (dropped with it)."
     from cjm_workflow_state.backends.postgres import PostgresWorkflowStateStore
-    # "no_prepare": as behind PgBouncer in transaction mode, no server-side prepared statements
-    extra = dict(prepare_threshold=None) if kind == "no_prepare" else {}
-    return lambda table, **o: PostgresWorkflowStateStore(url, schema=schema, table=table, max_size=4, **extra, **o)
+    return SharedStores(lambda table, **o: PostgresWorkflowStateStore(url, schema=schema, table=table, max_size=4, **extra, **o),
+                        new_backend=lambda: f"t{next(tables)}")
 
 
-@pytest.mark.parametrize("kind", ["class", "no_prepare"])
-@pytest.mark.parametrize("check", CHECKS.values(), ids=CHECKS.keys())
+KINDS = {"class": {}, "no_prepare": dict(prepare_threshold=None)}
+CASES = [pytest.param(check, kind, id=f"{name}-{kind}") for name, check in CHECKS.items() for kind in KINDS
+         if kind == "class" or name not in REAL_CLOCK]
+
+
+@pytest.mark.parametrize("check, kind", CASES)
 def test_conformance(check, kind, pg):
-    stores = PostgresStores(opener(kind, *pg))
-    try: check(stores)
-    finally: stores.close()
+    factory = stores(*pg, **KINDS[kind])
+    try: check(factory)
+    finally: factory.cleanup()
 
 
 @pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
@@ -67,7 +54,8 @@ def test_open_store(scheme, pg):
         assert (store.schema, store.table, store.ttl, store.max_state_bytes) == (schema, f"open_{scheme}", 60.0, 1000)
         store.update_state("flow", "s", {"k": 1})
         assert store.get_state("flow", "s") == {"k": 1}
-    for check in ["update_merge", "list_sessions_order"]:
-        stores = PostgresStores(lambda table, **o: open_store(url, schema=schema, table=table, **o))
-        try: CHECKS[check](stores)
-        finally: stores.close()
+    for check in ["update_merge", "list_sessions_order", "concurrent_stores"]:
+        factory = SharedStores(lambda table, **o: open_store(url, schema=schema, table=table, **o),
+                               new_backend=lambda: f"t{next(tables)}")
+        try: CHECKS[check](factory)
+        finally: factory.cleanup()

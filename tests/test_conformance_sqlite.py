@@ -1,30 +1,19 @@
-"""The conformance suite against SQLiteWorkflowStateStore, one pytest test per check: on a :memory: database, on
-files (opened by path and by `open_store("sqlite:///...")`), and on a file with the JSON single-statement merge
-turned off (so every merge takes the BEGIN IMMEDIATE transaction path)."""
+"""The conformance suite against SQLiteWorkflowStateStore, one pytest test per check: on files, on a file with the
+JSON single-statement merge turned off (so every merge takes the BEGIN IMMEDIATE transaction path), on a :memory:
+database, and through `open_store("sqlite:///...")`. Every check runs on files; the others run every check that
+does not wait on SQLite's clock (those run the same statements, and take seconds each), `open_store` the checks
+that show the URL builds the same store."""
+import itertools
+
 import pytest
 
 from cjm_workflow_state import open_store
 from cjm_workflow_state.backends.sqlite import SQLiteWorkflowStateStore
-from cjm_workflow_state.testing import conformance_checks
+from cjm_workflow_state.testing import CheckNotRun, SharedStores, conformance_checks
 
 CHECKS = conformance_checks()
-
-
-class FileStores:
-    """`make_store` on files in `folder`: a new, empty file for each store, except that stores made while another one
-    is still open open its file too (so the suite's several-store-objects check really shares one database)."""
-    def __init__(self, folder, opener):
-        self.folder, self.opener, self.open, self.n = folder, opener, [], 0
-
-    def __call__(self, **options):
-        self.open = [s for s in self.open if s._conns]  # the stores not closed yet
-        if not self.open: self.n += 1
-        store = self.opener(self.folder / f"conformance-{self.n}.db", **options)
-        self.open.append(store)
-        return store
-
-    def cleanup(self):
-        for store in self.open: store.close()
+REAL_CLOCK = {"ttl", "purge_expired", "export_during_expiry"} if SQLiteWorkflowStateStore.server_time else set()
+files = itertools.count()
 
 
 def transaction_only(path, **options):
@@ -35,31 +24,24 @@ def transaction_only(path, **options):
 
 OPENERS = {
     "file": SQLiteWorkflowStateStore,
-    "open_store": lambda path, **options: open_store(f"sqlite:///{path}", **options),
     "transaction_path": transaction_only,
+    "open_store": lambda path, **options: open_store(f"sqlite:///{path}", **options),
 }
+CASES = ([pytest.param(check, "file", id=f"{name}-file") for name, check in CHECKS.items()]
+         + [pytest.param(check, kind, id=f"{name}-{kind}") for name, check in CHECKS.items()
+            for kind in ("transaction_path", "memory") if name not in REAL_CLOCK]
+         + [pytest.param(CHECKS[name], "open_store", id=f"{name}-open_store")
+            for name in ("update_merge", "list_sessions_order", "ttl_rule", "concurrent_stores")])
 
 
-@pytest.fixture(params=["memory", *OPENERS])
-def make_store(request, tmp_path):
-    if request.param == "memory":
-        yield lambda **options: SQLiteWorkflowStateStore(":memory:", **options)
+@pytest.mark.parametrize("check, kind", CASES)
+def test_conformance(check, kind, tmp_path):
+    if kind == "memory":  # each :memory: store is its own database: nothing is shared, and the suite must say so
+        factory = lambda **options: SQLiteWorkflowStateStore(":memory:", **options)
+        if check.__name__ == "check_concurrent_stores":
+            with pytest.raises(CheckNotRun): check(factory)
+        else: check(factory)
         return
-    stores = FileStores(tmp_path, OPENERS[request.param])
-    yield stores
-    stores.cleanup()
-
-
-@pytest.mark.parametrize("check", CHECKS.values(), ids=CHECKS.keys())
-def test_conformance(check, make_store):
-    check(make_store)
-
-
-def test_stores_open_together_share_the_file(tmp_path):
-    stores = FileStores(tmp_path, SQLiteWorkflowStateStore)
-    first, second = stores(), stores()
-    first.update_state("flow", "s", {"k": 1})
-    assert second.get_state("flow", "s") == {"k": 1}
-    first.close(); second.close()
-    assert stores().list_flows() == []
-    stores.cleanup()
+    factory = SharedStores(OPENERS[kind], new_backend=lambda: tmp_path / f"conformance-{next(files)}.db")
+    try: check(factory)
+    finally: factory.cleanup()

@@ -238,12 +238,12 @@ class DropsWrites(InMemoryWorkflowStateStore):
         super().__init__(**kw)
         self.calls, self.dropped, self.count_lock = 0, [], threading.Lock()
 
-    def _merge(self, flow_id, session_id, encoded, into=None, remove=()):
+    def _merge(self, flow_id, session_id, encoded, into, remove, cutoff):
         with self.count_lock:
             self.calls += 1
             drop = self.calls % 1000 == 500
         if drop: self.dropped.append((session_id, sorted(encoded))); return
-        super()._merge(flow_id, session_id, encoded, into, remove)
+        super()._merge(flow_id, session_id, encoded, into, remove, cutoff)
 
 
 def test_checker_catches_one_lost_write_in_1000():
@@ -288,21 +288,21 @@ def test_checker_accepts_unknown_outcomes():
 class LeavesAFlowBehind(InMemoryWorkflowStateStore):
     "Every 5th rekey moves every flow but one: not atomic."
     n = 0
-    def _rekey(self, old, new):
+    def _rekey(self, old, new, cutoff):
         with self._lock:
             self.n += 1
             kept = None
             if self.n % 5 == 0:
                 kept = next(((f, s.pop(old)) for f, s in self._flows.items() if old in s), None)
-            moved = super()._rekey(old, new)
+            moved = super()._rekey(old, new, cutoff)
             if kept: self._flows[kept[0]][old] = kept[1]
             return moved
 
 
 class LosesWritesDuringRekey(InMemoryWorkflowStateStore):
     "Issue 9 item 1's shape: move, then (another statement) delete what the old id holds, writes in between included."
-    def _rekey(self, old, new):
-        moved = super()._rekey(old, new)
+    def _rekey(self, old, new, cutoff):
+        moved = super()._rekey(old, new, cutoff)
         time.sleep(0.002)
         with self._lock:
             for sessions in self._flows.values(): sessions.pop(old, None)
@@ -312,18 +312,19 @@ class LosesWritesDuringRekey(InMemoryWorkflowStateStore):
 class RetriesCreate(InMemoryWorkflowStateStore):
     "Every 10th create_session runs twice, as a retry after a lost reply does: it creates, then reports the id taken."
     n = 0
-    def _create(self, flow_id, session_id, label):
+    def _set_fields(self, flow_id, session_id, fields, when, cutoff):
+        if when != "absent": return super()._set_fields(flow_id, session_id, fields, when, cutoff)
         self.n += 1
-        created = super()._create(flow_id, session_id, label)
-        return created if self.n % 10 else super()._create(flow_id, session_id, label)
+        created = super()._set_fields(flow_id, session_id, fields, when, cutoff)
+        return created if self.n % 10 else super()._set_fields(flow_id, session_id, fields, when, cutoff)
 
 
 class DeleteMisreports(InMemoryWorkflowStateStore):
     "Every 10th delete_session deletes and returns False, as a retried delete does."
     n = 0
-    def _delete(self, flow_id, session_id):
+    def _delete(self, flow_id, session_id, cutoff, expired_only=False):
         self.n += 1
-        deleted = super()._delete(flow_id, session_id)
+        deleted = super()._delete(flow_id, session_id, cutoff, expired_only)
         return deleted if self.n % 10 else False
 
 
@@ -370,9 +371,10 @@ class WritesThenRefuses(_EveryNth):
         super()._merge(*args, **kw)
         if self.hit(): raise BackendError("refused (but it was written)")
 
-    def _set_step(self, *args):
-        super()._set_step(*args)
+    def _set_fields(self, *args):
+        written = super()._set_fields(*args)
         if self.hit(): raise BackendError("refused (but it was written)")
+        return written
 
 
 class RefusesValidWrites(_EveryNth):
@@ -428,7 +430,7 @@ def test_classify():
 class NeverWrites(InMemoryWorkflowStateStore):
     "Every write raises StoreUnavailableError before acting (a server down for the whole run); reads work."
     def _down(self, *args, **kw): raise StoreUnavailableError("down: nothing done")
-    _merge = _set_step = _delete = _create = _set_label = _rekey = _restore = _down
+    _merge = _set_fields = _delete = _rekey = _restore = _down
 
 
 def test_checker_fails_a_run_that_checks_nothing():
