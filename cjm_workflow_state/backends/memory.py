@@ -117,7 +117,8 @@ class InMemoryWorkflowStateStore(WorkflowStateStoreBase):
             elif when == "absent": return False
             if "step" in fields: rec.step = fields["step"]
             if "label" in fields: rec.label = fields["label"]
-            self._touch(flow_id, session_id, rec)
+            rec.updated = self.clock()  # `_touch`, inlined: set_current_step runs here on every wizard step
+            if self.max_sessions is not None: self._recency.move_to_end((flow_id, session_id))
             return True
 
     def _delete(self, flow_id, session_id, cutoff, expired_only=False):
