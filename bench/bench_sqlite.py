@@ -1,6 +1,7 @@
 """Benchmark SQLiteWorkflowStateStore against raw `sqlite3` on one persistent connection, in one run.
 
     python bench/bench_sqlite.py [--rounds 7] [--seconds 0.12] [--big 100000,1000000] [--proposal] [--check]
+                                 [--baseline DIR]
 
 Part 1, protocol calls: ops/s of `update_state` (merge one key), `get_state`, `set_current_step` and
 `create_session` on a 10-key and on a 64 KB state (the workloads of `bench_memory.py`), next to a raw
@@ -24,18 +25,23 @@ an app's traffic looks like: the store keeps its recency index entry (flow_id, u
 when a session is written again within the same millisecond, which a one-session loop does almost every call
 and real traffic almost never does.
 Targets: `update_state` (both lines) and `get_state` >= 60% of the raw baseline of the same kind, on both states.
+With `--baseline DIR` (a checkout of an earlier commit, see bench/baseline.py), that commit's store is measured in
+the same rounds, on its own file filled the same way, each of its calls next to ours: a second table gives ours /
+baseline for `get_state`, `update_state` and `set_current_step` (one session, and many in turn), target >= 0.90.
 `--proposal` adds, for information, update_state on stores whose connection checkpoints every 10,000 WAL pages
 instead of 1,000, and whose WAL checkpoints run in a background thread (prototypes of proposed changes).
 
 Part 2, `list_sessions` first page of 50 (orders updated_at, created_at, label; default direction, newest/last
 first) for one flow of 10,000 sessions among 100,000 rows and among 1,000,000 rows (the databases are filled
 with `sqlite3` executemany into the store's table, created by the store itself, in one transaction; the store
-then opens the files normally). Targets: under 2 ms, and independent of the total row count (1M / 100k <= 1.5).
+then opens the files normally; `--big ""` skips this part). Targets: under 2 ms, and independent of the total row
+count (1M / 100k <= 1.5).
 0.0.3's `list_sessions` (it has no paging: all 10,000 sessions, a scan with LIKE) is timed at 100,000 rows.
 
 The machine is shared and noisy: measurements are interleaved in rounds (each op right next to its baseline,
 the order reversed every other round); ops/s is the median round, a ratio the median of the rounds' ratios.
-Files live in a temporary folder, removed at the end. Runtime: 35-50 s (of which ~10 s fill the 1M-row file).
+Files live in a temporary folder, removed at the end. Runtime: 35-50 s (of which ~10 s fill the 1M-row file), and
+about a third more with --baseline.
 """
 import argparse, importlib.util, itertools, json, os, platform, random, sqlite3, statistics, sys, tempfile, threading, time
 from datetime import datetime, timezone
@@ -43,12 +49,13 @@ from pathlib import Path
 
 import cjm_workflow_state
 from cjm_workflow_state.backends import sqlite as sqlite_backend
-from cjm_workflow_state.backends.sqlite import SQLiteWorkflowStateStore
+from cjm_workflow_state.backends.sqlite import _READS, SQLiteWorkflowStateStore
 from cjm_workflow_state.core.base import encode_json
 
 from bench_memory import large_state, small_state  # the same 10-key and 64 KB workloads as the in-memory benchmark
 
 TARGET = 0.60  # update_state and get_state: at least 60% of the raw baseline of the same kind
+BASELINE_TARGET = 0.90  # get_state, update_state, set_current_step: at least 90% of the --baseline commit's store
 LIST_MS = 2.0  # list_sessions first page: under 2 ms ...
 LIST_GROWTH = 1.5  # ... and at most 1.5x slower on 1M rows than on 100k rows
 FLOW, SID = "signup", "0b6f2c1e-5d1a-4c9b-9a53-6f1d2a7e8c40"
@@ -134,8 +141,9 @@ def background_checkpoints(store: SQLiteWorkflowStateStore, stop: threading.Even
 
 
 def protocol(tmp: Path, label: str, state: dict, v003, rounds: int, seconds: float, with_create: bool,
-             many: int, proposal: bool = False) -> list:
-    "Measure one state size; print its table; return the (name, ratio, ok) of the targets."
+             many: int, proposal: bool = False, baseline=None) -> list:
+    """Measure one state size; print its table; return the (name, ratio, ok) of the targets. `baseline`: the store
+    class of an earlier commit, measured beside ours (see --baseline)."""
     tag = "small" if with_create else "large"
     text = encode_json(state)
     store = SQLiteWorkflowStateStore(tmp / f"store-{tag}.db")
@@ -210,6 +218,25 @@ def protocol(tmp: Path, label: str, state: dict, v003, rounds: int, seconds: flo
         ck._cx()[0].execute("PRAGMA wal_autocheckpoint=10000")
         ops[f"ck10k update_state, {many:,} sessions"] = (
             lambda: ck.update_state(FLOW, next(turn), {"plan": next(counter)}), ckpt(ck._cx()[0]))
+    earlier = None
+    if baseline is not None:  # the earlier commit's store: its own file, the same sessions, each call next to ours
+        earlier = baseline(tmp / f"baseline-{tag}.db")
+        for sid in [SID] + sids:
+            earlier.update_state(FLOW, sid, state); earlier.set_current_step(FLOW, sid, "email")
+        c_earlier = ckpt(earlier._cx()[0])
+        theirs = {  # our op name -> the same call on the earlier store
+            "update_state": (lambda: earlier.update_state(FLOW, sess, {"plan": next(counter)}), c_earlier),
+            "set_current_step": (lambda: earlier.set_current_step(FLOW, sess, next(steps)), c_earlier),
+            f"update_state, {many:,} sessions": (
+                lambda: earlier.update_state(FLOW, next(turn), {"plan": next(counter)}), c_earlier),
+            f"set_current_step, {many:,} sessions": (
+                lambda: earlier.set_current_step(FLOW, next(turn), next(steps)), c_earlier),
+            "get_state": (lambda: earlier.get_state(FLOW, sess), None)}
+        paired = {}  # each of its calls right after ours, in every round
+        for name, op in ops.items():
+            paired[name] = op
+            if name in theirs: paired["baseline " + name] = theirs[name]
+        ops = paired
     old = None
     if v003 is not None:
         old = v003.SQLiteWorkflowStateStore(tmp / f"v003-{tag}.db")
@@ -251,6 +278,16 @@ def protocol(tmp: Path, label: str, state: dict, v003, rounds: int, seconds: flo
                            (f"bg update_state, {many:,} sessions", "checkpoints in a thread")]:
             print(f"    PROTOTYPE {f'update_state, {many:,} sessions, {what}':<50}{med[name]:>9,.0f} ops/s  "
                   f"({median_ratio(samples[name], samples[base]):.2f} x {base})")
+    if earlier is not None:
+        print(f"  ours / baseline ({baseline.__module__.split('.')[0]}), same run:")
+        print(f"    {'store call':<34}{'ours ops/s':>11}{'baseline ops/s':>16}{'ratio':>7}   target")
+        for name in ("get_state", "update_state", f"update_state, {many:,} sessions", "set_current_step",
+                     f"set_current_step, {many:,} sessions"):
+            ratio = median_ratio(samples[name], samples["baseline " + name])
+            results.append((f"{name} ({tag}) / baseline", ratio, ratio >= BASELINE_TARGET))
+            print(f"    {name:<34}{med[name]:>11,.0f}{med['baseline ' + name]:>16,.0f}{ratio:>7.2f}   "
+                  f">= {BASELINE_TARGET:.2f}  {'PASS' if ratio >= BASELINE_TARGET else 'FAIL'}")
+        earlier.close()
     if old is not None:
         for name in ("update_state", "get_state", "set_current_step", "create_session"):
             key = f"0.0.3 {name}"
@@ -356,7 +393,7 @@ def listing(tmp: Path, sizes: list, v003, rounds: int) -> list:
         results.append((f"list_sessions {o}", ratio, ok))
         print(f"  {o:<12}" + "".join(f"{med[s]:>16.3f}" for s in sizes) + f"{ratio:>8.2f}   {'PASS' if ok else 'FAIL'}")
     for o in orders:
-        sql = stores[big]._q[f"list_{o}_DESC"]
+        sql = _READS[False]["list", o, True]
         plan = "; ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, (FLOW, 50, 0)))
         print(f"  plan ({o}): {plan}")
     whole = statistics.median(page_ms(lambda: stores[small].list_sessions(FLOW), 5))
@@ -384,26 +421,33 @@ def main():
                         "and with WAL checkpoints in a background thread (prototypes of proposed changes, made here, "
                         "not in the store)")
     parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
+    parser.add_argument("--baseline", help="checkout of an earlier commit whose store is measured beside ours "
+                        "(see bench/baseline.py)")
     args = parser.parse_args()
     started = time.perf_counter()
     v003 = load_v003(args.v003)
+    baseline = None
+    if args.baseline:
+        from baseline import load_baseline
+        baseline = load_baseline(args.baseline).backends.sqlite.SQLiteWorkflowStateStore
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?") \
         if Path("/proc/cpuinfo").exists() else platform.processor()
     print(f"cjm-workflow-state {cjm_workflow_state.__version__} ({Path(cjm_workflow_state.__file__).parent}); "
           f"Python {platform.python_version()}; SQLite {sqlite3.sqlite_version}")
     print(f"{datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; {platform.node()}: {platform.system()} {platform.release()}, "
           f"{os.cpu_count()} CPUs ({cpu}); load average {os.getloadavg()[0]:.1f}")
-    print(f"0.0.3 for context: {'loaded from ' + args.v003 if v003 else 'not found, skipped'}")
+    print(f"0.0.3 for context: {'loaded from ' + args.v003 if v003 else 'not found, skipped'}; "
+          f"baseline: {args.baseline or 'none'}")
     print(f"protocol calls: {args.rounds} interleaved rounds of ~{args.seconds:g} s batches; "
           f"ops/s = median round, ratio = median of the rounds' ratios")
     with tempfile.TemporaryDirectory(prefix="cjm-wfs-bench-sqlite-") as d:
         tmp = Path(d)
         results = protocol(tmp, "small state (10 keys)", small_state(), v003, args.rounds, args.seconds, True, 1000,
-                           args.proposal)
+                           args.proposal, baseline)
         results += protocol(tmp, "64 KB state", large_state(), v003, args.rounds, args.seconds, False, 100,
-                            args.proposal)
+                            args.proposal, baseline)
         sizes = sorted(int(x) for x in args.big.split(",") if x)
-        results += listing(tmp, sizes, v003, args.rounds)
+        if sizes: results += listing(tmp, sizes, v003, args.rounds)
     missed = [name for name, _, ok in results if not ok]
     print(f"\ntargets: {len(results) - len(missed)} of {len(results)} met"
           + (f"; MISSED: {', '.join(missed)}" if missed else "") + f"; runtime {time.perf_counter() - started:.0f} s")

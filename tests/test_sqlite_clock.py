@@ -1,8 +1,10 @@
 """A write that waits for SQLite's write lock (another connection or process is writing) stamps the time it is applied,
 not the time it was called: else a session's `updated_ts` can be older than its last acknowledged write, and with a
 ttl it expires early (the history checker's "stale-stamp"). Here another connection holds the write lock with
-BEGIN IMMEDIATE for HOLD seconds while the store's write waits for it."""
+BEGIN IMMEDIATE for HOLD seconds while the store's write waits for it. Last, a clock set by hand (`store.clock`) drives
+the statements instead of SQLite's."""
 import sqlite3, threading, time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -105,3 +107,30 @@ def test_restore_session_writes_the_timestamps_it_is_given(tmp_path):
         s = store.get_session_summary("flow", "f")
         assert s.created_ts == past and abs(s.updated_ts - time.time()) < 5
         assert [x.session_id for x in store.list_sessions("flow")] == ["f"]
+
+
+def test_a_clock_set_by_hand_drives_every_connection(tmp_path):
+    """`store.clock = fake` (what the conformance suite does to a store whose `server_time` is False) moves time for
+    every write and read, on a connection opened before it was set (another thread's) and after; `store.clock =
+    time.time` gives the statements SQLite's own clock back."""
+    path = tmp_path / "fake.db"
+    with SQLiteWorkflowStateStore(path, ttl=60) as store, ThreadPoolExecutor(1) as other:
+        assert store.server_time is False and store.clock is time.time
+        in_other = lambda fn, *args: other.submit(fn, *args).result()
+        in_other(store.update_state, "flow", "early", {"k": 1})  # the other thread's connection is open from here
+        fake = [time.time() + 1000.0]
+        store.clock = lambda: fake[0]
+        in_other(store.update_state, "flow", "a", {"k": 1})
+        store.update_state("flow", "b", {"k": 1})
+        assert {s.session_id: s.updated_ts for s in store.list_sessions("flow")} == {"a": fake[0], "b": fake[0]}
+        assert in_other(store.get_state, "flow", "early") == {}  # written 1000 s before the fake clock's now
+        fake[0] += 61  # a and b expired too
+        assert store.list_flows() == [] and in_other(store.session_exists, "flow", "a") is False
+        in_other(store.set_current_step, "flow", "a", "one")  # starts afresh, stamped by the fake clock
+        s = store.get_session_summary("flow", "a")
+        assert (s.created_ts, s.updated_ts, store.get_state("flow", "a")) == (fake[0], fake[0], {})
+        assert store.purge_expired() == 2 and store.count_sessions("flow") == 1
+        store.clock = time.time
+        assert not [sql for sql in store._q.values() if "wf_clock" in sql]
+        in_other(store.update_state, "flow", "c", {"k": 1})
+        assert abs(store.get_session_summary("flow", "c").updated_ts - time.time()) < 5

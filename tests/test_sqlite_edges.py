@@ -1,10 +1,11 @@
-"""SQLite-specific edges of issue 9: keyset paging (`_list_after`, item 4), the ttl bounds in millisecond arithmetic
-(item 11), lone surrogates anywhere (item 12), and deeply nested states stored before the depth limit (item 13)."""
+"""SQLite-specific edges of issue 9: keyset paging (`_list` by session id after an id, item 4), the ttl bounds in
+millisecond arithmetic (item 11), lone surrogates anywhere (item 12), deeply nested states stored before the depth
+limit (item 13), and `_set_fields` under each rule with both fields (issue 10)."""
 import contextlib, sqlite3, sys
 
 import pytest
 
-from cjm_workflow_state.backends.sqlite import SQLiteWorkflowStateStore
+from cjm_workflow_state.backends.sqlite import _READS, SQLiteWorkflowStateStore
 from cjm_workflow_state.core.base import encode_json
 
 IDS = ["b", "a", "A", "a:b", "a%", "a_", "é", "z", "Z", "\U0001F600", "\uffff", "0", "日本", "a b", "ab"]
@@ -17,46 +18,87 @@ def store(request, tmp_path):
     s.close()
 
 
-# ---- item 4: _list_after ------------------------------------------------------------------------------------------
+# ---- item 4: keyset pages ----------------------------------------------------------------------------------------
+def page_after(store, flow, last, limit, cutoff=None):
+    "The keyset page of export_sessions: up to `limit` sessions whose id sorts after `last`, in session id order."
+    return store._list(flow, cutoff, "session_id", False, limit, 0, last)
+
+
 def test_list_after_pages_in_code_point_order(store):
     for sid in IDS: store.update_state("flow", sid, {"sid": sid})
     store.update_state("other", "a", {"x": 1})  # another flow is never listed
     ordered = sorted(IDS)  # Python compares str by code point
-    assert [s.session_id for s in store._list_after("flow", None, 100)] == ordered
+    assert [s.session_id for s in page_after(store, "flow", None, 100)] == ordered
     for limit in (1, 2, 4, 7):
-        seen, after = [], None
+        seen, last = [], None
         while True:
-            page = store._list_after("flow", after, limit)
+            page = page_after(store, "flow", last, limit)
             assert len(page) <= limit
             seen += [s.session_id for s in page]
             if len(page) < limit: break
-            after = page[-1].session_id
+            last = page[-1].session_id
         assert seen == ordered
-    assert [s.session_id for s in store._list_after("flow", "a_", 3)] == ordered[ordered.index("a_") + 1:][:3]
-    assert [s.session_id for s in store._list_after("flow", "ab1", 100)] == [i for i in ordered if i > "ab1"]
-    assert store._list_after("flow", "\U0001F600", 5) == []
-    first = store._list_after("flow", None, 1)[0]
+    assert [s.session_id for s in page_after(store, "flow", "a_", 3)] == ordered[ordered.index("a_") + 1:][:3]
+    assert [s.session_id for s in page_after(store, "flow", "ab1", 100)] == [i for i in ordered if i > "ab1"]
+    assert page_after(store, "flow", "\U0001F600", 5) == []
+    first = page_after(store, "flow", None, 1)[0]
     assert first == store.get_session_summary("flow", first.session_id)  # full summaries
 
 
 def test_list_after_skips_expired_sessions():
     clock = [1_000_000.0]
     store = SQLiteWorkflowStateStore(":memory:", ttl=60)
-    store._use_clock(lambda: clock[0])
+    store.clock = lambda: clock[0]
     for sid in ("a", "b", "c", "d"): store.update_state("flow", sid, {"k": 1})
     clock[0] += 30
     store.update_state("flow", "b", {"k": 2})
     store.update_state("flow", "d", {"k": 2})
     clock[0] += 40  # a and c expired
-    assert [s.session_id for s in store._list_after("flow", None, 10)] == ["b", "d"]
-    assert [s.session_id for s in store._list_after("flow", "b", 10)] == ["d"]
+    cutoff = clock[0] - 60  # the base's cutoff
+    assert [s.session_id for s in page_after(store, "flow", None, 10, cutoff)] == ["b", "d"]
+    assert [s.session_id for s in page_after(store, "flow", "b", 10, cutoff)] == ["d"]
+    assert [s.session_id for s in page_after(store, "flow", "b", 10)] == ["c", "d"]  # no cutoff: every stored row
 
 
 def test_list_after_uses_the_primary_key(store):
     "One b-tree range scan in key order: no sort, no scan of other flows."
     for sid in IDS: store.update_state("flow", sid, {"k": 1})
-    plan = " ".join(row[-1] for row in store._cx()[0].execute("EXPLAIN QUERY PLAN " + store._q["list_after"], ("flow", "", 3)))
-    assert "PRIMARY KEY" in plan and "TEMP B-TREE" not in plan, plan
+    for live, params in ((False, ("flow", "", 3, 0)), (True, ("flow", "", 0.0, 3, 0))):
+        sql = _READS[live]["list", "session_id", False]
+        plan = " ".join(row[-1] for row in store._cx()[0].execute("EXPLAIN QUERY PLAN " + sql, params))
+        assert "PRIMARY KEY" in plan and "TEMP B-TREE" not in plan, plan
+
+
+# ---- _set_fields: every combination of fields and rules (the base uses three) -------------------------------------
+@pytest.mark.parametrize("ttl", [None, 60])
+def test_set_fields_sets_both_fields_under_each_rule(ttl):
+    clock = [1_000_000.0]
+    store = SQLiteWorkflowStateStore(":memory:", ttl=ttl)
+    store.clock = lambda: clock[0]
+    cutoff = lambda: None if ttl is None else clock[0] - ttl
+    fields = lambda s: (s.current_step, s.label)
+    assert store._set_fields("f", "s", {"step": "one", "label": "L"}, "live", cutoff()) is False
+    assert store.get_session_summary("f", "s") is None  # nothing written
+    assert store._set_fields("f", "s", {"label": "L", "step": "one"}, "absent", cutoff()) is True
+    assert fields(store.get_session_summary("f", "s")) == ("one", "L")
+    assert store._set_fields("f", "s", {"step": "two", "label": "M"}, "absent", cutoff()) is False  # live: kept
+    clock[0] += 1
+    assert store._set_fields("f", "s", {"label": "M", "step": "two"}, "live", cutoff()) is True
+    s = store.get_session_summary("f", "s")
+    assert (fields(s), s.created_ts, s.updated_ts) == (("two", "M"), 1_000_000.0, clock[0])
+    store.update_state("f", "s", {"k": 1})
+    assert store._set_fields("f", "s", {"step": "three", "label": None}, "any", cutoff()) is True
+    assert (fields(store.get_session_summary("f", "s")), store.get_state("f", "s")) == (("three", None), {"k": 1})
+    if ttl is None: return
+    clock[0] += 61  # expired: "any" and "absent" start it afresh, "live" writes nothing
+    assert store._set_fields("f", "s", {"label": "N"}, "live", cutoff()) is False
+    assert store._set_fields("f", "s", {"label": "N"}, "any", cutoff()) is True
+    s = store.get_session_summary("f", "s")
+    assert (fields(s), s.created_ts, store.get_state("f", "s")) == ((None, "N"), clock[0], {})
+    clock[0] += 61
+    assert store._set_fields("f", "s", {"step": "x", "label": "O"}, "absent", cutoff()) is True
+    s = store.get_session_summary("f", "s")
+    assert (fields(s), s.created_ts, store.get_state("f", "s")) == (("x", "O"), clock[0], {})
 
 
 # ---- item 11: ttl bounds ------------------------------------------------------------------------------------------
@@ -64,7 +106,7 @@ def test_list_after_uses_the_primary_key(store):
 def test_extreme_ttls_work_on_every_call(ttl):
     clock = [1_000_000.0]
     store = SQLiteWorkflowStateStore(":memory:", ttl=ttl)
-    store._use_clock(lambda: clock[0])
+    store.clock = lambda: clock[0]
     store.create_session("flow", "s", label="L")
     store.set_current_step("flow", "s", "one")
     store.update_state("flow", "s", {"k": 1})

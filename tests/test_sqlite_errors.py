@@ -66,33 +66,23 @@ def test_directory_as_path(tmp_path):
     assert list(folder.iterdir()) == []
 
 
-def test_foreign_table_of_the_same_name(tmp_path):
-    "Another application's `workflow_sessions` table (other columns): our error; its table and rows are left as they were."
+@pytest.mark.parametrize("table, columns, row", [
+    ("workflow_sessions", "id INTEGER PRIMARY KEY, user TEXT, started TEXT", (1, "bob", "2020-01-01")),
+    ("workflow_sessions_meta", "id INTEGER PRIMARY KEY, note TEXT", (1, "theirs"))])
+def test_foreign_table_of_the_same_name(tmp_path, table, columns, row):
+    """Another application's table named like one of the store's (other columns): our error naming it, the same each
+    time; its table and rows are left as they were, and nothing is created."""
     path = tmp_path / "shared.db"
     with contextlib.closing(sqlite3.connect(path)) as c:
-        c.execute("CREATE TABLE workflow_sessions (id INTEGER PRIMARY KEY, user TEXT, started TEXT)")
-        c.execute("INSERT INTO workflow_sessions VALUES (1, 'bob', '2020-01-01')")
+        c.execute(f"CREATE TABLE {table} ({columns})")
+        c.execute(f"INSERT INTO {table} VALUES ({', '.join('?' * len(row))})", row)
         c.commit()
     for _ in range(2):  # the same answer each time, nothing created meanwhile
         message = error_of(lambda: use(path))
-        assert str(path) in message and "workflow_sessions" in message and "another file" in message, message
+        assert str(path) in message and repr(table) in message and "another file" in message, message
     with contextlib.closing(sqlite3.connect(path)) as c:
-        assert c.execute("SELECT * FROM workflow_sessions").fetchall() == [(1, "bob", "2020-01-01")]
-        assert c.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall() == [("workflow_sessions",)]
-
-
-def test_foreign_meta_table(tmp_path):
-    "A table named `workflow_sessions_meta` that the store did not make: our error naming it; nothing created."
-    path = tmp_path / "shared.db"
-    with contextlib.closing(sqlite3.connect(path)) as c:
-        c.execute("CREATE TABLE workflow_sessions_meta (id INTEGER PRIMARY KEY, note TEXT)")
-        c.execute("INSERT INTO workflow_sessions_meta VALUES (1, 'theirs')")
-        c.commit()
-    message = error_of(lambda: use(path))
-    assert str(path) in message and "workflow_sessions_meta" in message and "another file" in message, message
-    with contextlib.closing(sqlite3.connect(path)) as c:
-        assert c.execute("SELECT * FROM workflow_sessions_meta").fetchall() == [(1, "theirs")]
-        assert c.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall() == [("workflow_sessions_meta",)]
+        assert c.execute(f"SELECT * FROM {table}").fetchall() == [row]
+        assert c.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall() == [(table,)]
 
 
 def test_table_dropped_under_a_running_store(tmp_path):
@@ -295,7 +285,7 @@ def test_update_on_a_state_another_program_broke(tmp_path, stored):
             assert str(path) in message and "'s'" in message and "'flow'" in message and "backup" in message, message
         message = error_of(lambda: store.update_step_state("flow", "s", "x", {"b": 1}))
         assert "delete_session" in message, message
-        assert store._get_state_text("flow", "s") == stored
+        assert store._get_state_text("flow", "s", None) == stored
         assert store.delete_session("flow", "s") is True
         store.update_state("flow", "s", {"k": 3})
         assert store.get_state("flow", "s") == {"k": 3}

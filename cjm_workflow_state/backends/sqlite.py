@@ -6,14 +6,14 @@
 __all__ = ['SCHEMA_VERSION', 'MIN_SQLITE_VERSION', 'SQLiteWorkflowStateStore', 'open_url']
 
 # %% ../../nbs/backends/sqlite.ipynb #2bad9038
-import hashlib, json, os, re, sqlite3, threading, time, warnings, weakref
+import hashlib, json, operator, os, re, sqlite3, threading, time, warnings, weakref
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple, Union
 
-from ..core.base import (DEFAULT_MAX_STATE_BYTES, DEFAULT_SESSION_KEY, MAX_LABEL_LENGTH, SessionSummary,
-    WorkflowStateStoreBase, check_label, decode_json, encode_json, is_valid_id, item_text, join_items, make_summary)
+from ..core.base import (DEFAULT_MAX_STATE_BYTES, DEFAULT_SESSION_KEY, MAX_LABEL_LENGTH,
+    WorkflowStateStoreBase, check_label, encode_json, is_valid_id, item_text, join_items, make_summary)
 from ..errors import BackendError, SessionExistsError, StoreUnavailableError, WorkflowStateError
 
 # %% ../../nbs/backends/sqlite.ipynb #f34f8049
@@ -27,6 +27,7 @@ _SCHEMA = (
         current_step TEXT,                         -- StepFlow step id, NULL before the first step
         state_json   TEXT NOT NULL DEFAULT '{}',   -- canonical JSON object text (compact, ASCII)
         state_size   INTEGER GENERATED ALWAYS AS (length(CAST(state_json AS BLOB))) STORED,
+                                                   -- size formula: see cjm_workflow_state.core.codec.state_size
         label        TEXT,                         -- human-readable label
         created_at   REAL NOT NULL,                -- epoch seconds
         updated_at   REAL NOT NULL,                -- epoch seconds of the last write
@@ -44,7 +45,8 @@ _SCHEMA = (
 # SQLite's clock, epoch seconds in whole milliseconds (the resolution of its 'now'; rounded, since the Julian day's
 # double is a few microseconds off). Every write statement reads it itself, so it reads it once it holds the write
 # lock: a write that waited for another writer is stamped, and its session's expiry decided, when it is applied, not
-# when it was called. 'now' is one value for the whole statement: created_at, updated_at and updated_ms agree.
+# when it was called. 'now' is one value for the whole statement: created_at, updated_at and updated_ms agree. A clock
+# set by hand (`store.clock = fn`) takes its place as the SQL function wf_clock() (see "The store's clock").
 _NOW_SQL = "(round((julianday('now') - 2440587.5) * 86400000.0) / 1000.0)"
 
 _plain_key = re.compile(r'[ !#-\[\]-~]+').fullmatch  # printable ASCII but " and \ : a JSON path names it as is
@@ -66,6 +68,27 @@ def _merge_expr(
     else: expr = source
     return f"json_remove({expr}{', ?' * n_remove})" if n_remove else expr
 
+def _stamped(
+    sql: str,  # A write statement with `$now`, `$now_ms` and `$wlive`
+    ttl: bool,  # Whether the store has a ttl
+    now: str = _NOW_SQL,  # SQL expression of the store's clock
+) -> str:  # The statement as run
+    """A write statement reading the store's clock: `$now` becomes the clock, `$now_ms` its millisecond (updated_ms),
+    and `$wlive` ` AND updated_at >= $now - ?` (the ttl) when the store has a ttl, so that the write decides expiry
+    by the time it is applied."""
+    return (sql.replace("$wlive", " AND updated_at >= $now - ?" if ttl else "")
+            .replace("$now_ms", "CAST($now * 1000 AS INTEGER)").replace("$now", now))
+
+def _update_sql(
+    sets: str,  # The SET assignments besides the stamp
+    same_ms: bool,  # Only if the row was last written in this millisecond, leaving updated_ms (and its index entry)
+    where: str = "",  # More conditions
+) -> str:  # Parameters: those of `sets`, flow_id, session_id, those of `where`, [ttl]
+    "The UPDATE of a live session that sets `sets` and stamps the write (see `_stamped`)."
+    return (f"UPDATE workflow_sessions SET {sets}, updated_at = $now" + ("" if same_ms else ", updated_ms = $now_ms")
+            + " WHERE flow_id = ? AND session_id = ?" + (" AND updated_ms = $now_ms" if same_ms else "") + where
+            + "$wlive")
+
 @lru_cache(maxsize=512)
 def _merge_sql(
     shape: Tuple[int, bool, int],  # (n_set, into, n_remove), see `_merge_expr`
@@ -75,14 +98,10 @@ def _merge_sql(
 ) -> str:  # The UPDATE statement; parameters: the merge's, then flow_id, session_id, size bound, [ttl]
     """The single-statement merge of a live session's state, stamped (and its expiry decided) by the clock read
     inside the statement."""
-    ms = f"CAST({now} * 1000 AS INTEGER)"
-    return (f"UPDATE workflow_sessions SET state_json = {_merge_expr(*shape)}, updated_at = {now}"
-            + ("" if same_ms else f", updated_ms = {ms}")
-            + " WHERE flow_id = ? AND session_id = ?" + (f" AND updated_ms = {ms}" if same_ms else "")
-            + " AND state_size <= ?" + (f" AND updated_at >= {now} - ?" if ttl else "")
-            # json_set leaves an array or a scalar as it is: such a text (never written by a store) must not take
-            # the update as if it were applied; the transaction path refuses it
-            + " AND substr(state_json, 1, 1) = '{'")
+    # json_set leaves an array or a scalar as it is: such a text (never written by a store) must not take the update
+    # as if it were applied; the transaction path refuses it
+    return _stamped(_update_sql(f"state_json = {_merge_expr(*shape)}", same_ms,
+                                " AND state_size <= ? AND substr(state_json, 1, 1) = '{'"), ttl, now)
 
 def _plan_merge(
     encoded: Dict[str, str],  # Key -> canonical JSON text of the new value
@@ -91,6 +110,7 @@ def _plan_merge(
     max_state_bytes: int,  # The store's size cap
 ) -> Optional[tuple]:  # (shape, parameters, size bound), or None when the Python path must merge
     """The parameters of the single-statement merge, when it applies."""
+    # growth: the most the update can add to the state's text (size formula: see cjm_workflow_state.core.codec.state_size)
     if len(encoded) > _MAX_PAIRS: return None  # SQLite functions take at most 127 arguments
     params, growth = [], 0
     if into is not None:
@@ -294,6 +314,14 @@ def _migrate_v003(
     return copied
 
 # %% ../../nbs/backends/sqlite.ipynb #779266d4
+def _db_error(
+    where: Any,  # The database (its path)
+    detail: str,  # What happened, and what to do
+    cls: type = BackendError,  # BackendError (retrying will not fix it) or StoreUnavailableError (worth retrying)
+) -> Exception:  # The exception to raise
+    "Our exception about a database: every message starts with its path."
+    return cls(f"SQLite database {where}: {detail}")
+
 _TABLES = {  # the store's tables and the columns each must have
     "workflow_sessions": {"flow_id", "session_id", "current_step", "state_json", "state_size", "label",
                           "created_at", "updated_at", "updated_ms"},
@@ -316,10 +344,9 @@ def _check_tables(
     found = {table: _table_columns(conn, table) for table in _TABLES}
     for table, columns in found.items():
         if columns is not None and not _TABLES[table] <= columns:
-            raise BackendError(
-                f"SQLite database {where} holds a table {table!r} that cjm-workflow-state did not make (its columns: "
-                f"{', '.join(sorted(columns))}); the store leaves it alone: give the store another file, or rename "
-                f"that table")
+            raise _db_error(where, f"it holds a table {table!r} that cjm-workflow-state did not make (its columns: "
+                                   f"{', '.join(sorted(columns))}); the store leaves it alone: give the store another "
+                                   f"file, or rename that table")
     return all(columns is not None for columns in found.values())
 
 def _switch_to_wal(
@@ -336,6 +363,21 @@ def _switch_to_wal(
             if getattr(e, "sqlite_errorcode", 0) & 0xFF != 5 or time.monotonic() >= deadline: raise  # not BUSY
             time.sleep(0.002)
 
+def _transaction(
+    conn: sqlite3.Connection,  # An autocommit connection
+    fn: Callable,  # Called as fn(conn, *args)
+    *args,
+) -> Any:  # What fn returned
+    "`fn(conn, *args)` in one BEGIN IMMEDIATE transaction (holding the write lock from its first read), rolled back if it raises."
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(conn, *args)
+        conn.execute("COMMIT")
+        return result
+    except BaseException:
+        if conn.in_transaction: conn.execute("ROLLBACK")
+        raise
+
 def _init_schema(
     conn: sqlite3.Connection,  # An autocommit connection to the database
     wal: bool = True,  # Switch the file to WAL journal mode
@@ -348,107 +390,122 @@ def _init_schema(
         if mode != "wal":
             warnings.warn(f"SQLite could not switch {where} to WAL journal mode (got {mode!r}); readers and the "
                           f"writer will block each other (WAL needs a local file system)")
-    def version():
+    def version(conn):
         if not _check_tables(conn, where): return None  # a table is missing: create what is missing
         row = conn.execute("SELECT value FROM workflow_sessions_meta WHERE key = 'schema_version'").fetchone()
         return None if row is None else int(row[0])
-    v = version()  # the usual case, a schema in place, needs no write lock
-    if v is None:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            v = version()  # another process may have created it meanwhile
+    def create(conn):  # holding the write lock
+        v = version(conn)  # another process may have created it meanwhile
+        if v is None:
+            recorded = _table_columns(conn, "workflow_sessions_meta") and conn.execute(
+                "SELECT value FROM workflow_sessions_meta WHERE key = 'schema_version'").fetchone()
+            v = int(recorded[0]) if recorded else None  # recorded: a table was dropped since, and is made again
+            if v is None or v <= SCHEMA_VERSION:
+                for statement in _SCHEMA: conn.execute(statement)
             if v is None:
-                recorded = _table_columns(conn, "workflow_sessions_meta") and conn.execute(
-                    "SELECT value FROM workflow_sessions_meta WHERE key = 'schema_version'").fetchone()
-                v = int(recorded[0]) if recorded else None  # recorded: a table was dropped since, and is made again
-                if v is None or v <= SCHEMA_VERSION:
-                    for statement in _SCHEMA: conn.execute(statement)
-                if v is None:
-                    if "flow_session_key" in {r[1] for r in conn.execute("PRAGMA table_info(workflow_state)")}:
-                        _migrate_v003(conn)
-                    conn.execute("INSERT INTO workflow_sessions_meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-                    v = SCHEMA_VERSION
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction: conn.execute("ROLLBACK")
-            raise
+                if "flow_session_key" in {r[1] for r in conn.execute("PRAGMA table_info(workflow_state)")}:
+                    _migrate_v003(conn)
+                conn.execute("INSERT INTO workflow_sessions_meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                v = SCHEMA_VERSION
+        return v
+    v = version(conn)  # the usual case, a schema in place, needs no write lock
+    if v is None: v = _transaction(conn, create)
     if v > SCHEMA_VERSION:
-        raise BackendError(f"the database {where} has workflow schema version {v}, written by a newer "
-                           f"cjm-workflow-state; this version reads version {SCHEMA_VERSION}: upgrade cjm-workflow-state")
+        raise _db_error(where, f"it has workflow schema version {v}, written by a newer cjm-workflow-state; this "
+                               f"version reads version {SCHEMA_VERSION}: upgrade cjm-workflow-state")
 
 # %% ../../nbs/backends/sqlite.ipynb #807b4ab8
 _COLS = "flow_id, session_id, current_step, state_json, label, created_at, updated_at, updated_ms"
-_SQL = dict(
-    get_state="SELECT state_json FROM workflow_sessions WHERE flow_id = ? AND session_id = ?$live",
-    get_step="SELECT current_step FROM workflow_sessions WHERE flow_id = ? AND session_id = ?$live",
-    summary="""SELECT label, current_step, created_at, updated_at, state_size FROM workflow_sessions
-        WHERE flow_id = ? AND session_id = ?$live""",
-    # the transaction path of a merge
-    read_for_write="SELECT state_json, updated_at FROM workflow_sessions WHERE flow_id = ? AND session_id = ?",
-    replace=f"INSERT OR REPLACE INTO workflow_sessions ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-    set_state="""UPDATE workflow_sessions SET state_json = ?, updated_at = ?, updated_ms = ?
-        WHERE flow_id = ? AND session_id = ?""",
-    # set_current_step: the same-millisecond update when it applies, else an upsert (which starts an expired session afresh)
-    step_same_ms="""UPDATE workflow_sessions SET current_step = ?, updated_at = $now
-        WHERE flow_id = ? AND session_id = ? AND updated_ms = $now_ms$wlive""",
-    step_upsert=f"""INSERT INTO workflow_sessions ({_COLS}) VALUES (?, ?, ?, '{{}}', NULL, $now, $now, $now_ms)
-        ON CONFLICT (flow_id, session_id) DO UPDATE SET current_step = excluded.current_step,
-        updated_at = excluded.updated_at, updated_ms = excluded.updated_ms""",
-    step_upsert_ttl=f"""INSERT INTO workflow_sessions ({_COLS}) VALUES (?, ?, ?, '{{}}', NULL, $now, $now, $now_ms)
-        ON CONFLICT (flow_id, session_id) DO UPDATE SET current_step = excluded.current_step,
-        state_json = CASE WHEN updated_at < $now - ? THEN '{{}}' ELSE state_json END,
-        label = CASE WHEN updated_at < $now - ? THEN NULL ELSE label END,
-        created_at = CASE WHEN updated_at < $now - ? THEN excluded.created_at ELSE created_at END,
-        updated_at = excluded.updated_at, updated_ms = excluded.updated_ms""",
-    create=f"INSERT OR IGNORE INTO workflow_sessions ({_COLS}) VALUES (?, ?, NULL, '{{}}', ?, $now, $now, $now_ms)",
-    create_ttl=f"""INSERT INTO workflow_sessions ({_COLS}) VALUES (?, ?, NULL, '{{}}', ?, $now, $now, $now_ms)
-        ON CONFLICT (flow_id, session_id) DO UPDATE SET current_step = NULL, state_json = '{{}}',
-        label = excluded.label, created_at = excluded.created_at,
-        updated_at = excluded.updated_at, updated_ms = excluded.updated_ms
-        WHERE workflow_sessions.updated_at < $now - ?""",
-    set_label="""UPDATE workflow_sessions SET label = ?, updated_at = $now, updated_ms = $now_ms
-        WHERE flow_id = ? AND session_id = ?$wlive""",
-    delete="DELETE FROM workflow_sessions WHERE flow_id = ? AND session_id = ?",
-    updated_at="SELECT updated_at FROM workflow_sessions WHERE flow_id = ? AND session_id = ?",
-    list="""SELECT session_id, label, current_step, created_at, updated_at, state_size FROM workflow_sessions
-        WHERE flow_id = ?$live_list ORDER BY $order LIMIT ? OFFSET ?""",
-    # export's keyset page: a range of the primary key (flow_id, session_id), read in its order
-    list_after="""SELECT session_id, label, current_step, created_at, updated_at, state_size FROM workflow_sessions
-        WHERE flow_id = ? AND session_id > ?$live ORDER BY session_id LIMIT ?""",
-    # a loose index scan: one index probe per flow, however many sessions each holds
-    flows="""WITH RECURSIVE flows(id) AS (
-            SELECT (SELECT min(flow_id) FROM workflow_sessions)
-            UNION ALL
-            SELECT (SELECT min(flow_id) FROM workflow_sessions WHERE flow_id > flows.id) FROM flows WHERE flows.id IS NOT NULL)
-        SELECT id FROM flows WHERE id IS NOT NULL$live_flow""",
-    new_id_taken="SELECT 1 FROM workflow_sessions WHERE session_id = ?$live LIMIT 1",
-    drop_expired_ids="DELETE FROM workflow_sessions WHERE session_id IN (?, ?) AND updated_at < ?",
-    rekey="UPDATE workflow_sessions SET session_id = ? WHERE session_id = ?",
-    purge="""DELETE FROM workflow_sessions WHERE flow_id = ? AND session_id IN (
-        SELECT session_id FROM workflow_sessions WHERE flow_id = ? AND updated_ms <= ? AND updated_at < ? LIMIT ?)""",
-)
+_SUMMARY = "label, current_step, created_at, updated_at, state_size"  # `make_summary`'s arguments after the ids
+# the flow ids, by a loose index scan: one index probe per flow, however many sessions each holds
+_FLOWS = """WITH RECURSIVE flows(id) AS (
+        SELECT (SELECT min(flow_id) FROM workflow_sessions)
+        UNION ALL
+        SELECT (SELECT min(flow_id) FROM workflow_sessions WHERE flow_id > flows.id) FROM flows WHERE flows.id IS NOT NULL)
+    SELECT id FROM flows WHERE id IS NOT NULL"""
 _ORDER = {"updated_at": "updated_ms $d, updated_at $d, session_id $d",  # the order of summary_sort_key
           "created_at": "created_at $d, session_id $d",
-          "label": "label $d, session_id $d"}
+          "label": "label $d, session_id $d",
+          "session_id": "session_id $d"}  # the primary key's order: export's keyset pages
 
-def _queries(
+def _reads(
+    live: bool,  # With the liveness condition of a ttl cutoff (the last parameters but a page's limit and offset)
+) -> Dict[Any, str]:  # Statement name (a list page: ("list", order_by, descending)) -> SQL
+    """The read statements. A cutoff `c` adds `updated_at >= c`, and where an index leads with `updated_ms` also
+    `updated_ms >= int(c * 1000)` (implied by it, and what lets SQLite seek the index instead of filtering rows)."""
+    where = " AND updated_at >= ?" if live else ""
+    where_ms = " AND updated_ms >= ? AND updated_at >= ?" if live else ""
+    q = dict(
+        read=f"SELECT {_SUMMARY}, state_json FROM workflow_sessions WHERE flow_id = ? AND session_id = ?{where}",
+        get_state=f"SELECT state_json FROM workflow_sessions WHERE flow_id = ? AND session_id = ?{where}",
+        get_step=f"SELECT current_step FROM workflow_sessions WHERE flow_id = ? AND session_id = ?{where}",
+        summary=f"SELECT {_SUMMARY} FROM workflow_sessions WHERE flow_id = ? AND session_id = ?{where}",
+        count=f"SELECT count(*) FROM workflow_sessions WHERE flow_id = ?{where_ms}",
+        flows=_FLOWS + (" AND EXISTS (SELECT 1 FROM workflow_sessions WHERE flow_id = flows.id"
+                        " AND updated_ms >= ? AND updated_at >= ?)" if live else ""))
+    for order_by, order in _ORDER.items():
+        after = " AND session_id > ?" if order_by == "session_id" else ""  # ids are never empty: "" starts at the first
+        for descending in (False, True):
+            q["list", order_by, descending] = (
+                f"SELECT session_id, {_SUMMARY} FROM workflow_sessions WHERE flow_id = ?{after}"
+                f"{where_ms if order_by == 'updated_at' else where} "
+                f"ORDER BY {order.replace('$d', 'DESC' if descending else 'ASC')} LIMIT ? OFFSET ?")
+    return q
+
+_READS = {False: _reads(False), True: _reads(True)}  # cutoff given -> statements
+
+_FIELD_COLUMNS = {"step": "current_step", "label": "label"}  # `_set_fields`' fields -> their columns
+
+def _fields_sql(
+    names: Tuple[str, ...],  # Fields set (keys of `_FIELD_COLUMNS`), in the order of their parameters
+    when: str,  # "any", "live" or "absent" (see `_set_fields`), or "same_ms": "any" on a live session last written
+                # in this millisecond, which leaves updated_ms (and its index entry) as it is
+    ttl: bool,  # Whether the store has a ttl
+) -> str:  # SQL with `$now`, `$now_ms` and `$wlive` (see `_stamped`)
+    """The statement that sets a session's step and/or label. Parameters: "live" and "same_ms": the values, flow_id,
+    session_id, [ttl]; "any" and "absent": flow_id, session_id, step, label, [ttl]."""
+    cols = [_FIELD_COLUMNS[n] for n in names]
+    if when in ("live", "same_ms"): return _update_sql(", ".join(c + " = ?" for c in cols), when == "same_ms")
+    insert = (f"INSERT INTO workflow_sessions ({_COLS}) VALUES (?, ?, ?, '{{}}', ?, $now, $now, $now_ms) "
+              f"ON CONFLICT (flow_id, session_id) DO UPDATE SET ")
+    stamp = "updated_at = excluded.updated_at, updated_ms = excluded.updated_ms"
+    fresh = {"current_step": "excluded.current_step", "state_json": "'{}'", "label": "excluded.label",
+             "created_at": "excluded.created_at"}  # a session started afresh
+    if when == "absent":  # a live session is left as it is; an expired one is replaced
+        if not ttl: return insert.split(" ON CONFLICT")[0].replace("INSERT", "INSERT OR IGNORE", 1)
+        return (insert + ", ".join(f"{c} = {v}" for c, v in fresh.items())
+                + f", {stamp} WHERE workflow_sessions.updated_at < $now - ?")
+    # "any": the fields set; on an expired session (ttl, ?5) the other fields start afresh, in the same statement
+    sets = [f"{c} = excluded.{c}" for c in cols] + [
+        f"{c} = CASE WHEN updated_at < $now - ?5 THEN {v} ELSE {c} END" for c, v in fresh.items() if ttl and c not in cols]
+    return insert + ", ".join(sets) + f", {stamp}"
+
+_WRITES = dict(
+    # the transaction path of a merge: the live row's text, then the merged text written over it or a fresh row
+    read_for_write="SELECT state_json FROM workflow_sessions WHERE flow_id = ? AND session_id = ?$wlive",
+    set_state="""UPDATE workflow_sessions SET state_json = ?, updated_at = $now, updated_ms = $now_ms
+        WHERE flow_id = ? AND session_id = ?""",
+    new_state=f"INSERT OR REPLACE INTO workflow_sessions ({_COLS}) VALUES (?, ?, NULL, ?, NULL, $now, $now, $now_ms)",
+    restore=f"INSERT OR REPLACE INTO workflow_sessions ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    delete="DELETE FROM workflow_sessions WHERE flow_id = ? AND session_id = ?$wlive",
+    delete_expired="DELETE FROM workflow_sessions WHERE flow_id = ? AND session_id = ? AND updated_at < ?",
+    new_id_taken="SELECT 1 FROM workflow_sessions WHERE session_id = ?$wlive LIMIT 1",
+    drop_expired_ids="DELETE FROM workflow_sessions WHERE session_id IN (?, ?) AND updated_at < $now - ?",
+    rekey="UPDATE workflow_sessions SET session_id = ? WHERE session_id = ?",
+    # one statement: each flow's expired rows are a range of its recency index
+    purge=f"DELETE FROM workflow_sessions WHERE flow_id IN ({_FLOWS}) AND updated_ms <= ? AND updated_at < ?",
+)
+
+@lru_cache(maxsize=8)
+def _writes(
     ttl: bool,  # Whether the store has a ttl
     now: str = _NOW_SQL,  # SQL expression of the store's clock (see `_NOW_SQL`)
-) -> Dict[str, str]:  # Statement name -> SQL
-    """The store's statements, with the liveness conditions of a store with or without a ttl, and its clock."""
-    live_flow = (" AND EXISTS (SELECT 1 FROM workflow_sessions WHERE flow_id = flows.id"
-                 " AND updated_ms >= ? AND updated_at >= ?)")
-    q = {k: v.replace("$live_flow", live_flow if ttl else "").replace("$live_list", "$LIST")
-              .replace("$live", " AND updated_at >= ?" if ttl else "")
-              .replace("$wlive", " AND updated_at >= $now - ?" if ttl else "")
-              .replace("$now_ms", "CAST($now * 1000 AS INTEGER)").replace("$now", now) for k, v in _SQL.items()}
-    q["all_flows"] = _SQL["flows"].replace("$live_flow", "")
-    for field, order in _ORDER.items():
-        live_list = ("" if not ttl else " AND updated_ms >= ? AND updated_at >= ?" if field == "updated_at"
-                     else " AND updated_at >= ?")
-        for d in ("ASC", "DESC"):
-            q[f"list_{field}_{d}"] = q["list"].replace("$LIST", live_list).replace("$order", order.replace("$d", d))
-    return q
+) -> Dict[Any, str]:  # Statement name (set fields: (names, when), see `_fields_sql`) -> SQL
+    "The write statements of a store with or without a ttl, reading its clock (see `_stamped`)."
+    q = dict(_WRITES)
+    for names in (("step",), ("label",), ("step", "label"), ("label", "step")):
+        for when in ("any", "same_ms", "live", "absent"): q[names, when] = _fields_sql(names, when, ttl)
+    return {k: _stamped(v, ttl, now) for k, v in q.items()}
 
 # %% ../../nbs/backends/sqlite.ipynb #9bb1633e
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -468,6 +525,10 @@ def _after_fork_in_child() -> None:
     for store in list(_FILE_STORES): store._forget_connections()
 
 if hasattr(os, "register_at_fork"): os.register_at_fork(after_in_child=_after_fork_in_child)
+
+# What `SQLiteWorkflowStateStore._run` returns of a statement's cursor
+_ONE, _ALL = sqlite3.Cursor.fetchone, sqlite3.Cursor.fetchall  # a read's first row (or None), or all its rows
+_CHANGED = operator.attrgetter("rowcount")  # how many rows a write (its own transaction) changed
 
 # %% ../../nbs/backends/sqlite.ipynb #29ee12f3
 class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
@@ -497,24 +558,42 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
         self.memory = os.fspath(path) == ":memory:"
         self.path = ":memory:" if self.memory else Path(path)
         self.db_path = self.path  # 0.0.3's attribute name
-        self._now_sql, self._clock = _NOW_SQL, None  # the clock write statements read (see `_use_clock`)
-        self._q = _queries(self.ttl is not None)
         self._ttl_param = () if self.ttl is None else (self.ttl,)  # parameter of a write statement's liveness condition
         self._local, self._conns, self._shared, self._mutex = threading.local(), {}, None, threading.Lock()
         # self._conns: every open connection -> the finalizer that closes it when its thread ends (None: shared)
-        self._last_write = None  # (flow_id, session_id, ms) of this store's last state write: predicts same_ms
+        self._q = _writes(self.ttl is not None, self._now_sql)  # the write statements, reading the store's clock
+        self._last_write = None  # (flow_id, session_id, ms) of this store's last write: predicts same_ms
         self._schema_ready = False  # set once the file's schema has been checked (or created, or migrated)
         if not self.memory:
             try: self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as e:
-                raise BackendError(f"SQLite database {self.path}: cannot create its folder ({e}): fix the "
-                                   f"permissions, or give a path in a writable folder") from None
+                raise _db_error(self.path, f"cannot create its folder ({e}): fix the permissions, or give a path in "
+                                           f"a writable folder") from None
             _FILE_STORES.add(self)
         conn = self._cx()[0]  # opens the file (or the :memory: database) and creates the schema now
         self._json_merge = _json_merge_works(conn)
 
     def __repr__(self):
         return f"{type(self).__name__}({str(self.path)!r}, ttl={self.ttl}, synchronous={self.synchronous!r})"
+
+    # -- the clock (see "The store's clock") --
+    server_time = False  # stamps, expiry and cutoffs all follow `clock`
+    _clock, _now_sql = time.time, _NOW_SQL  # the clock, and the SQL expression write statements read it with
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        "The store's clock, epoch seconds: `time.time` (SQLite's own clock reads the same), or one a test set."
+        return self._clock
+
+    @clock.setter
+    def clock(self, clock: Callable[[], float]):
+        custom = clock is not time.time
+        self._clock, self._now_sql = clock, "wf_clock()" if custom else _NOW_SQL
+        if "_conns" not in vars(self): return  # the base's __init__ setting the default: nothing is open yet
+        with self._mutex:
+            self._q = _writes(self.ttl is not None, self._now_sql)
+            if custom:
+                for conn in list(self._conns): conn.create_function("wf_clock", 0, clock)  # (threads may end meanwhile)
 
     # -- connections --
     def _cx(self) -> Tuple[sqlite3.Connection, Any]:
@@ -532,7 +611,7 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
                         if self.memory or not self._schema_ready:
                             _init_schema(conn, not self.memory, str(self.path), self.busy_timeout)
                     except BaseException: conn.close(); raise
-                    if self._clock is not None: conn.create_function("wf_clock", 0, self._clock)
+                    if self._clock is not time.time: conn.create_function("wf_clock", 0, self._clock)
                     cx = (conn, threading.Lock())
                     self._schema_ready = True
                     if self.memory: self._shared, self._conns[conn] = cx, None
@@ -541,21 +620,15 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
         self._local.cx = cx
         return cx
 
-    def _now(self) -> float:
-        "The store's clock: the system clock in whole milliseconds, as SQLite's 'now' (`_NOW_SQL`) reads it."
-        return int(time.time() * 1000) / 1000
-
-    def _use_clock(self,
-                   clock,  # A function returning the time, epoch seconds
-                  ) -> None:
-        """Stamp writes and decide expiry by `clock()` instead of the system clock, for tests and examples that move
-        time by hand: write statements then call it as the SQL function `wf_clock()` (each use in a statement calls
-        it again, so it must not move while a write runs)."""
-        with self._mutex:
-            self._now = self._clock = clock
-            self._now_sql = "wf_clock()"
-            self._q = _queries(self.ttl is not None, self._now_sql)
-            for conn in self._conns: conn.create_function("wf_clock", 0, clock)
+    def _run(self, what, args: tuple = (), fetch=None, writing: bool = True):
+        """On this thread's connection, holding its lock: run the statement `what` with the parameters `args` and
+        return `fetch(cursor)`; or, without `fetch`, return `what(conn, *args)` (several statements, e.g. a
+        `_transaction`). A `sqlite3` error becomes ours (`_error`; `writing`: the call may have written)."""
+        try: conn, lock = self._local.cx
+        except AttributeError: conn, lock = self._cx()
+        try:
+            with lock: return fetch(conn.execute(what, args)) if fetch else what(conn, *args)
+        except sqlite3.Error as e: raise self._error(e, writing) from None
 
     def _forget_connections(self) -> None:
         "Drop, without using or closing them, the connections a forked child inherited."
@@ -577,18 +650,17 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
         if isinstance(e, sqlite3.OperationalError) and code in (0, 1):  # SQLITE_ERROR: read the message
             if "locked" in str(e): code = 5
             elif str(e).startswith(("no such table", "no such column")): return self._schema_lost(e)
-        path = self.path
-        if code in _BUSY_CODES: return StoreUnavailableError(
-            f"SQLite database {path}: {e}: another connection held the write lock for longer than "
-            f"busy_timeout={self.busy_timeout:g} s; nothing was written: retry later, or raise busy_timeout"
-            + (" (if this keeps happening, keep the database on a local disk, not a network file system)"
-               if code == 15 else ""))
-        if code == _IOERR: return StoreUnavailableError(
-            f"SQLite database {path}: {e}: an I/O error; " +
-            ("the write may or may not have been saved, so its outcome is unknown: check the session (e.g. "
-             "get_state or session_exists) before repeating the call" if writing else "nothing was written: retry") +
+        path, cls = self.path, BackendError
+        if code in _BUSY_CODES: cls, advice = StoreUnavailableError, (
+            f"another connection held the write lock for longer than busy_timeout={self.busy_timeout:g} s; nothing "
+            f"was written: retry later, or raise busy_timeout" + (
+                " (if this keeps happening, keep the database on a local disk, not a network file system)"
+                if code == 15 else ""))
+        elif code == _IOERR: cls, advice = StoreUnavailableError, "an I/O error; " + (
+            "the write may or may not have been saved, so its outcome is unknown: check the session (e.g. "
+            "get_state or session_exists) before repeating the call" if writing else "nothing was written: retry") + (
             "; if it persists, check the disk and the file system")
-        if code in (3, 8): advice = (  # PERM, READONLY
+        elif code in (3, 8): advice = (  # PERM, READONLY
             f"the database is read-only for this process: fix the permissions (or the read-only mount or immutable "
             f"attribute) so that it may write {path} and its folder, or give a path in a writable folder")
         elif code == 14: advice = (  # CANTOPEN
@@ -604,7 +676,7 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
         else: advice = (  # anything else SQLite refused: say which error it was
             f"SQLite refused the call ({getattr(e, 'sqlite_errorname', type(e).__name__)}); check the file with "
             f"`sqlite3 {path} 'PRAGMA integrity_check'`")
-        return BackendError(f"SQLite database {path}: {e}: {advice}")
+        return _db_error(path, f"{e}: {advice}", cls)
 
     def _schema_lost(self, e: sqlite3.Error) -> Exception:
         """The error for a statement that found the store's table gone (dropped or replaced while the store ran), after
@@ -615,129 +687,79 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
         try:
             if cx is None: raise sqlite3.OperationalError("no connection yet")
             with cx[1]: _init_schema(cx[0], False, str(self.path))  # like a store opened now: missing tables made again
+            outcome = "the store made them again (empty), so the next call works"
         except WorkflowStateError as replaced: return replaced  # another application's table of the same name
-        except sqlite3.Error: return BackendError(
-            f"SQLite database {self.path}: {e}: the store's tables were dropped while it was open, and its sessions "
-            f"with them; the store could not make them again yet (it tries again on its next call)")
-        return BackendError(
-            f"SQLite database {self.path}: {e}: the store's tables were dropped while it was open, and its sessions "
-            f"with them; the store made them again (empty), so the next call works")
+        except sqlite3.Error: outcome = "the store could not make them again yet (it tries again on its next call)"
+        return _db_error(self.path, f"{e}: the store's tables were dropped while it was open, and its sessions with "
+                                    f"them; {outcome}")
 
-    def _one(self, sql: str, params: tuple):
-        "Run one read statement and return its first row."
-        try: conn, lock = self._local.cx
-        except AttributeError: conn, lock = self._cx()
-        try:
-            with lock: return conn.execute(sql, params).fetchone()
-        except sqlite3.Error as e: raise self._error(e, writing=False) from None
+    # -- reads: a cutoff `c` (the base's, by the store's clock) reads rows with updated_at >= c --
+    def _read(self, flow_id, session_id, cutoff):
+        params = (flow_id, session_id) if cutoff is None else (flow_id, session_id, cutoff)
+        row = self._run(_READS[cutoff is not None]["read"], params, _ONE, writing=False)
+        return None if row is None else (make_summary(flow_id, session_id, *row[:5]), row[5])
 
-    def _all(self, sql: str, params: tuple) -> list:
-        "Run one read statement and return all its rows."
-        try: conn, lock = self._local.cx
-        except AttributeError: conn, lock = self._cx()
-        try:
-            with lock: return conn.execute(sql, params).fetchall()
-        except sqlite3.Error as e: raise self._error(e, writing=False) from None
-
-    def _change(self, sql: str, params: tuple) -> int:
-        "Run one write statement (its own transaction) and return how many rows it changed."
-        try: conn, lock = self._local.cx
-        except AttributeError: conn, lock = self._cx()
-        try:
-            with lock: return conn.execute(sql, params).rowcount
-        except sqlite3.Error as e: raise self._error(e) from None
-
-    def _atomic(self, fn, *args):
-        "Run `fn(conn, *args)` inside one BEGIN IMMEDIATE transaction, rolled back if it raises."
-        try: conn, lock = self._local.cx
-        except AttributeError: conn, lock = self._cx()
-        try:
-            with lock:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    result = fn(conn, *args)
-                    conn.execute("COMMIT")
-                    return result
-                except BaseException:
-                    if conn.in_transaction: conn.execute("ROLLBACK")
-                    raise
-        except sqlite3.Error as e: raise self._error(e) from None
-
-    def _live(self) -> tuple:
-        "Parameters of a `$live` condition: the ttl cutoff, if any."
-        return () if self.ttl is None else (self._now() - self.ttl,)
-
-    # -- reads --
-    def _get_state_text(self, flow_id, session_id):
-        try: conn, lock = self._local.cx
-        except AttributeError: conn, lock = self._cx()
-        params = (flow_id, session_id) if self.ttl is None else (flow_id, session_id, self._now() - self.ttl)
-        try:
-            with lock: row = conn.execute(self._q["get_state"], params).fetchone()
-        except sqlite3.Error as e: raise self._error(e, writing=False) from None
+    def _get_state_text(self, flow_id, session_id, cutoff):  # get_state's: the state alone
+        params = (flow_id, session_id) if cutoff is None else (flow_id, session_id, cutoff)
+        row = self._run(_READS[cutoff is not None]["get_state"], params, _ONE, writing=False)
         return row[0] if row else None
 
-    def _get_step(self, flow_id, session_id):
-        row = self._one(self._q["get_step"], (flow_id, session_id) + self._live())
+    def _get_step(self, flow_id, session_id, cutoff):  # the step without reading the state
+        params = (flow_id, session_id) if cutoff is None else (flow_id, session_id, cutoff)
+        row = self._run(_READS[cutoff is not None]["get_step"], params, _ONE, writing=False)
         return row[0] if row else None
 
-    def _summary(self, flow_id, session_id):
-        row = self._one(self._q["summary"], (flow_id, session_id) + self._live())
+    def _summary(self, flow_id, session_id, cutoff):  # the summary without reading the state
+        params = (flow_id, session_id) if cutoff is None else (flow_id, session_id, cutoff)
+        row = self._run(_READS[cutoff is not None]["summary"], params, _ONE, writing=False)
         return None if row is None else make_summary(flow_id, session_id, *row)
 
-    def _list(self, flow_id, order_by, descending, limit, offset):
-        sql = self._q[f"list_{order_by}_{'DESC' if descending else 'ASC'}"]
-        if self.ttl is None: live = ()
-        else:
-            cutoff = self._now() - self.ttl
-            live = (int(cutoff * 1000), cutoff) if order_by == "updated_at" else (cutoff,)
-        rows = self._all(sql, (flow_id,) + live + (-1 if limit is None else limit, offset))
+    def _list(self, flow_id, cutoff, order_by, descending, limit, offset, after=None):
+        live = () if cutoff is None else (int(cutoff * 1000), cutoff) if order_by == "updated_at" else (cutoff,)
+        keyset = ("" if after is None else after,) if order_by == "session_id" else ()
+        rows = self._run(_READS[cutoff is not None]["list", order_by, descending],
+                         (flow_id,) + keyset + live + (-1 if limit is None else limit, offset), _ALL, writing=False)
         return [make_summary(flow_id, *row) for row in rows]
 
-    def _list_after(self, flow_id, after, limit):
-        # ids are never empty, so "" sorts before every one; the primary key (flow_id, session_id) is the order
-        rows = self._all(self._q["list_after"], (flow_id, "" if after is None else after) + self._live() + (limit,))
-        return [make_summary(flow_id, *row) for row in rows]
+    def _list_flows(self, cutoff):
+        live = () if cutoff is None else (int(cutoff * 1000), cutoff)
+        return [row[0] for row in self._run(_READS[cutoff is not None]["flows"], live, _ALL, writing=False)]
 
-    def _list_flows(self):
-        if self.ttl is None: live = ()
-        else:
-            cutoff = self._now() - self.ttl
-            live = (int(cutoff * 1000), cutoff)
-        return [row[0] for row in self._all(self._q["flows"], live)]
+    def _count(self, flow_id, cutoff):
+        live = () if cutoff is None else (int(cutoff * 1000), cutoff)
+        return self._run(_READS[cutoff is not None]["count"], (flow_id,) + live, _ONE, writing=False)[0]
 
-    # -- writes --
-    def _merge(self, flow_id, session_id, encoded, into=None, remove=()):
+    # -- writes: stamped, and their session's expiry decided, by the clock the statement reads (`cutoff` unused) --
+    def _merge(self, flow_id, session_id, encoded, into, remove, cutoff):
+        guess = (flow_id, session_id, int(self._clock() * 1000))  # see `_set_fields`
         plan = _plan_merge(encoded, into, remove, self.max_state_bytes) if self._json_merge else None
         if plan is not None:  # one UPDATE statement on a live session
             shape, params, bound = plan
-            params += (flow_id, session_id, bound) + self._ttl_param
-            ttl, guess = self.ttl is not None, (flow_id, session_id, int(self._now() * 1000))  # see `_set_step`
-            try: conn, lock = self._local.cx
-            except AttributeError: conn, lock = self._cx()
-            try:
-                with lock:
-                    if self._last_write == guess and conn.execute(
-                            _merge_sql(shape, True, ttl, self._now_sql), params).rowcount:
-                        return
-                    if conn.execute(_merge_sql(shape, False, ttl, self._now_sql), params).rowcount:
-                        self._last_write = guess
-                        return
-            except sqlite3.Error as e:
-                if getattr(e, "sqlite_errorcode", 0) != 1 or str(e).startswith(("no such table", "no such column")):
-                    raise self._error(e) from None
-                # a plain SQLITE_ERROR, say SQLite's JSON functions refusing the text (nested deeper than their
-                # limit): the transaction path merges it instead (and reports what it meets)
-        self._atomic(self._merge_tx, flow_id, session_id, encoded, into, remove)  # absent, expired, or other keys
+            if self._run(self._merge_statement,
+                         (shape, params + (flow_id, session_id, bound) + self._ttl_param, self._last_write == guess)):
+                self._last_write = guess
+                return
+        # absent, expired, near the size cap, other keys, or a text SQLite's JSON functions refuse
+        self._run(_transaction, (self._merge_tx, flow_id, session_id, encoded, into, remove))
+        self._last_write = guess
+
+    def _merge_statement(self, conn, shape, params, same_ms) -> int:
+        "Run the one-statement merge (see `_merge_sql`); how many rows it changed (0: the transaction path must merge)."
+        ttl = self.ttl is not None
+        try:
+            return ((same_ms and conn.execute(_merge_sql(shape, True, ttl, self._now_sql), params).rowcount)
+                    or conn.execute(_merge_sql(shape, False, ttl, self._now_sql), params).rowcount)
+        except sqlite3.OperationalError as e:
+            if getattr(e, "sqlite_errorcode", 0) != 1 or str(e).startswith(("no such table", "no such column")): raise
+            return 0  # a plain SQLITE_ERROR, nothing written: say SQLite's JSON functions refusing a text nested deeper
+                      # than their limit; the transaction path merges it instead (and reports what it meets)
 
     def _merge_tx(self, conn, flow_id, session_id, encoded, into, remove):
-        "Read, merge in Python and write one session's state, inside the caller's transaction."
-        row = conn.execute(self._q["read_for_write"], (flow_id, session_id)).fetchone()
-        now = self._now()  # read holding the write lock (BEGIN IMMEDIATE), as the one-statement writes read it
-        live = row is not None and (self.ttl is None or row[1] >= now - self.ttl)
-        if not live and not encoded: return
+        "Read, merge in Python and write one session's state, inside the caller's transaction (which holds the write lock)."
+        row = conn.execute(self._q["read_for_write"], (flow_id, session_id) + self._ttl_param).fetchone()  # live only
+        if row is None and not encoded: return
         try:
-            state = _members(row[0]) if live else {}  # key -> value text: untouched values are never parsed
+            state = _members(row[0]) if row else {}  # key -> value text: untouched values are never parsed
             if into is None: state.update(encoded)
             else:
                 inner = state.get(into, "")
@@ -745,72 +767,62 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
                 target.update(encoded)
                 state[into] = join_items(item_text(k, v) for k, v in target.items())
         except ValueError as e:  # never written by a store: another program changed the file
-            raise BackendError(
-                f"SQLite database {self.path}: the stored state of session {session_id!r} of flow {flow_id!r} is not "
-                f"JSON ({e}), so nothing was written; another program changed it: delete the session "
-                f"(delete_session) or restore the file from a backup") from None
+            raise _db_error(self.path, f"the stored state of session {session_id!r} of flow {flow_id!r} is not JSON "
+                                       f"({e}), so nothing was written; another program changed it: delete the session "
+                                       f"(delete_session) or restore the file from a backup") from None
         kept = encoded if into is None else (into,)
         for k in remove:
             if k not in kept: state.pop(k, None)
         text = join_items(item_text(k, v) for k, v in state.items())
         self._check_size(len(text))
-        ms = int(now * 1000)
-        if live: conn.execute(self._q["set_state"], (text, now, ms, flow_id, session_id))
-        else: conn.execute(self._q["replace"], (flow_id, session_id, None, text, None, now, now, ms))
-        self._last_write = (flow_id, session_id, ms)
+        if row: conn.execute(self._q["set_state"], (text, flow_id, session_id))
+        else: conn.execute(self._q["new_state"], (flow_id, session_id, text))  # replaces an expired row
 
-    def _set_step(self, flow_id, session_id, step_id):
-        # the statements read the clock themselves (`_NOW_SQL`); the millisecond read here only predicts whether the
-        # row was last written in the statement's millisecond, when updating it in place (same_ms) is the cheaper
-        # statement; a wrong guess costs a statement that changes nothing, never a wrong stamp
-        guess = (flow_id, session_id, int(self._now() * 1000))
-        if self._last_write == guess and self._change(
-                self._q["step_same_ms"], (step_id, flow_id, session_id) + self._ttl_param):
-            return
-        if self.ttl is None: self._change(self._q["step_upsert"], (flow_id, session_id, step_id))
-        else:  # an expired session starts afresh
-            self._change(self._q["step_upsert_ttl"], (flow_id, session_id, step_id) + self._ttl_param * 3)
-        self._last_write = guess
+    def _set_fields(self, flow_id, session_id, fields, when, cutoff):
+        names, q = tuple(fields), self._q
+        if when == "live":
+            return self._run(q[names, when], (*fields.values(), flow_id, session_id) + self._ttl_param, _CHANGED) == 1
+        if when == "any":
+            # the statements read the clock themselves; the millisecond read here only predicts whether the row was last
+            # written in the statement's millisecond, when updating it in place (same_ms, which leaves its recency
+            # index entry alone) is the cheaper statement; a wrong guess costs a statement that changes nothing, never
+            # a wrong stamp
+            guess = (flow_id, session_id, int(self._clock() * 1000))
+            if self._last_write == guess and self._run(
+                    q[names, "same_ms"], (*fields.values(), flow_id, session_id) + self._ttl_param, _CHANGED):
+                return True
+            self._last_write = guess
+        # "any": an upsert (an expired session starts afresh); "absent": an insert (replacing only an expired session)
+        changed = self._run(q[names, when], (flow_id, session_id, fields.get("step"), fields.get("label"))
+                            + self._ttl_param, _CHANGED)
+        return when == "any" or changed == 1
 
-    def _create(self, flow_id, session_id, label):
-        sql = self._q["create" if self.ttl is None else "create_ttl"]
-        return self._change(sql, (flow_id, session_id, label) + self._ttl_param) == 1
-
-    def _set_label(self, flow_id, session_id, label):
-        return self._change(self._q["set_label"], (label, flow_id, session_id) + self._ttl_param) == 1
-
-    def _delete(self, flow_id, session_id):
-        if self.ttl is None: return self._change(self._q["delete"], (flow_id, session_id)) > 0
-        return self._atomic(self._delete_tx, flow_id, session_id)
-
-    def _delete_tx(self, conn, flow_id, session_id):
-        row = conn.execute(self._q["updated_at"], (flow_id, session_id)).fetchone()
-        if row is None: return False
-        conn.execute(self._q["delete"], (flow_id, session_id))
-        return row[0] >= self._now() - self.ttl
+    def _delete(self, flow_id, session_id, cutoff, expired_only=False):
+        if not expired_only:
+            if self._run(self._q["delete"], (flow_id, session_id) + self._ttl_param, _CHANGED): return True  # was live
+            if cutoff is None: return False
+        # an expired row (the session already reads as absent) goes too; one a write revived meanwhile stays
+        removed = self._run(self._q["delete_expired"], (flow_id, session_id, cutoff), _CHANGED)
+        return expired_only and removed > 0
 
     def _restore(self, flow_id, session_id, state_items, step, label, created, updated):
         text = join_items(item_text(k, v) for k, v in state_items.items())
-        self._change(self._q["replace"], (flow_id, session_id, step, text, label, created, updated, int(updated * 1000)))
+        self._run(self._q["restore"], (flow_id, session_id, step, text, label, created, updated, int(updated * 1000)),
+                  _CHANGED)
 
-    def _rekey(self, old_session_id, new_session_id):
-        return self._atomic(self._rekey_tx, old_session_id, new_session_id)
+    def _rekey(self, old_session_id, new_session_id, cutoff):
+        return self._run(_transaction, (self._rekey_tx, old_session_id, new_session_id))
 
     def _rekey_tx(self, conn, old, new):
-        live = self._live()
-        if conn.execute(self._q["new_id_taken"], (new,) + live).fetchone():
+        "Move a session id's rows, inside the caller's transaction (expiry decided by the clock, holding the write lock)."
+        if conn.execute(self._q["new_id_taken"], (new,) + self._ttl_param).fetchone():
             raise SessionExistsError(f"session id {new!r} already holds data; rotate to a fresh id")
-        if live: conn.execute(self._q["drop_expired_ids"], (old, new) + live)  # expired rows neither block nor move
+        if self.ttl is not None:  # expired rows neither block nor move
+            conn.execute(self._q["drop_expired_ids"], (old, new, self.ttl))
         return conn.execute(self._q["rekey"], (new, old)).rowcount
 
-    def _purge_expired(self, cutoff, batch=500):
-        removed = 0
-        for (flow_id,) in self._all(self._q["all_flows"], ()):
-            while True:  # small batches: the write lock is never held for long
-                n = self._change(self._q["purge"], (flow_id, flow_id, int(cutoff * 1000), cutoff, batch))
-                removed += n
-                if n < batch: break
-        return removed
+    def _purge_expired(self, cutoff):
+        return self._run(self._q["purge"], (int(cutoff * 1000), cutoff), _CHANGED)
 
     def _close(self):
         with self._mutex:
