@@ -1,15 +1,17 @@
 """System tests of PostgresWorkflowStateStore: many processes, forks, app restarts, two app servers, outages.
 
 Needs PostgreSQL at DATABASE_URL (see servers.py). The tests work in a schema made for this run, dropped at the end.
-The shared server is never stopped: outages are played with a closed port and with a throwaway TCP proxy in front
-of it that the test kills and restarts. PGBOUNCER_URL (optional) runs the suite through PgBouncer.
+The shared server is never stopped: outages are played with a closed port and with the fault proxy
+(tests/faultproxy.py) in front of it, refusing and cutting connections. PGBOUNCER_URL (optional) runs the suite
+through PgBouncer.
 """
-import multiprocessing as mp
-import select, socket, threading, time, uuid
+import json, multiprocessing as mp
+import socket, threading, time
 
 import pytest
 
-from servers import free_port, postgres_schema, postgres_url, unique_name
+from faultproxy import FaultProxy
+from servers import free_port, make_postgres_store, postgres_schema, postgres_url, unique_name
 
 FLOW = "flow"
 
@@ -21,11 +23,8 @@ def pg():
 
 
 def make_store(url, schema, table, **options):
-    from cjm_workflow_state.backends.postgres import PostgresWorkflowStateStore
-    return PostgresWorkflowStateStore(url, schema=schema, table=table, max_size=options.pop("max_size", 2), **options)
-
-
-def new_table() -> str: return f"t_{uuid.uuid4().hex[:12]}"
+    "`make_postgres_store` with a pool of at most 2 connections unless told otherwise (many processes share the server)."
+    return make_postgres_store(url, schema, table, **{"max_size": 2, **options})
 
 
 # ---- many processes, one session ------------------------------------------------------------------
@@ -45,7 +44,7 @@ def _writer(url, schema, table, worker, start):
 
 def test_processes_never_lose_updates(pg):
     url, schema = pg
-    table = new_table()
+    table = unique_name("t")
     with make_store(url, schema, table) as store:
         store.create_session(FLOW, "shared")  # creates the table before the race
         ctx = mp.get_context("spawn")
@@ -66,7 +65,7 @@ def test_processes_never_lose_updates(pg):
 def test_concurrent_first_use_creates_the_table_once(pg):
     "Several app processes starting at once on a new table: the schema set-up is serialised, no one fails."
     url, schema = pg
-    table, errors = new_table(), []
+    table, errors = unique_name("t"), []
     stores = [make_store(url, schema, table) for _ in range(4)]
     barrier = threading.Barrier(len(stores))
     def first_call(i):
@@ -98,7 +97,7 @@ def test_forked_child_opens_its_own_connections(pg):
     "A store used before a fork (gunicorn --preload): the child opens its own; the parent's connection is untouched."
     import warnings
     url, schema = pg
-    store = _FORKED["store"] = make_store(url, schema, new_table(), min_size=1, max_size=1)
+    store = _FORKED["store"] = make_store(url, schema, unique_name("t"), min_size=1, max_size=1)
     store.update_state(FLOW, "parent", {"from": "parent"})
     before = _backend_pid(store)
     ctx = mp.get_context("fork")
@@ -122,7 +121,7 @@ def test_stepflow_resumes_after_restart(pg):
     "A new app and a new store object on the same table, same cookies: the wizard resumes at step 3 with its data."
     from wizard import EXPECTED_STATE, FLOW_ID, make_wizard_app, step_of
     url, schema = pg
-    table = new_table()
+    table = unique_name("t")
     first = make_wizard_app(make_store(url, schema, table))
     paths = {route.path for route in first.app.routes}
     assert {first.url(r) for r in ("start", "next_step")} <= paths, sorted(paths)
@@ -156,61 +155,10 @@ def test_two_app_servers_serve_one_wizard(pg):
     while len(ports) < 2:
         port = free_port()
         if port not in ports: ports.append(port)
-    run_wizard_on_two_servers(url, {"schema": schema, "table": new_table()}, ports)
+    run_wizard_on_two_servers(url, {"schema": schema, "table": unique_name("t")}, ports)
 
 
 # ---- outages ---------------------------------------------------------------------------------------
-
-class TcpProxy:
-    "A throwaway TCP forwarder on 127.0.0.1:port to `target`; stop() closes the listener and drops every connection."
-
-    def __init__(self, target, port: int = 0):
-        self.target, self.port, self._conns, self._lock = target, port, [], threading.Lock()
-
-    def start(self) -> "TcpProxy":
-        self._listener = socket.socket()
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind(("127.0.0.1", self.port))
-        self._listener.listen(64)
-        self._listener.settimeout(0.1)
-        self.port, self._stopping = self._listener.getsockname()[1], False
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-        return self
-
-    def _accept(self):
-        while not self._stopping:
-            try: client, _ = self._listener.accept()
-            except socket.timeout: continue
-            except OSError: return
-            client.settimeout(None)
-            try: upstream = socket.create_connection(self.target, timeout=5)
-            except OSError: client.close(); continue
-            with self._lock: self._conns += [client, upstream]
-            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
-
-    def _pump(self, a, b):
-        try:
-            while not self._stopping:
-                for s in select.select([a, b], [], [], 0.2)[0]:
-                    data = s.recv(65536)
-                    if not data: return
-                    (b if s is a else a).sendall(data)
-        except OSError: pass
-        finally:
-            for s in (a, b): s.close()
-
-    def stop(self):
-        self._stopping = True
-        self._thread.join(5)
-        self._listener.close()
-        with self._lock:
-            for s in self._conns:
-                try: s.shutdown(socket.SHUT_RDWR)
-                except OSError: pass
-                s.close()
-            self._conns = []
-
 
 def test_unreachable_server_raises_within_bounded_time():
     "Nothing listens on the port: StoreUnavailableError naming host:port, after about pool_timeout seconds."
@@ -228,35 +176,78 @@ def test_unreachable_server_raises_within_bounded_time():
 
 
 def test_outage_and_recovery(pg):
-    "The server goes away (proxy killed): calls fail fast naming the address; it comes back: the same store works."
+    "The server goes away (the proxy refuses and cuts every connection): calls fail fast naming the address; it comes back: the same store works."
     from cjm_workflow_state import StoreUnavailableError
+    from psycopg.conninfo import conninfo_to_dict
     url, schema = pg
-    import psycopg.conninfo
-    target = psycopg.conninfo.conninfo_to_dict(url)
-    proxy = TcpProxy((target.get("host", "127.0.0.1"), int(target.get("port", 5432)))).start()
-    proxied = psycopg.conninfo.make_conninfo(url, host="127.0.0.1", port=str(proxy.port))
-    store = make_store(proxied, schema, new_table(), max_size=3, pool_timeout=1.5)
+    target = conninfo_to_dict(url)
+    proxy = FaultProxy(target.get("host") or "127.0.0.1", int(target.get("port") or 5432)).start()
+    store = make_store(proxy.url(url), schema, unique_name("t"), max_size=3, pool_timeout=1.5)
+
+    def server_down(): proxy.refuse(); proxy.cut_all()
     try:
         store.update_state(FLOW, "s", {"before": 1})
         store.set_current_step(FLOW, "s", "two")
-        proxy.stop()
+        server_down()
         for call in [lambda: store.get_state(FLOW, "s"), lambda: store.update_state(FLOW, "s", {"during": 1}),
                      lambda: store.set_current_step(FLOW, "s", "three")]:
             start = time.monotonic()
             with pytest.raises(StoreUnavailableError, match=f"127.0.0.1:{proxy.port}"):
                 call()
             assert time.monotonic() - start < 5
-        proxy = TcpProxy(proxy.target, port=proxy.port).start()  # the server is back, same address
+        proxy.refuse(False)  # the server is back, same address
         store.update_state(FLOW, "s", {"after": 2})  # the very first call works: no restart, no warm-up
         assert store.get_state(FLOW, "s") == {"before": 1, "after": 2}
         assert store.get_current_step(FLOW, "s") == "two"
-        proxy.stop()  # and once more, with connections that were in use
+        server_down()  # and once more, with connections that were in use
         with pytest.raises(StoreUnavailableError): store.get_state(FLOW, "s")
-        proxy = TcpProxy(proxy.target, port=proxy.port).start()
+        proxy.refuse(False)
         assert store.get_state(FLOW, "s") == {"before": 1, "after": 2}
     finally:
         store.close()
-        proxy.stop()
+        proxy.close()
+
+
+# ---- layout 1 (a pre-release of 0.1.0) is upgraded in place -----------------------------------------
+
+def test_layout_1_table_is_upgraded(pg):
+    """A table of layout 1 (`meta` entries as arrays): the first store of this version renames the slots in place;
+    its sessions then read, merge (top level and step) and measure exactly as if written by this version."""
+    import psycopg
+    from cjm_workflow_state.testing import canonical_size
+    url, schema = pg
+    table = unique_name("t")
+    with make_store(url, schema, table) as creator: creator.list_flows()  # the table, empty
+    step = '"_step_x"'
+    member = step + ':{"p":2,"q":"z"}'
+    state = {'"a"': "1", step: {'"p"': "2", '"q"': '"z"'}}  # encoded key -> value text (sub-members for the step)
+    meta = {'"a"': [1, 5], step: [2, len(member), 2, 2, 12, {'"p"': [1, 5], '"q"': [2, 7]}]}  # layout 1
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'INSERT INTO "{schema}"."{table}" (flow_id, session_id, state, meta, n_items, items_len, next_seq, '
+                     f'created_at, updated_at) VALUES (%s, %s, %s, %s, 2, %s, 2, 1.7e9, 1.7e9)',
+                     (FLOW, "old", json.dumps(state), json.dumps(meta), 5 + len(member)))
+        plain = '"_step_y":{"a":1}'  # a dict update_state wrote whole: one member, no sub-members
+        conn.execute(f'INSERT INTO "{schema}"."{table}" (flow_id, session_id, state, meta, n_items, items_len, next_seq, '
+                     f'created_at, updated_at) VALUES (%s, %s, %s, %s, 1, %s, 1, 1.7e9, 1.7e9)',
+                     (FLOW, "plain", json.dumps({'"_step_y"': '{"a":1}'}), json.dumps({'"_step_y"': [1, len(plain)]}), len(plain)))
+        conn.execute(f'UPDATE "{schema}"."{table}_meta" SET value = \'1\' WHERE key = \'schema_version\'')
+    with make_store(url, schema, table) as store:
+        assert list(store.get_state(FLOW, "old").items()) == [("a", 1), ("_step_x", {"p": 2, "q": "z"})]
+        store.update_step_state(FLOW, "old", "x", {"r": 3, "p": 4})
+        store.update_state(FLOW, "old", {"b": [5], "a": 6})
+        expected = {"a": 6, "_step_x": {"p": 4, "q": "z", "r": 3}, "b": [5]}
+        got = store.get_state(FLOW, "old")
+        assert (list(got.items()), list(got["_step_x"])) == (list(expected.items()), ["p", "q", "r"])
+        assert store.get_session_summary(FLOW, "old").state_size_bytes == canonical_size(expected)
+        store.update_step_state(FLOW, "plain", "y", {"b": 2})
+        assert store.get_state(FLOW, "plain") == {"_step_y": {"a": 1, "b": 2}}
+        assert store.get_session_summary(FLOW, "plain").state_size_bytes == canonical_size({"_step_y": {"a": 1, "b": 2}})
+    with psycopg.connect(url, autocommit=True) as conn:
+        version = conn.execute(f'SELECT value FROM "{schema}"."{table}_meta" WHERE key = \'schema_version\'').fetchone()
+        entry = conn.execute(f'SELECT meta->\'"_step_x"\' FROM "{schema}"."{table}"').fetchone()[0]
+    assert version == ("2",)
+    assert entry == {"seq": 2, "len": len('"_step_x":{"p":4,"q":"z","r":3}'), "next_seq": 4, "n_items": 3, "items_len": 17,
+                     "items": {'"p"': {"seq": 1, "len": 5}, '"q"': {"seq": 2, "len": 7}, '"r"': {"seq": 3, "len": 5}}}
 
 
 # ---- PgBouncer -------------------------------------------------------------------------------------
@@ -321,15 +312,10 @@ ignore_startup_parameters = extra_float_digits,options
 def test_conformance_behind_pgbouncer_in_transaction_mode(pgbouncer):
     """With prepare_threshold=None the whole suite passes through PgBouncer in transaction pooling mode
     (a private PgBouncer this test starts, or PGBOUNCER_URL's)."""
-    import itertools
-    url = pgbouncer
-    import psycopg
-    from cjm_workflow_state.backends.postgres import PostgresWorkflowStateStore
-    from cjm_workflow_state.testing import check_store
-    schema, n = unique_name("pgbouncer"), itertools.count()
-    try:
-        check_store(lambda **o: PostgresWorkflowStateStore(url, schema=schema, table=f"t{next(n)}", max_size=4,
-                                                           prepare_threshold=None, **o))
-    finally:
-        with psycopg.connect(postgres_url(), autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    from cjm_workflow_state.testing import SharedStores, check_store
+    with postgres_schema("pgbouncer") as (_, schema):  # (dropped through DATABASE_URL afterwards)
+        tables = iter(range(10**6))
+        stores = SharedStores(lambda table, **o: make_postgres_store(pgbouncer, schema, table, max_size=4, prepare_threshold=None, **o),
+                              new_backend=lambda: f"t{next(tables)}")
+        try: assert check_store(stores) == {}  # every check ran
+        finally: stores.cleanup()

@@ -6,11 +6,11 @@ lose a session that is live by the server's clock, nor keep one alive that is no
 monkeypatching `time.time` in this process. Needs PostgreSQL at DATABASE_URL (see servers.py); everything is made in
 a schema of this module, dropped at the end.
 """
-import time, uuid
+import time
 
 import pytest
 
-from servers import postgres_schema, make_postgres_store
+from servers import make_postgres_store, postgres_schema, unique_name
 
 TTL = 60
 HOUR = 3600.0
@@ -77,7 +77,7 @@ def test_purge_expired_on_a_skewed_admin_host_keeps_fresh_sessions(pg, monkeypat
     """The CLI's purge-expired opens the store with ttl=D and calls purge_expired(): on an admin host whose clock is
     skewed it deletes exactly the sessions expired by the server's clock."""
     url, schema = pg
-    table = f"t_{uuid.uuid4().hex[:12]}"
+    table = unique_name("t")
     with make_store(url, schema, table) as app:  # an app server with a good clock, no ttl
         app.update_state("f", "fresh", {"k": 1})
         now = server_now(url)

@@ -8,12 +8,12 @@ dropped under a running store raises BackendError once (the data went with it: a
 re-creates it, so the next call works. Needs PostgreSQL at DATABASE_URL (see servers.py); everything is made in a schema of this module, dropped at
 the end.
 """
-import re, time, uuid
+import re, time
 from urllib.parse import urlsplit
 
 import pytest
 
-from servers import postgres_schema, make_postgres_store
+from servers import make_postgres_store, postgres_schema, unique_name
 
 POOL_TIMEOUT = 20  # a call that waits this long has not surfaced the cause "at once"
 
@@ -36,18 +36,23 @@ def with_url(url: str, *, user=None, password=None, dbname=None, query=None) -> 
            (f"?{query}" if query else "")
 
 
-def assert_backend_error(error):
-    "`error` is our BackendError: a refusal retrying will not fix, so not a StoreUnavailableError or ConnectionError."
+def backend_error(call, *words) -> str:
+    """The message of what `call()` raises, checked to be our BackendError (a refusal retrying will not fix, so not a
+    StoreUnavailableError or ConnectionError) and to hold each of `words`."""
     from cjm_workflow_state import BackendError, WorkflowStateError
+    with pytest.raises(Exception) as info: call()
+    error, message = info.value, str(info.value)
     assert isinstance(error, BackendError) and isinstance(error, WorkflowStateError), repr(error)
     assert not isinstance(error, ConnectionError), repr(error)
+    assert all(word in message for word in words), message
+    return message
 
 
-def first_call_error(store):
-    "The exception the store's first call raises, and how long it took."
+def first_call_error(store, server_says):
+    "The BackendError message of the store's call, checked to hold `server_says`, and how long the call took."
     start = time.monotonic()
-    with pytest.raises(Exception) as info: store.get_state("f", "s")
-    return info.value, time.monotonic() - start
+    message = backend_error(lambda: store.get_state("f", "s"), server_says)
+    return message, time.monotonic() - start
 
 
 @pytest.mark.parametrize("wrong, server_says", [
@@ -61,27 +66,22 @@ def test_wrong_connection_settings_raise_the_servers_error_at_once(pg, wrong, se
     p = urlsplit(url)
     store = make_store(with_url(url, password="s3cret-pw", **wrong), schema, pool_timeout=POOL_TIMEOUT)
     try:
-        error, took = first_call_error(store)
-        assert_backend_error(error)
-        message = str(error)
-        assert server_says in message
+        message, took = first_call_error(store, server_says)
         assert f"{p.hostname}:{p.port or 5432}" in message
         assert "s3cret-pw" not in message
         assert "check" in message.lower()  # says what to do
         assert took < POOL_TIMEOUT / 2, f"took {took:.1f} s: waited for the pool instead of reporting the cause"
-        error, took = first_call_error(store)  # and again on the next call: still the cause, still at once
-        assert_backend_error(error)
-        assert server_says in str(error) and took < POOL_TIMEOUT / 2
+        message, took = first_call_error(store, server_says)  # and again on the next call: still the cause, at once
+        assert took < POOL_TIMEOUT / 2
     finally: store.close()
 
 
 def test_unknown_connection_option_is_our_error(pg):
     "A query parameter libpq does not know: our exception naming it, at construction, never the password."
     url, schema = pg
-    with pytest.raises(Exception) as info:
-        make_store(with_url(url, password="s3cret-pw", query="cjm_no_such_option=1"), schema)
-    assert_backend_error(info.value)
-    assert "cjm_no_such_option" in str(info.value) and "s3cret-pw" not in str(info.value)
+    message = backend_error(lambda: make_store(with_url(url, password="s3cret-pw", query="cjm_no_such_option=1"), schema),
+                            "cjm_no_such_option")
+    assert "s3cret-pw" not in message
 
 
 @pytest.mark.parametrize("conninfo, password", [
@@ -118,10 +118,8 @@ def test_table_dropped_under_a_running_store(pg):
         store.update_state("f", "s", {"k": 1})
         for _ in range(6): store.get_state("f", "s")  # prepared on the server too (prepare_threshold=5)
         with psycopg.connect(url, autocommit=True) as conn: conn.execute(f"DROP TABLE {store._quoted['table']}")
-        with pytest.raises(Exception) as info: store.get_state("f", "s")
-        assert_backend_error(info.value)  # the data is gone: not an outage an app should retry quietly
-        message = str(info.value)
-        assert store.table in message and "does not exist" in message and "creates it again" in message, message
+        # the data is gone: not an outage an app should retry quietly
+        backend_error(lambda: store.get_state("f", "s"), store.table, "does not exist", "creates it again")
         assert store.get_state("f", "s") == {}  # the data went with the table; the store works again
         store.update_state("f", "s", {"k": 2})
         assert store.get_state("f", "s") == {"k": 2}
@@ -132,72 +130,49 @@ def test_table_dropped_with_create_table_false(pg):
     "With create_table=False the store never creates it: BackendError (retrying will not fix it) naming the table, saying to create it."
     import psycopg
     url, schema = pg
-    table = f"t_{uuid.uuid4().hex[:12]}"
+    table = unique_name("t")
     fixed = make_store(url, schema, table, create_table=False)
     with make_store(url, schema, table) as creator: creator.list_flows()  # creates it
     try:
         fixed.update_state("f", "s", {"k": 1})
         with psycopg.connect(url, autocommit=True) as conn: conn.execute(f"DROP TABLE {fixed._quoted['table']}")
-        for _ in range(2):
-            with pytest.raises(Exception) as info: fixed.update_state("f", "s", {"k": 2})
-            assert_backend_error(info.value)
-            assert table in str(info.value) and "create_table" in str(info.value), str(info.value)
+        for _ in range(2): backend_error(lambda: fixed.update_state("f", "s", {"k": 2}), table, "create_table")
     finally: fixed.close()
 
 
-def test_foreign_meta_table_next_to_the_store_table(pg):
-    "A table `X_meta` of another application next to store table `X`: our error naming it and what to do; it is left as is."
+@pytest.mark.parametrize("theirs", ["{table}", "{table}_meta"], ids=["store_table", "meta_table"])
+def test_foreign_table_of_a_store_name(pg, theirs):
+    """A table of another application named as the store's table `X` or as its `X_meta` (layout-version) table: on
+    every call our error naming it and what to do; it is left as is, and the store creates nothing beside it."""
     import psycopg
     url, schema = pg
-    table = f"t_{uuid.uuid4().hex[:12]}"
+    table = unique_name("t")
+    name = theirs.format(table=table)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-        conn.execute(f'CREATE TABLE "{schema}"."{table}_meta" (id integer PRIMARY KEY, note text)')
-        conn.execute(f'INSERT INTO "{schema}"."{table}_meta" VALUES (1, \'theirs\')')
+        conn.execute(f'CREATE TABLE "{schema}"."{name}" (id integer PRIMARY KEY, note text)')
+        conn.execute(f'INSERT INTO "{schema}"."{name}" VALUES (1, \'theirs\')')
     store = make_store(url, schema, table)
     try:
-        for _ in range(2):
-            with pytest.raises(Exception) as info: store.update_state("f", "s", {"k": 1})
-            assert_backend_error(info.value)
-            message = str(info.value)
-            assert f"{table}_meta" in message and "table=" in message, message
+        for _ in range(2): backend_error(lambda: store.update_state("f", "s", {"k": 1}), name, "table=")
     finally: store.close()
+    other = f"{table}_meta" if name == table else table
     with psycopg.connect(url, autocommit=True) as conn:
-        assert conn.execute(f'SELECT * FROM "{schema}"."{table}_meta"').fetchall() == [(1, "theirs")]
-        assert conn.execute("SELECT to_regclass(%s)", (f'"{schema}"."{table}"',)).fetchone() == (None,)
-
-
-def test_foreign_table_of_the_store_name(pg):
-    "A table `X` of another application (no `X_meta`): our error naming it; nothing of it changed."
-    import psycopg
-    url, schema = pg
-    table = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-        conn.execute(f'CREATE TABLE "{schema}"."{table}" (id integer PRIMARY KEY, note text)')
-    store = make_store(url, schema, table)
-    try:
-        with pytest.raises(Exception) as info: store.update_state("f", "s", {"k": 1})
-        assert_backend_error(info.value)
-        assert table in str(info.value) and "table=" in str(info.value), str(info.value)
-    finally: store.close()
-    with psycopg.connect(url, autocommit=True) as conn:
-        assert conn.execute("SELECT to_regclass(%s)", (f'"{schema}"."{table}_meta"',)).fetchone() == (None,)
+        assert conn.execute(f'SELECT * FROM "{schema}"."{name}"').fetchall() == [(1, "theirs")]
+        assert conn.execute("SELECT to_regclass(%s)", (f'"{schema}"."{other}"',)).fetchone() == (None,)
 
 
 def test_newer_layout_version(pg):
     "A table written by a newer cjm-workflow-state (a higher layout version): BackendError saying to upgrade; nothing changed."
     import psycopg
     url, schema = pg
-    table = f"t_{uuid.uuid4().hex[:12]}"
+    table = unique_name("t")
     with make_store(url, schema, table) as creator: creator.update_state("f", "s", {"k": 1})
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f'UPDATE "{schema}"."{table}_meta" SET value = \'999\' WHERE key = \'schema_version\'')
     store = make_store(url, schema, table)
     try:
-        with pytest.raises(Exception) as info: store.get_state("f", "s")
-        assert_backend_error(info.value)
-        assert table in str(info.value) and "999" in str(info.value) and "upgrade" in str(info.value), str(info.value)
+        backend_error(lambda: store.get_state("f", "s"), table, "999", "upgrade")
     finally: store.close()
 
 
@@ -209,16 +184,14 @@ def test_refused_writes_are_backend_errors(pg, option, server_says, todo):
     """A database that refuses the store's writes (read-only, a user without the privilege): reads work, each write
     raises BackendError at once with the server's words, the address and what to do; nothing is written."""
     url, schema = pg
-    table = f"t_{uuid.uuid4().hex[:12]}"
+    table = unique_name("t")
     with make_store(url, schema, table) as creator: creator.update_state("f", "s", {"k": 1})
     store = make_store(with_url(url, query="options=-c%20" + option.replace("=", "%3D")), schema, table, create_table=False)
     try:
         assert store.get_state("f", "s") == {"k": 1}
         for write in (lambda: store.update_state("f", "s", {"k": 2}), lambda: store.delete_session("f", "s"),
                       lambda: store.create_session("f", "new")):
-            with pytest.raises(Exception) as info: write()
-            assert_backend_error(info.value)
-            message = str(info.value)
-            assert server_says in message and todo in message.lower() and urlsplit(url).hostname in message, message
+            message = backend_error(write, server_says, urlsplit(url).hostname)
+            assert todo in message.lower(), message
         assert store.get_state("f", "s") == {"k": 1} and not store.session_exists("f", "new")
     finally: store.close()

@@ -12,11 +12,11 @@ write transactions shows each was done exactly once. A write whose request never
 found closed before sending) runs normally.
 Needs PostgreSQL at DATABASE_URL (see servers.py); everything is made in a schema of this module, dropped at the end.
 """
-import time, uuid
+import time
 
 import pytest
 
-from servers import postgres_schema
+from servers import make_postgres_store, postgres_schema
 
 faultproxy = pytest.importorskip("faultproxy", reason="tests/faultproxy.py (the fault-injection proxy) is missing")
 
@@ -40,10 +40,8 @@ def proxy(pg):
 @pytest.fixture(params=[None, 3600], ids=["no_ttl", "ttl"])
 def store(request, pg, proxy):
     "A store through the proxy, one connection (so the dropped reply is the call's), its table already made."
-    from cjm_workflow_state.backends.postgres import PostgresWorkflowStateStore
     url, schema = pg
-    s = PostgresWorkflowStateStore(proxy.url(url), schema=schema, table=f"t_{uuid.uuid4().hex[:12]}",
-                                   min_size=1, max_size=1, pool_timeout=10, ttl=request.param)
+    s = make_postgres_store(proxy.url(url), schema, min_size=1, max_size=1, pool_timeout=10, ttl=request.param)
     s.session_exists("f", "warm-up")  # the table exists and the pool's one connection is open and idle
     yield s
     s.close()
@@ -90,10 +88,8 @@ def test_rekey_session_commit_reply_lost(store, proxy, monkeypatch):
 
 def test_purge_expired_reply_lost(pg, proxy):
     "purge_expired is not repeated either: a second run would report 0 for what the first one deleted."
-    from cjm_workflow_state.backends.postgres import PostgresWorkflowStateStore
     url, schema = pg
-    with PostgresWorkflowStateStore(proxy.url(url), schema=schema, table=f"t_{uuid.uuid4().hex[:12]}", ttl=60,
-                                    min_size=1, max_size=1, pool_timeout=10) as store:
+    with make_postgres_store(proxy.url(url), schema, ttl=60, min_size=1, max_size=1, pool_timeout=10) as store:
         for i in range(3): store.restore_session("f", f"old{i}", {"k": i}, updated_ts=time.time() - 3600)
         store.update_state("f", "fresh", {"k": 1})
         proxy.drop_replies(1)

@@ -3,7 +3,7 @@
 Needs PostgreSQL at DATABASE_URL (see servers.py). Every test works on a fresh table in a schema made for this
 module, dropped at the end.
 """
-import threading, uuid
+import threading
 
 import pytest
 
@@ -70,7 +70,7 @@ def test_rekey_with_concurrent_writes_to_new_flows_loses_nothing(pg, ttl):
     errors = run_threads(N_WRITERS + 1, lambda i: rekeyer(i) if i == N_WRITERS else writer(i))
     assert errors == []
     holders = {}  # flow -> ids holding it (every row is live: ttl is an hour)
-    for flow, sid in store._all(f"SELECT flow_id, session_id FROM {store._quoted['table']}", {}):
+    for flow, sid in store._read_rows(f"SELECT flow_id, session_id FROM {store._quoted['table']}", {}):
         holders.setdefault(flow, []).append(sid)
     lost = [flow for flow, *_ in acknowledged if flow not in holders]
     assert lost == [], f"{len(lost)} of {len(acknowledged)} acknowledged writes are under no id: {lost[:10]}"

@@ -9,7 +9,7 @@ __all__ = ['SCHEMA_VERSION', 'DEFAULT_TABLE', 'DEFAULT_CONNINFO', 'PostgresWorkf
 import os, re, select, threading, weakref
 from datetime import timedelta
 from json.encoder import encode_basestring_ascii as _encode_key  # `encode_json(key)` for a str key, faster
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 try:
@@ -27,7 +27,7 @@ from ..core.base import (DEFAULT_MAX_STATE_BYTES, DEFAULT_SESSION_KEY, SessionSu
 from ..errors import BackendError, SessionExistsError, StoreUnavailableError, hide_secrets
 
 # %% ../../nbs/backends/postgres.ipynb #f615bf4d
-SCHEMA_VERSION = 1  # Layout version of the tables; stored in the `<table>_meta` table
+SCHEMA_VERSION = 2  # Layout version of the tables; stored in the `<table>_meta` table (1: `meta` entries as arrays)
 DEFAULT_TABLE = "cjm_workflow_sessions"  # Default table name
 DEFAULT_CONNINFO = "postgresql://postgres@127.0.0.1:5432/test"  # Default server (a local development database)
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,47}$")  # 48 characters leave room for the index-name suffixes
@@ -77,6 +77,7 @@ _DDL = [
         n_items integer NOT NULL DEFAULT 0,
         items_len bigint NOT NULL DEFAULT 0,
         next_seq bigint NOT NULL DEFAULT 0,
+        -- size formula: see cjm_workflow_state.core.codec.state_size
         state_size bigint GENERATED ALWAYS AS (2 + items_len + greatest(n_items - 1, 0)) STORED,
         created_at double precision NOT NULL,
         updated_at double precision NOT NULL,
@@ -86,6 +87,15 @@ _DDL = [
 
 _COLUMNS = {"flow_id", "session_id", "current_step", "label", "state", "meta", "n_items", "items_len", "next_seq",
             "state_size", "created_at", "updated_at"}  # an existing table without one of these is not ours
+
+# Layout 1 (before 0.1.0 was released) kept the `meta` entries as arrays: [seq, len] and, for a step member,
+# [seq, len, next_seq, n_items, items_len, {sub-key: [seq, len]}]. The first store of layout 2 renames the slots.
+_MIGRATE_FROM_1 = """UPDATE {table} SET meta = (SELECT jsonb_object_agg(e.key, CASE WHEN jsonb_typeof(e.value) <> 'array'
+    THEN e.value ELSE jsonb_build_object('seq', e.value->0, 'len', e.value->1) || CASE WHEN jsonb_array_length(e.value) > 2
+    THEN jsonb_build_object('next_seq', e.value->2, 'n_items', e.value->3, 'items_len', e.value->4, 'items',
+        (SELECT coalesce(jsonb_object_agg(s.key, jsonb_build_object('seq', s.value->0, 'len', s.value->1)), '{{}}')
+         FROM jsonb_each(e.value->5) s)) ELSE '{{}}' END END) FROM jsonb_each(meta) e)
+  WHERE meta <> '{{}}'"""
 
 _PK = "flow_id = %(f)s AND session_id = %(s)s"
 
@@ -140,96 +150,128 @@ class _Keys:
         for (kn, vn, ln), k, v, l in zip(_KEY_PARAMS, keys, vals, lens): p[kn], p[vn], p[ln] = k, v, l
         return p
 
-def _upsert(fresh: Dict[str, str], merged: Dict[str, str], new_size: str, ttl: bool, refuse: str = "") -> str:
-    """`INSERT ... ON CONFLICT DO UPDATE` of a merge: `fresh` column values for a new (or expired) session,
-    `merged` ones for a live session; nothing is written (no row returned) when the new size is over max_state_bytes."""
-    cols = ", ".join(fresh)
-    sets = [f"{c} = CASE WHEN t.updated_at < {{cutoff}} THEN excluded.{c} ELSE {e} END" if ttl else f"{c} = {e}"
-            for c, e in merged.items()]
-    if ttl: sets += ["current_step = CASE WHEN t.updated_at < {cutoff} THEN NULL ELSE t.current_step END",
-                     "label = CASE WHEN t.updated_at < {cutoff} THEN NULL ELSE t.label END",
-                     "created_at = CASE WHEN t.updated_at < {cutoff} THEN excluded.created_at ELSE t.created_at END"]
-    check = f"{refuse}2 + {new_size} <= {{max_state_bytes}}"
-    return (f"INSERT INTO {{table}} AS t (flow_id, session_id, {cols}, created_at, updated_at)\n"
-            f"VALUES (%(f)s, %(s)s, {', '.join(fresh.values())}, {{now}}, {{now}})\n"
-            f"ON CONFLICT (flow_id, session_id) DO UPDATE SET\n  " + ",\n  ".join(sets + ["updated_at = {stamp}"])
-            + f"\nWHERE {'t.updated_at < {cutoff} OR ' if ttl else ''}({check})\nRETURNING 1")
+# A session's `meta` holds, under each state key (its canonical JSON text), what that member needs for ordering and
+# size accounting: {"seq": position in the state, "len": length of the member `"key":value`}. A step member that
+# update_step_state merges into also counts its own members the way the row counts the state's:
+# {"seq", "len", "next_seq", "n_items", "items_len", "items": {sub-key: {"seq", "len"}}}.
+def _entry(seq: str, length: str) -> str:
+    "SQL for the meta entry of one member."
+    return f"jsonb_build_object('seq', {seq}, 'len', {length})"
+
+_EMPTY = dict(state="'{{}}'", meta="'{{}}'", n_items="0", items_len="0", next_seq="0", current_step="NULL",
+              label="NULL")  # the columns of an empty session
+
+def _insert(columns: Dict[str, str]) -> str:
+    "`INSERT` of a new session with these column values, both times this statement's, up to `ON CONFLICT`."
+    return (f"INSERT INTO {{table}} AS t (flow_id, session_id, {', '.join(columns)}, created_at, updated_at)\n"
+            f"VALUES (%(f)s, %(s)s, {', '.join(columns.values())}, {{now}}, {{now}})\nON CONFLICT (flow_id, session_id) ")
+
+def _upsert(inserted: Dict[str, str], live: Dict[str, str], ttl: bool, where: str = "") -> str:
+    """`INSERT ... ON CONFLICT DO UPDATE`: a new session gets the `inserted` values, a live one the `live` expressions
+    (its other columns keep theirs). With a ttl an expired session counts as absent: it is overwritten as a new one.
+    `where`: a condition a live row must meet, else nothing is written and no row is returned."""
+    sets = []
+    for c in [*_EMPTY, "created_at"] if ttl else live:
+        value, fresh = live.get(c, f"t.{c}"), f"excluded.{c}" if c in inserted or c == "created_at" else _EMPTY[c]
+        sets.append(f"{c} = {value}" if not ttl or value == fresh else
+                    f"{c} = CASE WHEN t.updated_at < {{cutoff}} THEN {fresh} ELSE {value} END")
+    return (_insert(inserted) + "DO UPDATE SET\n  " + ",\n  ".join(sets + ["updated_at = {stamp}"])
+            + (f"\nWHERE {'t.updated_at < {cutoff} OR ' if ttl else ''}({where}) RETURNING 1" if where else ""))
 
 def _merge_sql(n: int, ttl: bool) -> str:
     "Merge n top-level members: new keys go after the last, replaced ones keep their position."
     K = _Keys(n)
-    replaced = K.sum("(t.meta ? {k})::int")
-    n_items = f"t.n_items + {K.count} - {replaced}"
-    items_len = f"t.items_len + %(len)s - {K.sum('coalesce((t.meta->{k}->>1)::bigint, 0)')}"
-    fresh = dict(state=K.obj("{v}"), meta=K.obj("jsonb_build_array({i}, {l})"), n_items=K.count,
-                 items_len="%(len)s", next_seq=K.count)
-    merged = dict(state="t.state || excluded.state",
-                  meta="t.meta || " + K.obj("jsonb_build_array(coalesce(t.meta->{k}->0, to_jsonb(t.next_seq + {i})), {l})"),
-                  n_items=n_items, items_len=items_len, next_seq=f"t.next_seq + {K.count}")
-    return _upsert(fresh, merged, f"{items_len} + greatest({n_items} - 1, 0)", ttl)
+    n_items = f"t.n_items + {K.count} - {K.sum('(t.meta ? {k})::int')}"
+    items_len = f"""t.items_len + %(len)s - {K.sum("coalesce((t.meta->{k}->>'len')::bigint, 0)")}"""
+    inserted = dict(state=K.obj("{v}"), meta=K.obj(_entry("{i}", "{l}")), n_items=K.count, items_len="%(len)s",
+                    next_seq=K.count)
+    live = dict(state="t.state || excluded.state",
+                meta="t.meta || " + K.obj(_entry("coalesce(t.meta->{k}->'seq', to_jsonb(t.next_seq + {i}))", "{l}")),
+                n_items=n_items, items_len=items_len, next_seq=f"t.next_seq + {K.count}")
+    # size formula: see cjm_workflow_state.core.codec.state_size
+    return _upsert(inserted, live, ttl, where=f"2 + {items_len} + greatest({n_items} - 1, 0) <= {{max_state_bytes}}")
 
 def _merge_into_sql(n: int, ttl: bool) -> str:
     "Merge n members into the step member %(into)s (a dict stored there as plain text must be converted first)."
-    K, m = _Keys(n), "t.meta->%(into)s::text"
-    sm = f"coalesce({m}->5, jsonb_build_object())"  # sub-member meta ({} unless the member holds sub-members)
-    next_sub = f"coalesce(({m}->>2)::bigint, 0)"
-    n_sub = f"(coalesce(({m}->>3)::bigint, 0) + {K.count} - {K.sum(f'({sm} ? {{k}})::int')})"
-    sub_len = f"(coalesce(({m}->>4)::bigint, 0) + %(len)s - {K.sum(f'coalesce(({sm}->{{k}}->>1)::bigint, 0)')})"
+    K, m = _Keys(n), "t.meta->%(into)s::text"  # the step member's meta entry
+    items = f"coalesce({m}->'items', jsonb_build_object())"  # its sub-members' entries ({} unless it has them)
+    next_seq = f"coalesce(({m}->>'next_seq')::bigint, 0)"
+    n_sub = f"(coalesce(({m}->>'n_items')::bigint, 0) + {K.count} - {K.sum(f'({items} ? {{k}})::int')})"
+    sub_len = f"""(coalesce(({m}->>'items_len')::bigint, 0) + %(len)s - {K.sum(f"coalesce(({items}->{{k}}->>'len')::bigint, 0)")})"""
+    # size formula: see cjm_workflow_state.core.codec.state_size (the member is `"key":{...}`: key, ':', braces)
     member_len = f"(length(%(into)s::text) + 3 + {sub_len} + greatest({n_sub} - 1, 0))"
-    sub_meta = f"{sm} || " + K.obj(f"jsonb_build_array(coalesce({sm}->{{k}}->0, to_jsonb({next_sub} + {{i}})), {{l}})")
     n_items = "t.n_items + (NOT t.meta ? %(into)s::text)::int"
-    items_len = f"t.items_len - coalesce(({m}->>1)::bigint, 0) + {member_len}"
-    fresh = dict(state=f"jsonb_build_object(%(into)s::text, {K.obj('{v}')})",
-                 meta=f"jsonb_build_object(%(into)s::text, jsonb_build_array(1, %(ilen)s::bigint, {K.count}, "
-                      f"{K.count}, %(len)s::bigint, {K.obj('jsonb_build_array({i}, {l})')}))",
-                 n_items="1", items_len="%(ilen)s", next_seq="1")
-    merged = dict(
-        state=f"t.state || jsonb_build_object(%(into)s::text, CASE WHEN {m}->5 IS NOT NULL THEN "
+    items_len = f"t.items_len - coalesce(({m}->>'len')::bigint, 0) + {member_len}"
+    inserted = dict(state=f"jsonb_build_object(%(into)s::text, {K.obj('{v}')})",
+                    meta=f"jsonb_build_object(%(into)s::text, jsonb_build_object('seq', 1, 'len', %(ilen)s::bigint, "
+                         f"'next_seq', {K.count}, 'n_items', {K.count}, 'items_len', %(len)s::bigint, "
+                         f"'items', {K.obj(_entry('{i}', '{l}'))}))",
+                    n_items="1", items_len="%(ilen)s", next_seq="1")
+    live = dict(
+        state=f"t.state || jsonb_build_object(%(into)s::text, CASE WHEN {m}->'items' IS NOT NULL THEN "
               f"t.state->%(into)s::text ELSE jsonb_build_object() END || (excluded.state->%(into)s::text))",
-        meta=f"t.meta || jsonb_build_object(%(into)s::text, jsonb_build_array(coalesce({m}->0, to_jsonb(t.next_seq + 1)), "
-             f"{member_len}, {next_sub} + {K.count}, {n_sub}, {sub_len}, {sub_meta}))",
+        meta=f"t.meta || jsonb_build_object(%(into)s::text, jsonb_build_object('seq', coalesce({m}->'seq', "
+             f"to_jsonb(t.next_seq + 1)), 'len', {member_len}, 'next_seq', {next_seq} + {K.count}, 'n_items', {n_sub}, "
+             f"'items_len', {sub_len}, 'items', {items} || "
+             + K.obj(_entry(f"coalesce({items}->{{k}}->'seq', to_jsonb({next_seq} + {{i}}))", "{l}")) + "))",
         n_items=n_items, items_len=items_len, next_seq="t.next_seq + 1")
-    needs_convert = f"{m} IS NOT NULL AND {m}->5 IS NULL AND left(t.state->>%(into)s::text, 1) = '{{{{'"
-    return _upsert(fresh, merged, f"{items_len} + greatest({n_items} - 1, 0)", ttl, refuse=f"NOT ({needs_convert}) AND ")
+    needs_convert = f"{m} IS NOT NULL AND {m}->'items' IS NULL AND left(t.state->>%(into)s::text, 1) = '{{{{'"
+    # size formula: see cjm_workflow_state.core.codec.state_size
+    return _upsert(inserted, live, ttl,
+                   where=f"NOT ({needs_convert}) AND 2 + {items_len} + greatest({n_items} - 1, 0) <= {{max_state_bytes}}")
 
 def _remove_sql(n: int) -> str:
     "Remove n top-level members (clear_step_state); never creates a session."
     K = _Keys(n)
     return ("UPDATE {table} AS t SET state = t.state - %(keys)s::text[], meta = t.meta - %(keys)s::text[], "
             f"n_items = t.n_items - {K.sum('(t.meta ? {k})::int')}, "
-            f"items_len = t.items_len - {K.sum('coalesce((t.meta->{k}->>1)::bigint, 0)')}, updated_at = {{stamp}} "
+            f"""items_len = t.items_len - {K.sum("coalesce((t.meta->{k}->>'len')::bigint, 0)")}, updated_at = {{stamp}} """
             "WHERE " + _PK + "{live} RETURNING 1")
+
+_FIELD_COLUMNS = {"step": "current_step", "label": "label"}  # `_set_fields` field -> column
+
+def _fields_sql(fields: Tuple[str, ...], when: str, ttl: bool) -> str:
+    "The statement of `_set_fields(..., when)` for these fields (parameters named after them)."
+    columns = {_FIELD_COLUMNS[f]: f"%({f})s" for f in fields}
+    if when == "live":
+        return ("UPDATE {table} SET " + ", ".join(f"{c} = {v}" for c, v in columns.items())
+                + ", updated_at = {stamp} WHERE " + _PK + "{live} RETURNING 1")
+    if when == "any": return _upsert(columns, {c: f"excluded.{c}" for c in columns}, ttl)
+    if not ttl: return _insert(columns) + "DO NOTHING RETURNING 1"  # when == "absent"
+    fresh = [f"{c} = {'excluded.' + c if c in columns else v}" for c, v in _EMPTY.items()]
+    return (_insert(columns) + "DO UPDATE SET " + ", ".join(fresh + ["created_at = excluded.created_at",
+            "updated_at = excluded.updated_at"]) + " WHERE t.updated_at < {cutoff} RETURNING 1")  # expired: replaced
+
+def _members(
+    items: Iterable[Tuple[str, Any]],  # (state key, value as canonical JSON text) pairs, in order
+    encode: bool = False,  # The values are Python values: encode them here
+) -> Tuple[Dict[str, str], Dict[str, dict]]:  # The `state` and `meta` entries of these members
+    """A whole state (or a step member's) as the columns hold it, each member's position its place in `items`."""
+    state, meta = {}, {}
+    for seq, (k, v) in enumerate(items, 1):
+        ek = _encode_key(k)
+        if encode: v = encode_json(v)
+        state[ek], meta[ek] = v, {"seq": seq, "len": len(ek) + 1 + len(v)}  # (`item_text(k, v)`'s length)
+    return state, meta
+
+def _id_taken(session_id: str) -> SessionExistsError:
+    "The error of a rekey to a session id that already holds data."
+    return SessionExistsError(f"session id {session_id!r} already holds data; rotate to a fresh id")
 
 def _assemble(
     state: Dict[str, Any],  # The `state` column: encoded key -> value text (or, for a step member, a dict of them)
-    meta: Dict[str, list],  # The `meta` column: encoded key -> [position, length, ...]
+    meta: Dict[str, dict],  # The `meta` column: encoded key -> {"seq": position, "len": length, ...}
 ) -> str:  # The state's canonical JSON text, keys in insertion order
     """Build a state's canonical JSON text from its row (done by the app server, not the database)."""
     if not meta: return "{}"
     parts = []
-    for k in sorted(meta, key=meta.__getitem__):  # [position, ...] lists: positions are unique
+    for k in sorted(meta, key=lambda k: meta[k]["seq"]):  # positions are unique
         v = state[k]
-        if type(v) is not str:
-            sub = meta[k][5]
-            v = "{" + ",".join([sk + ":" + v[sk] for sk in sorted(sub, key=sub.__getitem__)]) + "}"
+        if type(v) is not str:  # a step member held as sub-members
+            items = meta[k]["items"]
+            v = "{" + ",".join([sk + ":" + v[sk] for sk in sorted(items, key=lambda sk: items[sk]["seq"])]) + "}"
         parts.append(k + ":" + v)
     return "{" + ",".join(parts) + "}"
-
-_SET_STEP = """INSERT INTO {table} AS t (flow_id, session_id, current_step, created_at, updated_at)
-VALUES (%(f)s, %(s)s, %(step)s, {now}, {now})
-ON CONFLICT (flow_id, session_id) DO UPDATE SET current_step = excluded.current_step, updated_at = {stamp}"""
-_EXPIRED_RESET = "{c} = CASE WHEN t.updated_at < {{cutoff}} THEN {fresh} ELSE t.{c} END"
-_SET_STEP_TTL = _SET_STEP + "".join(",\n  " + _EXPIRED_RESET.format(c=c, fresh=v) for c, v in [
-    ("state", "'{{}}'"), ("meta", "'{{}}'"), ("n_items", "0"), ("items_len", "0"), ("next_seq", "0"),
-    ("label", "NULL"), ("created_at", "excluded.created_at")])
-
-_CREATE = """INSERT INTO {table} AS t (flow_id, session_id, label, created_at, updated_at)
-VALUES (%(f)s, %(s)s, %(label)s, {now}, {now}) ON CONFLICT (flow_id, session_id) DO NOTHING RETURNING 1"""
-_CREATE_TTL = """INSERT INTO {table} AS t (flow_id, session_id, label, created_at, updated_at)
-VALUES (%(f)s, %(s)s, %(label)s, {now}, {now}) ON CONFLICT (flow_id, session_id) DO UPDATE SET
-  state = '{{}}', meta = '{{}}', n_items = 0, items_len = 0, next_seq = 0, current_step = NULL, label = excluded.label,
-  created_at = excluded.created_at, updated_at = excluded.updated_at
-WHERE t.updated_at < {cutoff} RETURNING 1"""  # (an expired session starts afresh: both times this statement's)
 
 _RESTORE = """INSERT INTO {table} AS t (flow_id, session_id, state, meta, n_items, items_len, next_seq, current_step,
                              label, created_at, updated_at)
@@ -239,7 +281,9 @@ ON CONFLICT (flow_id, session_id) DO UPDATE SET
    excluded.meta, excluded.n_items, excluded.items_len, excluded.next_seq, excluded.current_step, excluded.label,
    excluded.created_at, excluded.updated_at)"""
 
-_SUMMARY_COLS = "label, current_step, created_at, updated_at, state_size"
+_SUMMARY_COLS = "label, current_step, created_at, updated_at, state_size"  # `_summarise`'s arguments, in order
+_BY_KEY = " FROM {table} WHERE flow_id = %s AND session_id = %s{live}"  # one session (positional parameters: cheapest)
+_STATE_TEXT = "'[' || state::text || ',' || meta::text || ']'"  # both columns as one JSON text: one json.loads
 
 _FLOWS = """WITH RECURSIVE f AS (
     (SELECT flow_id FROM {table} ORDER BY flow_id LIMIT 1)
@@ -251,9 +295,11 @@ _LIVE_FLOW = """ AND (SELECT x.updated_at FROM {table} x WHERE x.flow_id = f.flo
                      ORDER BY x.updated_at DESC LIMIT 1) >= {cutoff}"""  # with a ttl: its last write
 
 _QUERIES = dict(
-    get_step="SELECT current_step FROM {table} WHERE flow_id = %s AND session_id = %s{live}",  # see _key
-    # both columns as one JSON text: one json.loads on the app server
-    get_state="SELECT '[' || state::text || ',' || meta::text || ']' FROM {table} WHERE flow_id = %s AND session_id = %s{live}",
+    read="SELECT " + _SUMMARY_COLS + ", " + _STATE_TEXT + _BY_KEY,
+    get_state="SELECT " + _STATE_TEXT + _BY_KEY,
+    get_step="SELECT current_step" + _BY_KEY,
+    summary="SELECT " + _SUMMARY_COLS + _BY_KEY,
+    count="SELECT count(*) FROM {table} WHERE flow_id = %(f)s{live}",
     get_member="SELECT state->%(into)s::text, meta->%(into)s::text FROM {table} WHERE " + _PK + "{live}",
     # a dict that update_state stored as text, rewritten as sub-members (same content, same size) for a step merge
     convert="""UPDATE {table} SET state = jsonb_set(state, ARRAY[%(into)s::text], %(sub_state)s::jsonb),
@@ -261,14 +307,9 @@ _QUERIES = dict(
       WHERE """ + _PK + " AND meta->%(into)s::text = %(old_meta)s::jsonb AND state->%(into)s::text = %(old_state)s::jsonb{live}",
     restore=_RESTORE,
     delete="DELETE FROM {table} WHERE " + _PK + " RETURNING {alive}",  # whether it was live (not merely expired)
-    set_label="UPDATE {table} SET label = %(label)s, updated_at = {stamp} WHERE " + _PK + "{live} RETURNING 1",
-    summary="SELECT " + _SUMMARY_COLS + " FROM {table} WHERE flow_id = %s AND session_id = %s{live}",
+    delete_expired="DELETE FROM {table} WHERE " + _PK + " AND updated_at < {cutoff} RETURNING true",
     # one index probe per flow (a "loose index scan"), not a scan of every session
     list_flows=_FLOWS + """SELECT flow_id FROM f WHERE flow_id IS NOT NULL{live_flow} ORDER BY flow_id""",
-    # one page of export_sessions: a flow's sessions after a given id, in code point order (keyset paging). It walks
-    # the primary key (session_id, flow_id) from `after` on, so a page never re-reads earlier ones; no extra index
-    list_after="SELECT session_id, " + _SUMMARY_COLS + " FROM {table} WHERE session_id > %(after)s AND flow_id = %(f)s"
-               "{live} ORDER BY session_id LIMIT %(limit)s",
     rekey_clash="SELECT 1 FROM {table} WHERE session_id = %(s)s{live_txn} LIMIT 1",
     rekey_move="UPDATE {table} SET session_id = %(new)s WHERE session_id = %(s)s{live_txn} RETURNING 1",
     # (with a ttl) an id's expired rows only: see _rekey for why never its live ones
@@ -286,11 +327,16 @@ _LIST_ORDER = {  # (order_by, descending) -> ORDER BY clause, matching summary_s
     ("updated_at", False): "updated_at, session_id", ("updated_at", True): "updated_at DESC, session_id DESC",
     ("created_at", False): "created_at, session_id", ("created_at", True): "created_at DESC, session_id DESC",
     ("label", False): "label NULLS FIRST, session_id", ("label", True): "label DESC NULLS LAST, session_id DESC",
+    ("session_id", False): "session_id", ("session_id", True): "session_id DESC",
 }
 for (_field, _desc), _order in _LIST_ORDER.items():
+    # by session id, ascending: keyset pages (export_sessions) start strictly after %(after)s; they walk the primary
+    # key (session_id, flow_id) from there on, so a page never re-reads earlier ones, without an index of their own
+    _after = " AND session_id > %(after)s" if (_field, _desc) == ("session_id", False) else ""
     _QUERIES[f"list_{_field}_{'desc' if _desc else 'asc'}"] = (
-        "SELECT session_id, " + _SUMMARY_COLS + " FROM {table} WHERE flow_id = %(f)s{live} ORDER BY " + _order
-        + " LIMIT %(limit)s OFFSET %(offset)s")
+        "SELECT session_id, " + _SUMMARY_COLS + " FROM {table} WHERE flow_id = %(f)s" + _after + "{live} ORDER BY "
+        + _order + " LIMIT %(limit)s OFFSET %(offset)s")
+
 
 # %% ../../nbs/backends/postgres.ipynb #6d038bcf
 _RECONNECT_TIMEOUT = 1.0  # Seconds psycopg_pool keeps retrying one failed connection attempt in the background
@@ -372,65 +418,10 @@ def _after_fork_in_child():
 
 if hasattr(os, "register_at_fork"): os.register_at_fork(after_in_child=_after_fork_in_child)
 
-# %% ../../nbs/backends/postgres.ipynb #6a9cc302
-class PostgresWorkflowStateStore(WorkflowStateStoreBase):
-    """Workflow state in a PostgreSQL table: one row per session, each call one atomic statement; for many processes and hosts."""
-
-    def __init__(self,
-                 conninfo_or_pool: Union[str, "ConnectionPool"] = DEFAULT_CONNINFO,  # postgresql:// URL or libpq conninfo string, or a ready psycopg_pool.ConnectionPool (used as configured, not closed by close())
-                 *,
-                 table: str = DEFAULT_TABLE,  # Table name (several apps can share a database with different tables)
-                 schema: Optional[str] = None,  # Schema of the table (created if missing); None: the first of the search_path
-                 ttl: Union[None, int, float, timedelta] = None,  # Sessions not written for this long read as absent
-                 max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,  # Cap on one session's serialised state
-                 session_key: str = DEFAULT_SESSION_KEY,  # Cookie-session key holding the workflow session id
-                 min_size: int = 1,  # Connections the pool keeps open
-                 max_size: int = 10,  # Most connections the pool opens (per process)
-                 prepare_threshold: Optional[int] = 5,  # Executions before psycopg prepares a statement on the server; None: never (PgBouncer in transaction mode)
-                 connect_timeout: float = 5.0,  # Seconds to establish a connection
-                 pool_timeout: float = 5.0,  # Seconds a call waits for a connection before raising StoreUnavailableError
-                 socket_timeout: Optional[float] = 15.0,  # Seconds without an answer from the network before a connection counts as dead (TCP keepalive, tcp_user_timeout); None: the OS defaults
-                 statement_timeout: Optional[float] = None,  # Seconds a statement may run on the server (None: the server's setting)
-                 create_table: bool = True,  # Create the schema, table and indexes on first use if missing
-                ):
-        """Connect (lazily) to PostgreSQL; the table is created on first use if missing."""
-        super().__init__(ttl=ttl, max_state_bytes=max_state_bytes, session_key=session_key)
-        self.table, self.schema = _check_identifier(table, "table"), schema and _check_identifier(schema, "schema")
-        if isinstance(conninfo_or_pool, ConnectionPool):
-            self._pool, self._owns_pool = conninfo_or_pool, False
-            conninfo = conninfo_or_pool.conninfo if isinstance(conninfo_or_pool.conninfo, str) else ""
-        elif isinstance(conninfo_or_pool, str):
-            conninfo, self._owns_pool = conninfo_or_pool, True
-            try: kwargs = self._connect_kwargs(conninfo, prepare_threshold, connect_timeout, socket_timeout, statement_timeout)
-            except psycopg.ProgrammingError as e:  # libpq cannot parse it: an unknown option, a malformed URL
-                raise BackendError(
-                    f"PostgreSQL at {self._address(conninfo)}: invalid connection settings "
-                    f"({_hide_password(' '.join(str(e).split()), conninfo)}); check the URL or conninfo string and its "
-                    f"options") from None
-            self._conninfo, self._kwargs = conninfo, kwargs
-            self._new_pool = lambda: ConnectionPool(
-                conninfo, min_size=min_size, max_size=max_size, timeout=pool_timeout, kwargs=kwargs,
-                connection_class=_recording_connection_class(self),
-                # end a failing series of reconnection attempts soon (psycopg_pool backs off exponentially):
-                # the next call then starts a new attempt at once, so the store works as soon as the server is back
-                reconnect_timeout=_RECONNECT_TIMEOUT, name=f"cjm-workflow-state:{table}", open=False)
-            self._pool = self._new_pool()  # opened on first use (so a process can fork before it)
-        else:
-            raise TypeError(f"conninfo_or_pool must be a postgresql:// URL, a conninfo string or a "
-                            f"psycopg_pool.ConnectionPool, got {type(conninfo_or_pool).__name__}")
-        self.address, self._conninfo_text = self._address(conninfo), conninfo  # (the latter to hide its password)
-        qualified = (self.schema,) if self.schema else ()
-        self._names = dict(table=(*qualified, self.table), meta=(*qualified, self.table + "_meta"),
-                           **{suffix: (f"{self.table}_{suffix}",) for suffix in _INDEXES})
-        self._quoted = {k: _quote(*parts) for k, parts in self._names.items()}
-        self._time = self._time_sql()
-        self._sql = {k: self._render(q) for k, q in _QUERIES.items()}
-        self._sql.update(set_step=self._render(_SET_STEP_TTL if self.ttl else _SET_STEP),
-                         create=self._render(_CREATE_TTL if self.ttl else _CREATE))
-        self._create_table, self._connect_error = create_table, None  # the last failed connection attempt of the pool
-        self._schema_done, self._opened, self._closed, self._forked = not create_table, False, False, False
-        self._ready, self._ready_lock, self._inherited = False, threading.Lock(), []
-        _STORES.add(self)
+# %% ../../nbs/backends/postgres.ipynb #c0a7e3f1
+class _Connections:
+    """How a `PostgresWorkflowStateStore` reaches its server: the pool, each call's connection and what a failure
+    raises, the table set-up. (A mixin of the store below, kept apart so that each reads on its own.)"""
 
     @staticmethod
     def _connect_kwargs(conninfo, prepare_threshold, connect_timeout, socket_timeout, statement_timeout) -> dict:
@@ -457,61 +448,33 @@ class PostgresWorkflowStateStore(WorkflowStateStoreBase):
         db = p.get("dbname") or os.environ.get("PGDATABASE") or p.get("user") or ""
         return f"{host}:{port}" + (f"/{db}" if db else "")
 
-    def _time_sql(self) -> Dict[str, str]:
-        """The SQL of the server-clock placeholders of the statements (see `_SERVER_TIME`), and of the ttl conditions
-        built on them; without a ttl nothing is ever expired (the cutoffs are NULL: no row is older)."""
-        t = dict(_SERVER_TIME)
-        if not self.ttl: return dict(t, cutoff="NULL", txn_cutoff="NULL", live="", live_txn="", alive="true", live_flow="")
-        ttl = f"{float(self.ttl)!r}::float8"
-        t.update(cutoff=f"({t['now']} - {ttl})", txn_cutoff=f"({t['txn_now']} - {ttl})")
-        return dict(t, live=f" AND updated_at >= {t['cutoff']}", live_txn=f" AND updated_at >= {t['txn_cutoff']}",
-                    alive=f"updated_at >= {t['cutoff']}", live_flow=_LIVE_FLOW.format(**self._quoted, **t))
+    # ---- errors: every message names the server's address first ------------------------------
+    def _error(self, cls: type, what: str) -> Exception:
+        "Our exception `cls` (BackendError, StoreUnavailableError) saying `what` of the server at our address."
+        return cls(f"PostgreSQL at {self.address}{what}")
 
-    def _render(self, text: str) -> str:
-        "A statement template with the table's quoted names and the ttl condition filled in."
-        return text.format(**self._quoted, **self._time,
-                           max_state_bytes=self.max_state_bytes)
-
-    def _statement(self, kind: str, n: int) -> str:
-        "The merge statement of `kind` for n keys (built once, then cached)."
-        key = (kind, n if n <= _SCALAR_MAX else 0)
-        q = self._sql.get(key)
-        if q is None:
-            build = {"merge": _merge_sql, "merge_into": _merge_into_sql}.get(kind)
-            q = self._sql[key] = self._render(build(n, bool(self.ttl)) if build else _remove_sql(n))
-        return q
-
-    # ---- connections --------------------------------------------------------------------------
     def _describe(self, e: Exception) -> str:
         "A psycopg error's message on one line, without the password."
         return _hide_password(" ".join(str(e).split()), self._conninfo_text)
 
     def _unavailable(self, e: Exception) -> BackendError:
-        "The StoreUnavailableError (naming the server's address) for a connection failure (BackendError: refused settings)."
-        if isinstance(e, PoolClosed): return StoreUnavailableError(f"the PostgreSQL store ({self.address}) is closed")
+        "The StoreUnavailableError for a connection failure (BackendError when the server refused our settings)."
+        if isinstance(e, PoolClosed): return self._error(StoreUnavailableError, ": the store is closed")
         if isinstance(e, PoolTimeout):
             cause = self._connect_error  # why the pool's last connection attempt failed, if it did
             if cause is not None and _is_refused(cause): return self._refused(cause)  # not an outage: BackendError
-            return StoreUnavailableError(
-                f"PostgreSQL at {self.address} is unavailable: no connection within {self._pool.timeout:g} s "
+            return self._error(StoreUnavailableError, f" is unavailable: no connection within {self._pool.timeout:g} s "
                 + (f"(the last connection attempt failed: {self._describe(cause)})" if cause is not None else
                    f"(the server is down or unreachable, or all {self._pool.max_size} connections of the pool are busy)"))
         what = "timed out" if getattr(e, "sqlstate", None) == "57014" else "is unavailable"
-        return StoreUnavailableError(f"PostgreSQL at {self.address} {what}: {self._describe(e)}")
+        return self._error(StoreUnavailableError, f" {what}: {self._describe(e)}")
 
     def _refused(self, e: Exception) -> BackendError:
         "The error for a connection the server (or libpq) refused because of its settings, in the server's own words."
-        return BackendError(
-            f"PostgreSQL at {self.address} refused the connection: {self._describe(e)}. Check the database name, user, "
-            f"password and options of the store's URL (the database must exist and the user must be allowed to "
-            f"connect to it); retrying will not help")
-
-    def _outcome_unknown(self, e: Exception) -> StoreUnavailableError:
-        "The error for a call not safe to repeat whose connection failed after it was sent: it may have taken effect."
-        return StoreUnavailableError(
-            f"PostgreSQL at {self.address}: the connection was lost during the call ({self._describe(e)}); the server "
-            f"may or may not have done it, so the outcome is unknown and the call was not repeated: check the "
-            f"session (e.g. session_exists) before trying again")
+        return self._error(BackendError,
+            f" refused the connection: {self._describe(e)}. Check the database name, user, password and options of "
+            f"the store's URL (the database must exist and the user must be allowed to connect to it); retrying will "
+            f"not help")
 
     def _table_missing(self, e: Exception) -> BackendError:
         """The error for a store table that does not exist: dropped while the store ran, or (create_table=False)
@@ -521,16 +484,13 @@ class PostgresWorkflowStateStore(WorkflowStateStoreBase):
         name = ".".join(self._names["table"])
         if self._create_table:
             self._schema_done = self._ready = False  # the next call runs _prepare, which creates it again
-            return BackendError(
-                f"PostgreSQL at {self.address}: the store's table {name} does not exist: it was dropped while the store "
-                f"was running, with its data; this call did nothing, and the store creates it again, empty, on its "
-                f"next call")
-        return BackendError(f"PostgreSQL at {self.address}: the store's table {name} does not exist: create it, or let "
-                            f"the store create it (create_table=True), or give the store the right table/schema")
+            return self._error(BackendError,
+                f": the store's table {name} does not exist: it was dropped while the store was running, with its "
+                f"data; this call did nothing, and the store creates it again, empty, on its next call")
+        return self._error(BackendError, f": the store's table {name} does not exist: create it, or let the store "
+                                         f"create it (create_table=True), or give the store the right table/schema")
 
-    def _cannot_do(self, e: Exception, todo: str) -> BackendError:
-        "The error for a statement the server refused for a reason retrying will not fix, in its words, with what to do."
-        return BackendError(f"PostgreSQL at {self.address} refused the call: {self._describe(e)}; {todo}")
+    # ---- connections --------------------------------------------------------------------------
 
     def _run(self, fn, safe_to_repeat: bool = False):
         """Run fn(conn) on a pooled connection, once the store is ready (see `_call`)."""
@@ -569,10 +529,14 @@ class PostgresWorkflowStateStore(WorkflowStateStoreBase):
                 state = getattr(e, "sqlstate", None)
                 if state in _ROLLED_BACK and rolled_back < 3: rolled_back += 1; continue
                 if state == "42P01": raise self._table_missing(e) from None
-                if todo := _cannot_fix(e): raise self._cannot_do(e, todo) from None  # the statement did nothing
+                if todo := _cannot_fix(e):  # the statement did nothing
+                    raise self._error(BackendError, f" refused the call: {self._describe(e)}; {todo}") from None
                 if not _is_unavailable(e): raise
                 if state == "57014" or not sent: raise self._unavailable(e) from e  # nothing done
-                if not safe_to_repeat: raise self._outcome_unknown(e) from e
+                if not safe_to_repeat:  # it may have taken effect
+                    raise self._error(StoreUnavailableError, f": the connection was lost during the call "
+                        f"({self._describe(e)}); the server may or may not have done it, so the outcome is unknown and "
+                        f"the call was not repeated: check the session (e.g. session_exists) before trying again") from e
                 if lost: raise self._unavailable(e) from e
                 lost += 1
             finally:
@@ -582,16 +546,16 @@ class PostgresWorkflowStateStore(WorkflowStateStoreBase):
                         except psycopg.Error: pass
                     pool.putconn(conn)
 
-    def _one(self, query: str, params: dict, safe_to_repeat: bool = False):
-        "First row of one statement (None when it returns no row); a write unless `safe_to_repeat` (see `_call`)."
-        return self._run(lambda conn: conn.execute(query, params).fetchone(), safe_to_repeat)
+    def _write_row(self, query: str, params) -> Optional[tuple]:
+        "The first row a write returns (None when it returns none); never repeated (see `_call`)."
+        return self._run(lambda conn: conn.execute(query, params).fetchone())
 
-    def _read(self, query: str, params) -> Optional[tuple]:
-        "First row of a read (repeated once if its connection is lost: a read is safe to repeat)."
-        return self._one(query, params, safe_to_repeat=True)
+    def _read_row(self, query: str, params) -> Optional[tuple]:
+        "The first row of a read (None when there is none); repeated once if its connection is lost (safe for a read)."
+        return self._run(lambda conn: conn.execute(query, params).fetchone(), safe_to_repeat=True)
 
-    def _all(self, query: str, params: dict) -> list:
-        "All rows of a read (repeated once if its connection is lost)."
+    def _read_rows(self, query: str, params) -> list:
+        "Every row of a read; repeated once if its connection is lost."
         return self._run(lambda conn: conn.execute(query, params).fetchall(), safe_to_repeat=True)
 
     def _prepare(self) -> None:
@@ -599,7 +563,7 @@ class PostgresWorkflowStateStore(WorkflowStateStoreBase):
         Concurrent first calls wait here until the table exists (none runs before it: issue 9 item 6)."""
         with self._ready_lock:
             if self._ready: return
-            if self._closed: raise StoreUnavailableError(f"the PostgreSQL store ({self.address}) is closed")
+            if self._closed: raise self._error(StoreUnavailableError, ": the store is closed")
             if self._forked:  # a child process: the connections it inherited belong to the parent
                 self._forked = False
                 if self._owns_pool:
@@ -634,13 +598,14 @@ class PostgresWorkflowStateStore(WorkflowStateStoreBase):
             row = conn.execute(sql.SQL("SELECT value FROM {} WHERE key = 'schema_version'").format(meta)).fetchone()
             version = int(row[0]) if row else 0
             if version > SCHEMA_VERSION:
-                raise BackendError(f"PostgreSQL at {self.address}: the table {'.'.join(self._names['table'])} has "
-                                   f"layout version {version}, newer than this cjm-workflow-state knows "
-                                   f"({SCHEMA_VERSION}): upgrade the package (pip install -U cjm-workflow-state), or "
-                                   f"give the store another table name (table=...) or schema (schema=...)")
+                raise self._error(BackendError,
+                    f": the table {'.'.join(self._names['table'])} has layout version {version}, newer than this "
+                    f"cjm-workflow-state knows ({SCHEMA_VERSION}): upgrade the package (pip install -U "
+                    f"cjm-workflow-state), or give the store another table name (table=...) or schema (schema=...)")
             conn.execute(self._render(_DDL[0]))  # the table
             self._check_columns(conn, "table", _COLUMNS)
             for ddl in _DDL[1:]: conn.execute(self._render(ddl))
+            if version == 1: conn.execute(self._render(_MIGRATE_FROM_1))
             if version < SCHEMA_VERSION:
                 conn.execute(sql.SQL("INSERT INTO {} (key, value) VALUES ('schema_version', %s) ON CONFLICT (key) "
                                      "DO UPDATE SET value = excluded.value").format(meta), (str(SCHEMA_VERSION),))
@@ -651,33 +616,123 @@ class PostgresWorkflowStateStore(WorkflowStateStoreBase):
                                             "AND attnum > 0 AND NOT attisdropped", (self._quoted[which],))}
         if expected <= found: return
         name, what = ".".join(self._names[which]), "session table" if which == "table" else "layout-version table"
-        raise BackendError(
-            f"PostgreSQL at {self.address}: a table {name} exists that is not a cjm-workflow-state {what} (no column "
+        raise self._error(BackendError,
+            f": a table {name} exists that is not a cjm-workflow-state {what} (no column "
             f"{', '.join(sorted(expected - found))}): it belongs to something else and was left as is; give the store "
             f"another table name (table=...) or schema (schema=...)")
 
-    def _key(self, flow_id: str, session_id: str) -> tuple:
-        "Positional parameters of the hot primary-key reads (a tuple is the cheapest for psycopg to bind)."
-        return (flow_id, session_id)  # (no time: the statements read the server's clock, see _SERVER_TIME)
+# %% ../../nbs/backends/postgres.ipynb #6a9cc302
+class PostgresWorkflowStateStore(_Connections, WorkflowStateStoreBase):
+    """Workflow state in a PostgreSQL table: one row per session, each call one atomic statement; for many processes and hosts."""
+    server_time = True  # every time stamp and ttl cutoff is the database server's (see "Clocks")
 
-    def _params(self, flow_id: str, session_id: str, **extra) -> dict:
-        extra["f"], extra["s"] = flow_id, session_id
-        return extra
+    def __init__(self,
+                 conninfo_or_pool: Union[str, "ConnectionPool"] = DEFAULT_CONNINFO,  # postgresql:// URL or libpq conninfo string, or a ready psycopg_pool.ConnectionPool (used as configured, not closed by close())
+                 *,
+                 table: str = DEFAULT_TABLE,  # Table name (several apps can share a database with different tables)
+                 schema: Optional[str] = None,  # Schema of the table (created if missing); None: the first of the search_path
+                 ttl: Union[None, int, float, timedelta] = None,  # Sessions not written for this long read as absent
+                 max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,  # Cap on one session's serialised state
+                 session_key: str = DEFAULT_SESSION_KEY,  # Cookie-session key holding the workflow session id
+                 min_size: int = 1,  # Connections the pool keeps open
+                 max_size: int = 10,  # Most connections the pool opens (per process)
+                 prepare_threshold: Optional[int] = 5,  # Executions before psycopg prepares a statement on the server; None: never (PgBouncer in transaction mode)
+                 connect_timeout: float = 5.0,  # Seconds to establish a connection
+                 pool_timeout: float = 5.0,  # Seconds a call waits for a connection before raising StoreUnavailableError
+                 socket_timeout: Optional[float] = 15.0,  # Seconds without an answer from the network before a connection counts as dead (TCP keepalive, tcp_user_timeout); None: the OS defaults
+                 statement_timeout: Optional[float] = None,  # Seconds a statement may run on the server (None: the server's setting)
+                 create_table: bool = True,  # Create the schema, table and indexes on first use if missing
+                ):
+        """Connect (lazily) to PostgreSQL; the table is created on first use if missing."""
+        super().__init__(ttl=ttl, max_state_bytes=max_state_bytes, session_key=session_key)
+        self.table, self.schema = _check_identifier(table, "table"), schema and _check_identifier(schema, "schema")
+        if isinstance(conninfo_or_pool, ConnectionPool):
+            self._pool, self._owns_pool = conninfo_or_pool, False
+            conninfo = conninfo_or_pool.conninfo if isinstance(conninfo_or_pool.conninfo, str) else ""
+        elif not isinstance(conninfo_or_pool, str):
+            raise TypeError(f"conninfo_or_pool must be a postgresql:// URL, a conninfo string or a "
+                            f"psycopg_pool.ConnectionPool, got {type(conninfo_or_pool).__name__}")
+        else: conninfo, self._owns_pool = conninfo_or_pool, True
+        self.address, self._conninfo_text = self._address(conninfo), conninfo  # (the latter to hide its password)
+        if self._owns_pool:
+            try: kwargs = self._connect_kwargs(conninfo, prepare_threshold, connect_timeout, socket_timeout, statement_timeout)
+            except psycopg.ProgrammingError as e:  # libpq cannot parse it: an unknown option, a malformed URL
+                raise self._error(BackendError, f": invalid connection settings ({self._describe(e)}); check the URL "
+                                                f"or conninfo string and its options") from None
+            self._conninfo, self._kwargs = conninfo, kwargs
+            self._new_pool = lambda: ConnectionPool(
+                conninfo, min_size=min_size, max_size=max_size, timeout=pool_timeout, kwargs=kwargs,
+                connection_class=_recording_connection_class(self),
+                # end a failing series of reconnection attempts soon (psycopg_pool backs off exponentially):
+                # the next call then starts a new attempt at once, so the store works as soon as the server is back
+                reconnect_timeout=_RECONNECT_TIMEOUT, name=f"cjm-workflow-state:{table}", open=False)
+            self._pool = self._new_pool()  # opened on first use (so a process can fork before it)
+        qualified = (self.schema,) if self.schema else ()
+        self._names = dict(table=(*qualified, self.table), meta=(*qualified, self.table + "_meta"),
+                           **{suffix: (f"{self.table}_{suffix}",) for suffix in _INDEXES})
+        self._quoted = {k: _quote(*parts) for k, parts in self._names.items()}
+        self._time = self._time_sql()
+        self._sql = {k: self._render(q) for k, q in _QUERIES.items()}  # (and the generated statements, see _statement)
+        self._create_table, self._connect_error = create_table, None  # the last failed connection attempt of the pool
+        self._schema_done, self._opened, self._closed, self._forked = not create_table, False, False, False
+        self._ready, self._ready_lock, self._inherited = False, threading.Lock(), []
+        _STORES.add(self)
 
-    # ---- primitives ---------------------------------------------------------------------------
-    def _get_step(self, flow_id, session_id):
-        row = self._read(self._sql["get_step"], self._key(flow_id, session_id))
-        return row[0] if row else None
+    def _time_sql(self) -> Dict[str, str]:
+        """The SQL of the server-clock placeholders of the statements (see `_SERVER_TIME`), and of the ttl conditions
+        built on them; without a ttl nothing is ever expired (the cutoffs are NULL: no row is older)."""
+        t = dict(_SERVER_TIME)
+        if not self.ttl: return dict(t, cutoff="NULL", txn_cutoff="NULL", live="", live_txn="", alive="true", live_flow="")
+        ttl = f"{float(self.ttl)!r}::float8"
+        t.update(cutoff=f"({t['now']} - {ttl})", txn_cutoff=f"({t['txn_now']} - {ttl})")
+        return dict(t, live=f" AND updated_at >= {t['cutoff']}", live_txn=f" AND updated_at >= {t['txn_cutoff']}",
+                    alive=f"updated_at >= {t['cutoff']}", live_flow=_LIVE_FLOW.format(**self._quoted, **t))
 
-    def _get_state_text(self, flow_id, session_id):
-        row = self._read(self._sql["get_state"], self._key(flow_id, session_id))
+    def _render(self, text: str) -> str:
+        "A statement template with the table's quoted names and the ttl condition filled in."
+        return text.format(**self._quoted, **self._time, max_state_bytes=self.max_state_bytes)
+
+    def _statement(self, kind: str, arg) -> str:
+        """A generated statement, built once, then cached: `kind` "merge", "merge_into" or "remove" of `arg` keys (one
+        statement serves every number over _SCALAR_MAX), or `_set_fields`'s `when` for the field names `arg`."""
+        if type(arg) is int and arg > _SCALAR_MAX: arg = _SCALAR_MAX + 1
+        q = self._sql.get((kind, arg))
+        if q is None:
+            ttl = bool(self.ttl)
+            if kind == "merge": q = _merge_sql(arg, ttl)
+            elif kind == "merge_into": q = _merge_into_sql(arg, ttl)
+            elif kind == "remove": q = _remove_sql(arg)
+            else: q = _fields_sql(arg, kind, ttl)
+            q = self._sql[(kind, arg)] = self._render(q)
+        return q
+
+    # ---- the primitives (cutoff is not used: each statement computes its own from the server's clock) ----
+    def _read(self, flow_id, session_id, cutoff):
+        row = self._read_row(self._sql["read"], (flow_id, session_id))
+        return (self._summarise(flow_id, session_id, *row[:-1]), _assemble(*decode_json(row[-1]))) if row else None
+
+    def _get_state_text(self, flow_id, session_id, cutoff):  # (a tuple of parameters: the cheapest for psycopg to bind)
+        row = self._read_row(self._sql["get_state"], (flow_id, session_id))
         return _assemble(*decode_json(row[0])) if row else None
 
-    def _merge(self, flow_id, session_id, encoded, into=None, remove=()):
+    def _get_step(self, flow_id, session_id, cutoff):
+        row = self._read_row(self._sql["get_step"], (flow_id, session_id))
+        return row[0] if row else None
+
+    def _summary(self, flow_id, session_id, cutoff):  # (never reads the state column, however large)
+        row = self._read_row(self._sql["summary"], (flow_id, session_id))
+        return self._summarise(flow_id, session_id, *row) if row else None
+
+    @staticmethod
+    def _summarise(flow_id, session_id, label, step, created, updated, size) -> SessionSummary:
+        "A summary from the `_SUMMARY_COLS` of a row."
+        return make_summary(flow_id, session_id, _label_out(label), step, created, updated, int(size))
+
+    def _merge(self, flow_id, session_id, encoded, into, remove, cutoff):
         kept = encoded if into is None else (into,)  # a key that is also written is not removed
         rm = [_encode_key(k) for k in dict.fromkeys(remove) if k not in kept]
         if not encoded:
-            if rm: self._one(self._statement("remove", len(rm)), self._remove_params(flow_id, session_id, rm))
+            if rm: self._write_row(self._statement("remove", len(rm)), self._remove_params(flow_id, session_id, rm))
             return
         if rm:  # never done by the base class; kept atomic with a transaction
             def merge_and_remove(conn):
@@ -688,14 +743,12 @@ class PostgresWorkflowStateStore(WorkflowStateStoreBase):
         return self._merge_once(flow_id, session_id, encoded, into)
 
     def _remove_params(self, flow_id, session_id, rm: List[str]) -> dict:
-        p = self._params(flow_id, session_id, n=len(rm))
-        p.update(_Keys(len(rm)).params(rm, rm, [0] * len(rm)), keys=rm)
-        return p
+        return dict(f=flow_id, s=session_id, n=len(rm), keys=rm, **_Keys(len(rm)).params(rm, rm, [0] * len(rm)))
 
     def _merge_once(self, flow_id, session_id, encoded, into, conn=None):
         "The merge statement (on `conn` when given); what it refuses is redone under a row lock."
         n, length = len(encoded), 0
-        p = self._params(flow_id, session_id, n=n)
+        p = dict(f=flow_id, s=session_id, n=n)
         if n <= _SCALAR_MAX:  # the hot path (a form's fields): straight into the parameters
             for (kn, vn, ln), (k, v) in zip(_KEY_PARAMS, encoded.items()):
                 ek = _encode_key(k)
@@ -725,26 +778,24 @@ class PostgresWorkflowStateStore(WorkflowStateStoreBase):
                 for _ in range(3):
                     conn.execute(self._sql["lock_row"], p)
                     if into is None or not self._convert(flow_id, session_id, p["into"], conn):
-                        row = conn.execute(self._sql["get_state"], self._key(flow_id, session_id)).fetchone()
+                        row = conn.execute(self._sql["get_state"], (flow_id, session_id)).fetchone()
                         self._check_size(self._merged_size(_assemble(*decode_json(row[0])) if row else None, encoded, into))
                     if conn.execute(query, p).fetchone(): return
-            raise StoreUnavailableError(f"PostgreSQL at {self.address}: the update of session {session_id!r} was "
-                                        f"refused under a row lock; try again")  # (never seen: a safety net)
+            raise self._error(StoreUnavailableError, f": the update of session {session_id!r} was refused under a "
+                                                     f"row lock; try again")  # (never seen: a safety net)
         return merge(conn) if conn is not None else self._run(merge)
 
     def _convert(self, flow_id, session_id, into_key, conn) -> bool:
         "Rewrite a dict stored as plain text under `into_key` as sub-members, on `conn`; True if it was one."
-        p = self._params(flow_id, session_id, into=into_key)
+        p = dict(f=flow_id, s=session_id, into=into_key)
         row = conn.execute(self._sql["get_member"], p).fetchone()
-        if not row or row[1] is None or len(row[1]) > 2 or not isinstance(row[0], str) or not row[0].startswith("{"):
+        if not row or row[1] is None or "items" in row[1] or not isinstance(row[0], str) or not row[0].startswith("{"):
             return False
-        sub_state, sub_meta, sub_len = {}, {}, 0
-        for i, (k, v) in enumerate(decode_json(row[0]).items(), 1):
-            ek, ev = _encode_key(k), encode_json(v)
-            sub_state[ek], sub_meta[ek] = ev, [i, len(ek) + 1 + len(ev)]
-            sub_len += len(ek) + 1 + len(ev)
+        sub_state, items = _members(decode_json(row[0]).items(), encode=True)
+        entry = dict(row[1], next_seq=len(items), n_items=len(items), items=items,
+                     items_len=sum(e["len"] for e in items.values()))
         p.update(sub_state=encode_json(sub_state), old_state=encode_json(row[0]), old_meta=encode_json(row[1]),
-                 sub_meta=encode_json([row[1][0], row[1][1], len(sub_meta), len(sub_meta), sub_len, sub_meta]))
+                 sub_meta=encode_json(entry))
         conn.execute(self._sql["convert"], p)
         return True
 
@@ -757,47 +808,35 @@ class PostgresWorkflowStateStore(WorkflowStateStoreBase):
         items.update({k: item_text(k, v) for k, v in encoded.items()})
         return state_size(len(items), sum(map(len, items.values())))
 
-    def _set_step(self, flow_id, session_id, step_id):
-        self._run(lambda conn: conn.execute(self._sql["set_step"], self._params(flow_id, session_id, step=step_id)))
+    def _set_fields(self, flow_id, session_id, fields, when, cutoff):
+        p = dict(fields, f=flow_id, s=session_id)
+        if "label" in p: p["label"] = _label_in(p["label"])
+        query = self._statement(when, tuple(fields))
+        if when != "any": return self._write_row(query, p) is not None
+        self._run(lambda conn: conn.execute(query, p))  # (the upsert returns no row: it always writes)
+        return True
 
-    def _delete(self, flow_id, session_id):
-        row = self._one(self._sql["delete"], self._params(flow_id, session_id))
-        return row is not None and row[0]  # deleted, and it was live
+    def _delete(self, flow_id, session_id, cutoff, expired_only=False):
+        row = self._write_row(self._sql["delete_expired" if expired_only else "delete"], dict(f=flow_id, s=session_id))
+        return row is not None and row[0]  # deleted, and it was live (or expired, with expired_only)
 
-    def _create(self, flow_id, session_id, label):
-        p = self._params(flow_id, session_id, label=_label_in(label))
-        return self._one(self._sql["create"], p) is not None
-
-    def _set_label(self, flow_id, session_id, label):
-        p = self._params(flow_id, session_id, label=_label_in(label))
-        return self._one(self._sql["set_label"], p) is not None
-
-    @staticmethod
-    def _summarise(flow_id, session_id, label, step, created, updated, size) -> SessionSummary:
-        return make_summary(flow_id, session_id, _label_out(label), step, created, updated, int(size))
-
-    def _summary(self, flow_id, session_id):
-        row = self._read(self._sql["summary"], self._key(flow_id, session_id))
-        return self._summarise(flow_id, session_id, *row) if row else None
-
-    def _list(self, flow_id, order_by, descending, limit, offset):
-        query = self._sql[f"list_{order_by}_{'desc' if descending else 'asc'}"]
-        rows = self._all(query, self._params(flow_id, "", limit=limit, offset=offset))
+    def _list(self, flow_id, cutoff, order_by, descending, limit, offset, after=None):
+        rows = self._read_rows(self._sql[f"list_{order_by}_{'desc' if descending else 'asc'}"],
+                               dict(f=flow_id, limit=limit, offset=offset, after=after or ""))
         return [self._summarise(flow_id, *row) for row in rows]
 
-    def _list_flows(self):
-        return [r[0] for r in self._all(self._sql["list_flows"], {})]
+    def _count(self, flow_id, cutoff):
+        return self._read_row(self._sql["count"], dict(f=flow_id))[0]
 
-    def _list_after(self, flow_id, after, limit):
-        rows = self._all(self._sql["list_after"], self._params(flow_id, "", after=after or "", limit=limit))
-        return [self._summarise(flow_id, *row) for row in rows]
+    def _list_flows(self, cutoff):
+        return [r[0] for r in self._read_rows(self._sql["list_flows"], {})]
 
-    def _rekey(self, old_session_id, new_session_id):
+    def _rekey(self, old_session_id, new_session_id, cutoff):
         p = {"s": old_session_id, "new": new_session_id}
         def rekey(conn):
             with conn.transaction():
                 if conn.execute(self._sql["rekey_clash"], {**p, "s": new_session_id}).fetchone():
-                    raise SessionExistsError(f"session id {new_session_id!r} already holds data; rotate to a fresh id")
+                    raise _id_taken(new_session_id)
                 # With a ttl, expired rows are not moved, only deleted: the new id's first (so they cannot clash
                 # with the moved rows), then the old id's. Only rows that are expired: under READ COMMITTED each
                 # statement sees the rows committed before it starts, so a DELETE of every row of the old id also
@@ -811,20 +850,15 @@ class PostgresWorkflowStateStore(WorkflowStateStoreBase):
                 return moved
         try: return self._run(rekey)
         except psycopg.errors.UniqueViolation:  # a session appeared under the new id meanwhile
-            raise SessionExistsError(f"session id {new_session_id!r} already holds data; rotate to a fresh id") from None
+            raise _id_taken(new_session_id) from None
 
-    def _purge_expired(self, cutoff):
-        # `cutoff` (this host's clock) is ignored: the statement computes its own from the server's clock, so an admin
-        # host with a skewed clock (CLI purge-expired) never deletes a session that is live by the server's clock.
+    def _purge_expired(self, cutoff):  # one DELETE, by the server's clock (a skewed admin host deletes nothing live)
         # (Like every write, not repeated after a lost connection: a second run would report 0 for what the first deleted.)
         return self._run(lambda conn: conn.execute(self._sql["purge"]).rowcount)
 
     def _restore(self, flow_id, session_id, state_items, step, label, created, updated):
-        state, meta, length = {}, {}, 0
-        for i, (k, v) in enumerate(state_items.items(), 1):
-            ek = _encode_key(k)
-            state[ek], meta[ek] = v, [i, len(ek) + 1 + len(v)]
-            length += len(ek) + 1 + len(v)
+        state, meta = _members(state_items.items())
+        length = sum(e["len"] for e in meta.values())
         self._run(lambda conn: conn.execute(self._sql["restore"], dict(
             f=flow_id, s=session_id, state=encode_json(state), meta=encode_json(meta), n=len(state), len=length,
             step=step, label=_label_in(label), created=created, updated=updated)))
