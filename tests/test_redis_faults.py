@@ -164,16 +164,17 @@ def test_repeat_after_the_record_expired_is_an_unknown_outcome(proxied, monkeypa
     monkeypatch.setattr(store, "_once_ms", 300)
     direct.update_state("f", "s0", {"k": 0})
     run, acted = ONCE_CALLS[call]
-    ready, attempts = store._ready, []
+    pool = store._client.connection_pool   # the redis-py pool every call takes its connection from
+    get_connection, attempts = pool.get_connection, []
 
-    def ready_then_freeze(conn):   # the repeat's connection hangs (network frozen) for 3 times the record's life
-        attempts.append(conn)
+    def get_then_freeze(*args, **kwargs):   # the repeat's connection hangs (network frozen) for 3 times the record's life
+        attempts.append(args)
         if len(attempts) == 2:
             proxy.freeze()
             threading.Timer(0.9, proxy.thaw).start()
-        return ready(conn)
+        return get_connection(*args, **kwargs)
 
-    monkeypatch.setattr(store, "_ready", ready_then_freeze)
+    monkeypatch.setattr(pool, "get_connection", get_then_freeze)
     proxy.drop_replies(1)
     try: result = run(store)
     except StoreUnavailableError as e: assert "unknown" in str(e), str(e)
@@ -193,7 +194,7 @@ def test_run_once_records_are_beside_their_key(proxied):
     store.update_state("f", "s2", {"k": 1}); store.rekey_session("s2", "s3")
     records = sorted(client.scan_iter(match=b"*:once:*", count=1000))
     records = [r for r in records if r.startswith(prefix + b":")]
-    homes = [store._cmds("f", "s1").hash] * 2 + [store._flows_of("s2")]
+    homes = [prefix + b":{s1}:f:f"] * 2 + [prefix + b":{s2}:flows"]   # the session's hash, the old id's flow set
     assert len(records) == 3
     assert sorted(key_slot(r) for r in records) == sorted(key_slot(h) for h in homes)
     assert all(55_000 < client.pttl(r) <= 60_000 for r in records)

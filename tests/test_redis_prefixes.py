@@ -41,7 +41,7 @@ def test_every_operation_leaves_the_other_prefix_alone(mine, theirs):
         assert sorted(s.session_id for s in a.list_sessions("f")) == ["only-A", "shared-id"]
         assert {s["state"]["owner"] for s in a.export_sessions() if s["state"]} == {"A"}
         assert a.get_state("f", "shared-id") == {"owner": "A"}
-        assert a._list_after("f", None, 10)[0].session_id == "only-A"
+        assert a._list("f", None, "session_id", False, 10, 0)[0].session_id == "only-A"
 
         # and everything it does leaves b's data as it was
         a_ttl.purge_expired()

@@ -9,7 +9,7 @@ import random, time
 import pytest
 
 from cjm_workflow_state import SessionExistsError
-from cjm_workflow_state.backends.redis import RedisWorkflowStateStore
+from cjm_workflow_state.backends.redis import RedisWorkflowStateStore, escape_id
 from servers import redis_url, unique_name
 
 TTL = 0.5
@@ -27,7 +27,7 @@ def seen(store, flow="f"):
     "The session ids a store lists, exports and pages through, and its flows."
     return (sorted(s.session_id for s in store.list_sessions(flow)),
             sorted(s["session_id"] for s in store.export_sessions(flow)),
-            [s.session_id for s in store._list_after(flow, None, 100)],
+            [s.session_id for s in store._list(flow, None, "session_id", False, 100, 0)],
             store.list_flows())
 
 
@@ -102,7 +102,7 @@ def test_ttl_range_ends(prefix, ttl):
     store.rekey_session("s1", "s3")
     if ttl > 1:
         assert store.get_state("f", "s3") == {"k": 1, "_step_st": {"x": 1}}
-        hash_ms = store._client.pttl(store._cmds("f", "s3").hash)
+        hash_ms = store._client.pttl(f"{escape_id(prefix)}:{{s3}}:f:f")  # the session's hash (see "Key layout")
         assert 0.99e13 < hash_ms <= 1e13
         assert sorted(s.session_id for s in store.list_sessions("f")) == ["s0", "s2", "s3"]
     else:
@@ -174,7 +174,7 @@ def test_interleaved_stores_with_and_without_ttl(prefix, seed):
                 for descending in (True, False):
                     listed = store.list_sessions(flow, order_by=order, descending=descending)
                     assert sorted(s.session_id for s in listed) == kept[flow], (flow, order, descending)
-            assert [s.session_id for s in store._list_after(flow, None, 100)] == kept[flow]
+            assert [s.session_id for s in store._list(flow, None, "session_id", False, 100, 0)] == kept[flow]
             assert sorted(s["session_id"] for s in store.export_sessions(flow)) == kept[flow]
             for sid in kept[flow]: assert store.session_exists(flow, sid)
     plain.close(); timed.close()

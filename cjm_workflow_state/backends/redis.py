@@ -6,8 +6,10 @@
 __all__ = ['escape_id', 'label_sort_key', 'RedisWorkflowStateStore', 'open_url']
 
 # %% ../../nbs/backends/redis.ipynb #e493eedb
-import hashlib, math, os, re, time
+import functools, math, os, re, time
 from datetime import timedelta
+from importlib.resources import files
+from json.encoder import encode_basestring_ascii
 from typing import Any, Dict, List, Optional, Tuple, Union
 from urllib.parse import quote_from_bytes
 
@@ -20,6 +22,12 @@ try:
     from redis.retry import Retry
 except ImportError as e:  # the driver is an optional extra
     raise ImportError('RedisWorkflowStateStore needs the redis client: pip install "cjm-workflow-state[redis]"') from e
+
+try:  # optional: a faster JSON decoder (pip install "cjm-workflow-state[fast]"); json is used without it
+    import msgspec
+    _fast_loads, _FastDecodeError = msgspec.json.Decoder().decode, msgspec.DecodeError
+except ImportError:
+    _fast_loads = None
 
 from ..core.base import (DEFAULT_MAX_STATE_BYTES, DEFAULT_SESSION_KEY, SessionSummary,
     WorkflowStateStoreBase, encode_json, make_summary, state_size)
@@ -55,483 +63,20 @@ def _label_from_key(key: Optional[bytes]) -> Optional[str]:
     return _s(_LABEL_UNESCAPES.sub(lambda m: b"\x00" if m.group(1) == b"\x01" else b"\x01", key[1:-1]))
 
 # %% ../../nbs/backends/redis.ipynb #e619433a
-_LUA_ESC = r"""
-local function esc(s)  -- the Lua twin of escape_id
-  return (string.gsub(s, '[^0-9A-Za-z_.~%-]', function(c) return string.format('%%%02X', string.byte(c)) end))
-end
-local function unindex(zu, zc, zl, lm, zi, sid)  -- remove a session's entries from its flow's indexes
-  local lp = redis.call('HGET', lm, sid)
-  if lp then redis.call('HDEL', lm, sid) else lp = '\0' end
-  redis.call('ZREM', zu, sid); redis.call('ZREM', zc, sid); redis.call('ZREM', zl, lp .. sid); redis.call('ZREM', zi, sid)
-end
-
--- A key shared by many sessions (a flow's indexes, an id's flow set, the flow registry) must outlive every session
--- it lists, whichever store (with a ttl, another ttl, or none) wrote it. A script notes the keys' times to live with
--- `ttls` after it removed what it removes (a key whose last entry went no longer exists) and before it adds anything;
--- after adding, `outlive(keys, before, life)` makes them outlive the session it wrote, which lives `life` ms (-1: for
--- ever). For a session without an expiry they become persistent. Otherwise only a key that did not exist (it lists
--- nothing but what the script added) or that has an expiry gets one, and only a longer one (2 life, when less than
--- 1.5 life is left): a key without an expiry may list a session without one, and never gets an expiry.
-local function ttls(keys)
-  local p = {}
-  for i, k in ipairs(keys) do p[i] = redis.call('PTTL', k) end
-  return p
-end
-local function outlive(keys, before, life)
-  for i, k in ipairs(keys) do
-    if life < 0 then redis.call('PERSIST', k)
-    else
-      local p = before[i]
-      if p == -2 or (p >= 0 and p < life * 1.5) then redis.call('PEXPIRE', k, math.max(2 * life, 1)) end
-    end
-  end
-end
-"""
-
-_LUA_HEAD = _LUA_ESC + r"""
-local H, ZU, ZC, ZL, LM, X, FLOWS, ZI = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
-local FLOW, SID, TTL = ARGV[1], ARGV[2], ARGV[3]
--- H is P:{S}:f:F and the escaped prefix P holds no brace: the hash of another session of this flow
-local HB = string.find(H, '{', 1, true)
-local HE = string.find(H, '}', HB, true)
-local function hash_of(sid) return string.sub(H, 1, HB) .. esc(sid) .. string.sub(H, HE) end
-
-local SHARED = {ZU, ZC, ZL, LM, X, FLOWS, ZI}  -- the keys a write shares with other sessions (see outlive)
-local LIFE = -1  -- how long the session written lives, in ms (-1: for ever)
-if TTL ~= '' then LIFE = tonumber(TTL) end
-local function shared_before() if LIFE < 0 then return {} end return ttls(SHARED) end
-local function keep_shared(before, life) outlive(SHARED, before, life or LIFE) end
-
-local function unlabel()  -- remove the session's entries from the label index (before `shared_before`)
-  local old = redis.call('HGET', LM, SID) or '\0'
-  redis.call('ZREM', ZL, old .. SID); redis.call('HDEL', LM, SID)
-end
-local function label(lp)  -- add them for label sort key `lp` ('' for none), after `unlabel` or on a new session
-  if lp == '' then redis.call('HDEL', H, 'l'); lp = '\0'
-  else redis.call('HSET', H, 'l', lp); redis.call('HSET', LM, SID, lp) end
-  redis.call('ZADD', ZL, 0, lp .. SID)
-end
-"""
-
-_LUA_NOW = r"""
-local t = redis.call('TIME')
-local now = t[1] .. '.' .. string.rep('0', 6 - #t[2]) .. t[2]
-"""
-
-_LUA_DROP_STALE = r"""
-do  -- before indexing a new session: drop leftovers of an expired one with this id and up to two expired entries
-  local stale = {}
-  if redis.call('ZSCORE', ZC, SID) then stale[1] = SID end
-  if TTL ~= '' then
-    local cutoff = '(' .. (tonumber(now) - tonumber(TTL) / 1000 - 1)
-    for _, old in ipairs(redis.call('ZRANGEBYSCORE', ZU, '-inf', cutoff, 'LIMIT', 0, 2)) do
-      -- an old entry of a session written without a ttl (by another store on this prefix) is alive
-      if redis.call('EXISTS', hash_of(old)) == 0 then stale[#stale + 1] = old end
-    end
-  end
-  for _, sid in ipairs(stale) do unindex(ZU, ZC, ZL, LM, ZI, sid) end
-end
-"""
-
-_LUA_INDEX_NEW = r"""
--- index a new session (its label sort key in `new_label`, '' for none; ZU is written by _LUA_WRITE_HASH)
-redis.call('ZADD', ZC, now, SID); redis.call('ZADD', ZI, 0, SID); label(new_label)
-redis.call('SADD', X, FLOW); redis.call('SADD', FLOWS, FLOW)
-"""
-
-_LUA_WRITE_HASH = r"""
--- index the write, write `list` (field/value pairs) to the hash, set the session's expiry (or make it persistent:
--- the last writer's ttl decides), keep the shared keys alive for it
-redis.call('ZADD', ZU, now, SID)
-for i = 1, #list, 1000 do redis.call('HSET', H, unpack(list, i, math.min(i + 999, #list))) end
-if TTL ~= '' then redis.call('PEXPIRE', H, TTL) else redis.call('PERSIST', H) end
-keep_shared(before)
-"""
-
-_LUA_ONCE = r"""
--- A call that may be sent twice (its connection dropped after the server ran it) runs once: its first run
--- records its result under the call's token for `ms` (a minute), a second run returns that result and does nothing.
--- The record is kept beside the key the call is about (`base`: the session's hash, or the old id's flow set), so it
--- is under the store's prefix (delete_all removes it) and in that key's hash slot.
--- The record is the script's first write, so a server out of memory refuses the call before it changes anything.
-local function once(base, token, ms, run)
-  local key = base .. ':once:' .. token
-  local done = redis.call('GET', key)
-  if done then return tonumber(done) end
-  local result, act = run()
-  redis.call('SET', key, result, 'PX', ms)
-  if act then act() end
-  return result
-end
-"""
-
-# %% ../../nbs/backends/redis.ipynb #ecc3cf04
-_LUA_SPLICE = r"""
-local function str_end(s, i)  -- s:sub(i, i) is '"': the index of the closing quote
-  local p = i + 1
-  while true do
-    local q = string.find(s, '["\\]', p)
-    if string.byte(s, q) == 34 then return q end
-    p = q + 2
-  end
-end
-local function value_end(s, p)  -- the index of the last character of the value starting at p
-  local depth = 0
-  while true do
-    local q = string.find(s, '[%[%]{}",]', p)
-    local c = string.byte(s, q)
-    if c == 34 then p = str_end(s, q) + 1
-    elseif c == 91 or c == 123 then depth = depth + 1; p = q + 1
-    elseif depth == 0 then return q - 1
-    elseif c == 44 then p = q + 1
-    else depth = depth - 1; p = q + 1 end
-  end
-end
-local function merge_object(cur, first)  -- cur's members, updated and extended with ARGV[first..]
-  local keys, vals, pos = {}, {}, {}
-  if cur and string.byte(cur, 1) == 123 and #cur > 2 then
-    local i = 2
-    while true do
-      local ke = str_end(cur, i)
-      local ve = value_end(cur, ke + 2)
-      local k = string.sub(cur, i, ke)
-      keys[#keys + 1] = k; vals[#vals + 1] = string.sub(cur, ke + 2, ve); pos[k] = #keys
-      if string.byte(cur, ve + 1) == 125 then break end
-      i = ve + 2
-    end
-  end
-  for j = first, #ARGV, 2 do
-    local k = ARGV[j]
-    local p = pos[k]
-    if p then vals[p] = ARGV[j + 1] else keys[#keys + 1] = k; vals[#vals + 1] = ARGV[j + 1]; pos[k] = #keys end
-  end
-  local t = {}
-  for j = 1, #keys do t[j] = keys[j] .. ':' .. vals[j] end
-  return '{' .. table.concat(t, ',') .. '}'
-end
-"""
-
-_LUA_MERGE = _LUA_HEAD + r"""
--- ARGV: 4 max bytes, 5 field to merge into ('' for the top level), 6 number of fields to remove,
---       7.. fields to remove, then field/value pairs
-local m = redis.call('HMGET', H, 'n', 'z')
-local exists = m[1] ~= false
-local first = 7 + tonumber(ARGV[6])
-local fields, values = {}, {}
-if ARGV[5] ~= '' then
-""" + _LUA_SPLICE + r"""
-  local cur = nil
-  if exists then cur = redis.call('HGET', H, ARGV[5]) or nil end
-  fields[1] = ARGV[5]; values[1] = merge_object(cur, first)
-else
-  for i = first, #ARGV, 2 do fields[#fields + 1] = ARGV[i]; values[#values + 1] = ARGV[i + 1] end
-end
-if not exists and #fields == 0 then return 0 end
-local n, z = 0, 0
-if exists then n = tonumber(m[1]); z = tonumber(m[2]) end
-local written, gone = {}, {}
-for i = 1, #fields do
-  local f = fields[i]
-  local old = 0
-  if exists then old = redis.call('HSTRLEN', H, f) end
-  if old > 0 then z = z - #f - 1 - old else n = n + 1 end
-  z = z + #f + 1 + #values[i]
-  written[f] = true
-end
-if exists then
-  for i = 7, first - 1 do
-    local f = ARGV[i]
-    if not written[f] then
-      local old = redis.call('HSTRLEN', H, f)
-      if old > 0 then n = n - 1; z = z - #f - 1 - old; gone[#gone + 1] = f end
-      written[f] = true
-    end
-  end
-end
-local size = 2 + z + math.max(n - 1, 0)
-if size > tonumber(ARGV[4]) then return -size end
-""" + _LUA_NOW + r"""
-if not exists then
-""" + _LUA_DROP_STALE + r"""
-end
-local before = shared_before()
-local list = {'u', now, 'n', n, 'z', z}
-if not exists then
-  local new_label = ''
-""" + _LUA_INDEX_NEW + r"""
-  list[7] = 'c'; list[8] = now
-end
-for i = 1, #gone, 1000 do redis.call('HDEL', H, unpack(gone, i, math.min(i + 999, #gone))) end
-for i = 1, #fields do list[#list + 1] = fields[i]; list[#list + 1] = values[i] end
-""" + _LUA_WRITE_HASH + r"""
-return 1
-"""
-
-_LUA_SET_STEP = _LUA_HEAD + r"""
-local exists = redis.call('EXISTS', H) == 1
-""" + _LUA_NOW + r"""
-if not exists then
-""" + _LUA_DROP_STALE + r"""
-end
-local before = shared_before()
-local list = {'s', ARGV[4], 'u', now}
-if not exists then
-  local new_label = ''
-""" + _LUA_INDEX_NEW + r"""
-  list[5] = 'c'; list[6] = now; list[7] = 'n'; list[8] = 0; list[9] = 'z'; list[10] = 0
-end
-""" + _LUA_WRITE_HASH + r"""
-return 1
-"""
-
-_LUA_DELETE = _LUA_HEAD + _LUA_ONCE + r"""
--- ARGV: 4 the call's token, 5 how long its record is kept (ms)
-return once(H, ARGV[4], ARGV[5], function()
-  return redis.call('EXISTS', H), function()
-    redis.call('DEL', H)
-    unindex(ZU, ZC, ZL, LM, ZI, SID)
-    redis.call('SREM', X, FLOW)
-    if redis.call('ZCARD', ZU) == 0 then redis.call('SREM', FLOWS, FLOW); redis.call('DEL', ZC, ZL, LM, ZI) end
-  end
-end)
-"""
-
-_LUA_CREATE = _LUA_HEAD + _LUA_ONCE + r"""
--- ARGV: 4 label key ('' none), 5 the call's token, 6 how long its record is kept (ms)
-return once(H, ARGV[5], ARGV[6], function()
-  if redis.call('EXISTS', H) == 1 then return 0 end
-  return 1, function()
-""" + _LUA_NOW + _LUA_DROP_STALE + r"""
-    local before = shared_before()
-    local new_label = ARGV[4]
-""" + _LUA_INDEX_NEW + r"""
-    local list = {'u', now, 'c', now, 'n', 0, 'z', 0}
-""" + _LUA_WRITE_HASH + r"""
-  end
-end)
-"""
-
-_LUA_LABEL = _LUA_HEAD + r"""
-if redis.call('EXISTS', H) == 0 then return 0 end
-unlabel()
-local before = shared_before()
-""" + _LUA_NOW + r"""
-label(ARGV[4])
-local list = {'u', now}
-""" + _LUA_WRITE_HASH + r"""
-return 1
-"""
-
-_LUA_RESTORE = _LUA_HEAD + _LUA_NOW + r"""
--- ARGV: 4 label key ('' none), 5 step ('' none), 6 created, 7 updated, 8 n, 9 z, 10.. field/value pairs
-local left = nil
-if TTL ~= '' then left = math.floor((tonumber(ARGV[7]) - tonumber(now)) * 1000 + tonumber(TTL)) end
-redis.call('DEL', H)
-unindex(ZU, ZC, ZL, LM, ZI, SID)
-if left and left <= 0 then return 0 end  -- already expired: the session is absent
-local before = shared_before()
-local list = {'c', ARGV[6], 'u', ARGV[7], 'n', ARGV[8], 'z', ARGV[9]}
-if ARGV[5] ~= '' then list[#list + 1] = 's'; list[#list + 1] = ARGV[5] end
-for i = 10, #ARGV do list[#list + 1] = ARGV[i] end
-for i = 1, #list, 1000 do redis.call('HSET', H, unpack(list, i, math.min(i + 999, #list))) end
-redis.call('ZADD', ZC, ARGV[6], SID); redis.call('ZADD', ZU, ARGV[7], SID); redis.call('ZADD', ZI, 0, SID)
-label(ARGV[4])
-redis.call('SADD', X, FLOW); redis.call('SADD', FLOWS, FLOW)
-if left then redis.call('PEXPIRE', H, left) end
-keep_shared(before, left)  -- a session restored with a later updated time lives longer than ttl
-return 1
-"""
-_LUA_GET_STATE = r"""
-local a = redis.call('HGETALL', KEYS[1])
-if #a == 0 then return false end
-local t = {}
-for i = 1, #a, 2 do
-  if string.byte(a[i], 1) == 34 then t[#t + 1] = a[i] .. ':' .. a[i + 1] end
-end
-return '{' .. table.concat(t, ',') .. '}'
-"""
-
-# %% ../../nbs/backends/redis.ipynb #73112c85
-_LUA_PRUNE = _LUA_ESC + r"""
-local P, TTL = ARGV[1], ARGV[2]
-local function hkey(se, fe) return P .. ':{' .. se .. '}:f:' .. fe end
-local function fkeys(fe)
-  local b = P .. ':x:{' .. fe .. '}:'
-  return b .. 'u', b .. 'c', b .. 'l', b .. 'm', b .. 'i'
-end
-local function prune(fe, zu, zc, zl, lm, zi)
-  if TTL == '' then return 0 end
-  local t = redis.call('TIME')
-  local before = tonumber(t[1]) + tonumber(t[2]) / 1000000 - tonumber(TTL) + 1
-  local n = 0
-  for _, sid in ipairs(redis.call('ZRANGEBYSCORE', zu, '-inf', string.format('(%.17g', before))) do
-    if redis.call('EXISTS', hkey(esc(sid), fe)) == 0 then unindex(zu, zc, zl, lm, zi, sid); n = n + 1 end
-  end
-  return n
-end
-local function row(sid, fe, out)  -- append a live session's id and summary fields to `out`; false when it is gone
-  local r = redis.call('HMGET', hkey(esc(sid), fe), 's', 'l', 'c', 'u', 'n', 'z')
-  if not r[3] then return false end
-  out[#out + 1] = sid
-  for j = 1, 6 do out[#out + 1] = r[j] end
-  return true
-end
-"""
-
-_LUA_LIST = _LUA_PRUNE + r"""
--- KEYS: the flow's u, c, l, m, i keys. ARGV: 1 prefix, 2 ttl seconds, 3 escaped flow id, 4 index (1 u, 2 c, 3 l),
---       5 descending ('1' or ''), 6 offset, 7 count (-1: all)
-local FE, idx, desc = ARGV[3], KEYS[tonumber(ARGV[4])], ARGV[5] == '1'
-prune(FE, KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
-local offset, count = tonumber(ARGV[6]), tonumber(ARGV[7])
-local stop = -1
-if count >= 0 then stop = offset + count - 1 end
-local out = {}
-for attempt = 1, 10 do
-  local members
-  if desc then members = redis.call('ZREVRANGE', idx, offset, stop) else members = redis.call('ZRANGE', idx, offset, stop) end
-  out = {}
-  local dead = false
-  for _, m in ipairs(members) do
-    local sid = m
-    if idx == KEYS[3] then
-      if string.byte(m, 1) == 0 then sid = string.sub(m, 2) else sid = string.sub(m, string.find(m, '\0', 2, true) + 1) end
-    end
-    if not row(sid, FE, out) then unindex(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], sid); dead = true end
-  end
-  if not dead then break end
-end
-return out
-"""
-
-_LUA_LIST_AFTER = _LUA_PRUNE + r"""
--- KEYS: the flow's u, c, l, m, i keys. ARGV: 1 prefix, 2 ttl seconds, 3 escaped flow id, 4 the session id to
---       start after ('' from the first: no id is empty), 5 limit. Ids in byte order of UTF-8 (code point order).
-local FE, limit = ARGV[3], tonumber(ARGV[5])
-local from = '-'
-if ARGV[4] ~= '' then from = '(' .. ARGV[4] end
-local out, n = {}, 0
-while n < limit do
-  local ids = redis.call('ZRANGEBYLEX', KEYS[5], from, '+', 'LIMIT', 0, limit - n)
-  for _, sid in ipairs(ids) do
-    if row(sid, FE, out) then n = n + 1 else unindex(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], sid) end
-  end
-  if #ids == 0 then break end
-  from = '(' .. ids[#ids]
-end
-return out
-"""
-
-_LUA_LIST_FLOWS = _LUA_PRUNE + r"""
--- KEYS: the flow registry. ARGV: 1 prefix, 2 ttl seconds
-local out = {}
-for _, f in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local fe = esc(f)
-  local zu, zc, zl, lm, zi = fkeys(fe)
-  prune(fe, zu, zc, zl, lm, zi)
-  if redis.call('ZCARD', zu) > 0 then out[#out + 1] = f
-  else redis.call('SREM', KEYS[1], f); redis.call('DEL', zc, zl, lm, zi) end
-end
-return out
-"""
-
-_LUA_PURGE = _LUA_PRUNE + r"""
--- KEYS: the flow registry. ARGV: 1 prefix, 2 ttl seconds, 3 flow id, 4 offset, 5 batch size.
--- One batch of a flow's entries last written more than ttl ago by the server's clock: a session written without
--- an expiry (by a store without a ttl on this prefix) and not written since is deleted; the entries of sessions
--- that expired by themselves are removed; sessions with an expiry of their own are left to Redis.
--- Returns {sessions deleted, offset of the next batch or -1 when the flow is done}.
-local f, offset, batch = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
-local fe = esc(f)
-local zu, zc, zl, lm, zi = fkeys(fe)
-local t = redis.call('TIME')
-local cutoff = tonumber(t[1]) + tonumber(t[2]) / 1000000 - tonumber(TTL)
-local ids = redis.call('ZRANGEBYSCORE', zu, '-inf', string.format('(%.17g', cutoff), 'LIMIT', offset, batch)
-local deleted, kept = 0, 0
-for _, sid in ipairs(ids) do
-  local se = esc(sid)
-  local h = hkey(se, fe)
-  local left = redis.call('PTTL', h)
-  if left == -2 then
-    unindex(zu, zc, zl, lm, zi, sid)
-  elseif left == -1 and tonumber(redis.call('HGET', h, 'u') or '0') < cutoff then
-    redis.call('DEL', h); unindex(zu, zc, zl, lm, zi, sid)
-    redis.call('SREM', P .. ':{' .. se .. '}:flows', f)
-    deleted = deleted + 1
-  else
-    kept = kept + 1
-  end
-end
-if #ids < batch then
-  if redis.call('ZCARD', zu) == 0 then redis.call('SREM', KEYS[1], f); redis.call('DEL', zc, zl, lm, zi) end
-  return {deleted, -1}
-end
-return {deleted, offset + kept}
-"""
-
-_LUA_REKEY = _LUA_PRUNE + _LUA_ONCE + r"""
--- KEYS: flow sets of the old and the new id. ARGV: 1 prefix, 2 ttl, 3 old id, 4 new id, 5 the call's token,
---       6 how long its record is kept (ms)
-local OLD, NEW = ARGV[3], ARGV[4]
-local oe, ne = esc(OLD), esc(NEW)
-return once(KEYS[1], ARGV[5], ARGV[6], function()
-  for _, f in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-    if redis.call('EXISTS', hkey(ne, esc(f))) == 1 then return -1 end
-  end
-  local moving = {}
-  for _, f in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-    if redis.call('EXISTS', hkey(oe, esc(f))) == 1 then moving[#moving + 1] = f end
-  end
-  return #moving, function()
-    -- a moved session keeps its expiry (RENAME keeps it) and its flow indexes; a flow's index key that only the old
-    -- id's entry kept alive is gone once that entry is removed, and made again by the new id's: it must outlive the
-    -- session again (`outlive`), as must the new id's flow set, made here afresh
-    redis.call('DEL', KEYS[2])
-    local longest = 0  -- the longest time to live of a moved session in ms (-1: one has no expiry)
-    for _, f in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-      local fe = esc(f)
-      local zu, zc, zl, lm, zi = fkeys(fe)
-      local ho = hkey(oe, fe)
-      unindex(zu, zc, zl, lm, zi, OLD)
-      if redis.call('EXISTS', ho) == 1 then
-        local m = redis.call('HMGET', ho, 'u', 'c', 'l')
-        unindex(zu, zc, zl, lm, zi, NEW)
-        local keys = {zu, zc, zl, lm, zi}
-        local before = ttls(keys)
-        local hn = hkey(ne, fe)
-        redis.call('RENAME', ho, hn)
-        redis.call('ZADD', zu, m[1], NEW); redis.call('ZADD', zc, m[2], NEW); redis.call('ZADD', zi, 0, NEW)
-        if m[3] then redis.call('ZADD', zl, 0, m[3] .. NEW); redis.call('HSET', lm, NEW, m[3])
-        else redis.call('ZADD', zl, 0, '\0' .. NEW) end
-        redis.call('SADD', KEYS[2], f)
-        local life = redis.call('PTTL', hn)
-        outlive(keys, before, life)
-        if life < 0 or longest < 0 then longest = -1 else longest = math.max(longest, life) end
-      end
-    end
-    redis.call('DEL', KEYS[1])
-    if redis.call('EXISTS', KEYS[2]) == 1 then outlive({KEYS[2]}, {-2}, longest) end
-  end
-end)
-"""
-
-_SCRIPTS = dict(merge=_LUA_MERGE, set_step=_LUA_SET_STEP, delete=_LUA_DELETE, create=_LUA_CREATE,
-                set_label=_LUA_LABEL, restore=_LUA_RESTORE, get_state=_LUA_GET_STATE, list=_LUA_LIST,
-                list_after=_LUA_LIST_AFTER, list_flows=_LUA_LIST_FLOWS, purge=_LUA_PURGE, rekey=_LUA_REKEY)
+@functools.lru_cache(maxsize=None)
+def _lua(
+    name: str,  # "get_state", "session" or "index"
+) -> str:  # The script's text
+    "The text of one of the store's Lua scripts, package data beside this module (`redis_lua/<name>.lua`), read once."
+    return files("cjm_workflow_state.backends").joinpath("redis_lua", f"{name}.lua").read_text("utf-8")
 
 # %% ../../nbs/backends/redis.ipynb #8720f48d
 _UNAVAILABLE = (_RedisConnectionError, _RedisTimeoutError)
 _REPLIED = (AuthenticationError, AuthorizationError, BusyLoadingError)  # ConnectionErrors in redis-py, yet server replies
 _BUSY = (TryAgainError, ClusterDownError)  # refusals worth retrying shortly (with LOADING and BUSY)
-_ORDER_INDEX = {"updated_at": b"1", "created_at": b"2", "label": b"3"}
-
-def _bulk(arg: bytes) -> bytes:
-    "One argument in Redis' wire format (RESP bulk string)."
-    return b"$%d\r\n%s\r\n" % (len(arg), arg)
-
-def _pack(*args: bytes) -> bytes:
-    "A whole command in Redis' wire format."
-    return b"*%d\r\n%s" % (len(args), b"".join(map(_bulk, args)))
+_ORDER_INDEX = {"updated_at": "u", "created_at": "c", "label": "l", "session_id": "i"}  # index.lua's index names
+_WHEN = {"any": b"any", "live": b"live", "absent": b"absent"}  # session.lua's `fields` conditions
+_META = (b"s", b"l", b"c", b"u", b"n", b"z")  # a session hash's fields that are not state (see get_state.lua)
 
 def _redis_address(client) -> str:
     "host:port (or socket path) of a redis-py client, for error messages (never its password)."
@@ -542,18 +87,19 @@ def _redis_address(client) -> str:
     return f"{kw.get('host', 'localhost')}:{kw.get('port', 6379)}"
 
 def _token() -> bytes:
-    "A fresh token naming one call of a script that must not run twice (see `_LUA_ONCE`)."
+    "A fresh token naming one call that must not run twice (see `once` in session.lua)."
     return os.urandom(9).hex().encode()
 
-class _Commands:
-    "One session's pre-packed commands and write arguments."
-    __slots__ = ("hash", "get_step", "get_state", "summary", "write")
+def _join_state(fields: dict) -> bytes:
+    "A session's state as JSON object text, from its hash's fields (HGETALL): the state fields joined."
+    return b"{" + b",".join([k + b":" + v for k, v in fields.items() if k[:1] == b'"']) + b"}"
 
 # %% ../../nbs/backends/redis.ipynb #d46c1800
 class RedisWorkflowStateStore(WorkflowStateStoreBase):
     """Workflow state in Redis: a hash per session, one atomic round trip per call, native expiry."""
-    supports_native_ttl = True
-    _once_ms = 60_000  # How long a create/delete/rekey call's result is kept for a repeat of it (`_LUA_ONCE`)
+    server_time = True  # Redis stamps the writes (TIME in the scripts) and expires the sessions
+    _once_ms = 60_000  # How long a create/delete/rekey call's result is kept for a repeat of it (see `once`)
+    _large = 8192  # States larger than this (bytes) are read with HGETALL and joined here (see get_state.lua)
 
     def __init__(self,
                  url_or_client: Union[str, "redis.Redis"] = "redis://127.0.0.1:6379/0",  # Redis URL, or a ready redis.Redis client
@@ -592,67 +138,114 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
         else:
             raise TypeError(f"url_or_client must be a redis:// URL or a redis.Redis client, got {type(url_or_client).__name__}")
         self._client, self._pool = client, client.connection_pool
-        self._idle: List[Any] = []  # connections made by the client's pool, ready for the next call
-        self._pid = os.getpid()
         self.address = _redis_address(client)
         self._ttl_ms = b"" if self.ttl is None else str(max(1, math.ceil(self.ttl * 1000))).encode()
         self._ttl_s = b"" if self.ttl is None else repr(self.ttl).encode()
         self._max = str(max_state_bytes).encode()
-        self._lua = {name: text.encode() for name, text in _SCRIPTS.items()}
-        self._sha = {name: hashlib.sha1(text).hexdigest().encode() for name, text in self._lua.items()}
-        self._evalsha8 = {name: _bulk(b"EVALSHA") + _bulk(sha) + _bulk(b"8") for name, sha in self._sha.items()}
+        self._once_arg = str(self._once_ms).encode()
+        self._scripts = {name: client.register_script(_lua(name)) for name in ("get_state", "session", "index")}
+        self._sha = {name: script.sha.encode() for name, script in self._scripts.items()}
         # the prefix enters key names escaped like ids (no ':', '{', '}', glob characters): keys of different
         # prefixes differ before their first ':', so no prefix's keys, index entries or SCAN pattern reach another's
         self._key_prefix = escape_id(prefix).encode()
         self._flows_key = self._key_prefix + b":flows"
-        self._commands: Dict[Tuple[str, str], _Commands] = {}
-        self._flow_cache: Dict[str, tuple] = {}
+        self._sessions: Dict[Tuple[str, str], tuple] = {}  # (flow, session id) -> session.lua's KEYS and first ARGV
+        self._large_states = set()  # hashes last seen holding a state over `_large` bytes
 
     def __repr__(self): return f"RedisWorkflowStateStore({self.address!r}, prefix={self.prefix!r}, ttl={self.ttl})"
 
-    # -- keys and commands --
-    def _flow_keys(self, flow_id) -> tuple:
-        "A flow's u, c, l, m, i index keys and its escaped id, as bytes."
-        keys = self._flow_cache.get(flow_id)
-        if keys is None:
-            fe = escape_id(flow_id)
-            b = self._key_prefix + f":x:{{{fe}}}:".encode()
-            keys = (b + b"u", b + b"c", b + b"l", b + b"m", b + b"i", fe.encode())
-            if len(self._flow_cache) > 10000: self._flow_cache.clear()
-            self._flow_cache[flow_id] = keys
-        return keys
+    # -- keys --
+    def _flow_keys(self, flow_id: str) -> Tuple[tuple, bytes]:
+        "A flow's u, c, l, m, i index keys, and its escaped id."
+        fe = escape_id(flow_id).encode()
+        b = self._key_prefix + b":x:{" + fe + b"}:"
+        return (b + b"u", b + b"c", b + b"l", b + b"m", b + b"i"), fe
 
-    def _flows_of(self, session_id) -> bytes:
+    def _flows_of(self, session_id: str) -> bytes:
         "Key of the set of flows in which `session_id` has a session."
-        return self._key_prefix + f":{{{escape_id(session_id)}}}:flows".encode()
+        return self._key_prefix + b":{" + escape_id(session_id).encode() + b"}:flows"
 
-    def _cmds(self, flow_id, session_id) -> _Commands:
-        "The session's pre-packed commands (cached)."
-        c = self._commands.get((flow_id, session_id))
-        if c is None:
-            c = _Commands()
-            c.hash = self._key_prefix + f":{{{escape_id(session_id)}}}:f:{escape_id(flow_id)}".encode()
-            c.get_step = _pack(b"HGET", c.hash, b"s")
-            c.get_state = _pack(b"EVALSHA", self._sha["get_state"], b"1", c.hash)
-            c.summary = _pack(b"HMGET", c.hash, b"s", b"l", b"c", b"u", b"n", b"z")
-            zu, zc, zl, lm, zi, _ = self._flow_keys(flow_id)
-            c.write = b"".join(map(_bulk, (c.hash, zu, zc, zl, lm, self._flows_of(session_id), self._flows_key, zi,
-                                           _b(flow_id), _b(session_id), self._ttl_ms)))
-            if len(self._commands) > 10000: self._commands.clear()
-            self._commands[(flow_id, session_id)] = c
-        return c
+    def _session(self, flow_id: str, session_id: str) -> tuple:
+        """session.lua's KEYS (the session's hash) and first ARGV (the ttl): the same on every call, so cached."""
+        head = self._sessions.get((flow_id, session_id))
+        if head is None:
+            h = self._key_prefix + b":{" + escape_id(session_id).encode() + b"}:f:" + escape_id(flow_id).encode()
+            head = (h, self._ttl_ms)
+            if len(self._sessions) > 10000: self._sessions.clear()
+            self._sessions[(flow_id, session_id)] = head
+        return head
 
-    def _packed_write(self, name: str, c: _Commands, *args: bytes) -> bytes:
-        "The EVALSHA command of write script `name` on session `c` with extra ARGV `args`, packed."
-        return b"*%d\r\n" % (14 + len(args)) + self._evalsha8[name] + c.write + b"".join(map(_bulk, args))
+    # -- sending --
+    def _call(self,
+              args: tuple,  # The command and its arguments, as redis-py's `send_command` takes them
+              script: Optional[Any] = None,  # The `Script` it runs by EVALSHA, if any
+              write: bool = False,  # Whether the command may change data
+              repeatable: bool = True,  # Whether sending it twice does what sending it once does
+             ):
+        """Send one command on a connection of the client's pool and return its reply. A connection that fails
+        before the command was sent is retried (`retries` times); one that fails after it was sent is retried only
+        when the command is `repeatable` (reads, and the writes that run once per token); a write that is not
+        raises StoreUnavailableError saying its outcome is unknown, as does any later failure of a write once it may
+        have run. A script the server forgot (NOSCRIPT: it did nothing) is loaded and run again. Replies in which the
+        server refused the call raise `_refusal`'s error."""
+        retries, load, pool = self.retries, False, self._pool
+        first_sent = None  # when a write was first sent: from then on it may have run, whatever happens next
+        while True:
+            conn, repeat = None, first_sent is not None  # repeat: an earlier send may have run
+            try:
+                # the pool hands out a connected connection with nothing unread: one the server closed while it sat
+                # idle is replaced there, before anything is sent on it, so a call is never sent twice for that
+                conn = pool.get_connection()
+                if load:
+                    conn.send_command("SCRIPT", "LOAD", script.script)
+                    conn.read_response()
+                if repeat: self._check_repeat(first_sent)
+                # a command that fails to go out whole is not run by the server: only from here is the outcome open
+                conn.send_command(*args)
+                if write and first_sent is None: first_sent = time.monotonic()
+                reply = conn.read_response()
+                if repeat: self._check_repeat(first_sent)
+                return reply
+            except NoScriptError as e:  # the server did nothing with this send
+                if not repeat: first_sent = None
+                if load or script is None:
+                    if repeat: raise self._outcome_unknown(e, "the call was sent, then its repeat refused") from e
+                    raise self._refusal(e) from None
+                load = True
+            except _REPLIED as e:  # replies in which the server refused (it did nothing), not lost connections
+                if repeat: raise self._outcome_unknown(e, "the call was sent, then its repeat refused") from e
+                raise self._refusal(e) from None
+            except _UNAVAILABLE as e:  # redis-py has disconnected `conn`; the pool reconnects it on its next use
+                if first_sent is not None and (not repeatable or retries <= 0 or isinstance(e, _RedisTimeoutError)):
+                    raise self._outcome_unknown(e) from e
+                if retries <= 0 or isinstance(e, _RedisTimeoutError): raise self._unavailable(e) from e
+                retries -= 1
+            except ResponseError as e:
+                if repeat: raise self._outcome_unknown(e, "the call was sent, then its repeat refused") from e
+                raise self._refusal(e) from None
+            finally:
+                if conn is not None: pool.release(conn)
 
-    def _once_arg(self) -> bytes:
-        "The ARGV telling a run-once script how long to keep its record (ms)."
-        return str(self._once_ms).encode()
+    def _check_repeat(self, first_sent: float) -> None:
+        """A write repeated after its connection dropped is trusted only while the first run's record (`once`)
+        surely lasts: past half its life, the repeat could run the call a second time and report the opposite of
+        what happened (the session it created "exists", the one it deleted "did not"), so the outcome is unknown."""
+        waited = time.monotonic() - first_sent
+        if waited > self._once_ms / 2000:
+            raise self._outcome_unknown(TimeoutError(f"{waited:.1f} s since it was first sent"),
+                                        "the connection failed after the call was sent and its repeat came too late")
 
-    def _write(self, name: str, c: _Commands, *args: bytes, repeatable: bool = False):
-        "Run write script `name` on session `c` with extra ARGV `args` (`repeatable`: it runs once however often sent)."
-        return self._send(self._packed_write(name, c, *args), name, write=True, repeatable=repeatable)
+    def _write(self, head: tuple, op: bytes, *args, repeatable: bool = False):
+        "Run session.lua's operation `op` on the session of `head` (`_session`) with its own ARGV `args`."
+        script = self._scripts["session"]
+        return self._call((b"EVALSHA", self._sha["session"], b"1", *head, op, *args), script, write=True,
+                          repeatable=repeatable)
+
+    def _index(self, op: bytes, keys: tuple, *args, write: bool = False, repeatable: bool = True):
+        "Run index.lua's operation `op` with `keys` and its own ARGV `args`."
+        script = self._scripts["index"]
+        return self._call((b"EVALSHA", self._sha["index"], len(keys), *keys, op, self._key_prefix, self._ttl_s, *args), script,
+                          write=write, repeatable=repeatable)
 
     # -- errors --
     def _unavailable(self, e: Exception) -> StoreUnavailableError:
@@ -703,175 +296,129 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
                                 f"nothing was written: fix its disk or persistence settings (see the server's log)")
         return BackendError(f"Redis at {self.address} refused the call ({text})")
 
-    # -- sending --
-    def _ready(self, conn) -> None:
-        """Make `conn` ready to send on: connected, nothing unread. A connection the server closed while idle is
-        replaced here, before anything is sent on it, so a call sent afterwards is never sent twice."""
-        try: stale = conn.can_read()  # connects a new connection; True (or an error) for one closed by the server
-        except (AuthenticationError, AuthorizationError, BusyLoadingError): raise
-        except _RedisConnectionError: stale = True
-        if stale: conn.disconnect()
-        conn.connect()  # no-op when connected
-
-    def _send(self,
-              packed: bytes,  # One command, packed (`_pack`)
-              script: Optional[str] = None,  # Name of the script it runs by EVALSHA, if any
-              write: bool = False,  # Whether the command may change data
-              repeatable: bool = True,  # Whether sending it twice does what sending it once does
-             ):
-        """Send one command and return its reply. A connection that fails before the command was sent is retried
-        (`retries` times); one that fails after it was sent is retried only when the command is `repeatable`
-        (reads, and the scripts that run once per token); a write that is not raises StoreUnavailableError
-        saying its outcome is unknown, as does any later failure of a write once it may have run. A script the
-        server forgot (NOSCRIPT: it did nothing) is loaded and run again. Replies in which the server refused the
-        call raise `_refusal`'s error."""
-        retries, load = self.retries, False
-        first_sent = None  # when a write was first sent: from then on it may have run, whatever happens next
-        while True:
-            conn, sent, repeat = None, False, first_sent is not None  # repeat: an earlier send may have run
-            try:
-                if self._pid != os.getpid(): self._idle, self._pid = [], os.getpid()  # forked: never share a socket
-                try: conn = self._idle.pop()
-                except IndexError: conn = self._pool.make_connection()
-                self._ready(conn)
-                if load:
-                    conn.send_packed_command((_pack(b"SCRIPT", b"LOAD", self._lua[script]),), check_health=False)
-                    conn.read_response()
-                if repeat: self._check_repeat(first_sent)
-                # a command that fails to go out whole is not run by the server: only from here is the outcome open
-                conn.send_packed_command((packed,), check_health=False)
-                sent = True
-                if write and first_sent is None: first_sent = time.monotonic()
-                reply = conn.read_response()
-                if repeat: self._check_repeat(first_sent)
-                return reply
-            except NoScriptError as e:  # the server did nothing with this send
-                if not repeat: first_sent = None
-                if load or script is None:
-                    if repeat: raise self._outcome_unknown(e, "the call was sent, then its repeat refused") from e
-                    raise self._refusal(e) from None
-                load = True
-            except _REPLIED as e:  # replies in which the server refused (it did nothing), not lost connections
-                if repeat: raise self._outcome_unknown(e, "the call was sent, then its repeat refused") from e
-                raise self._refusal(e) from None
-            except _UNAVAILABLE as e:  # redis-py has disconnected `conn`; it reconnects on its next use
-                if first_sent is not None and (not repeatable or retries <= 0 or isinstance(e, _RedisTimeoutError)):
-                    raise self._outcome_unknown(e) from e
-                if retries <= 0 or isinstance(e, _RedisTimeoutError): raise self._unavailable(e) from e
-                retries -= 1
-            except ResponseError as e:
-                if repeat: raise self._outcome_unknown(e, "the call was sent, then its repeat refused") from e
-                raise self._refusal(e) from None
-            finally:  # a connection goes back only in a clean state: redis-py disconnects it on any I/O failure
-                if conn is not None: self._idle.append(conn)
-
-    def _check_repeat(self, first_sent: float) -> None:
-        """A write repeated after its connection dropped is trusted only while the first run's record (`_LUA_ONCE`)
-        surely lasts: past half its life, the repeat could run the call a second time and report the opposite of
-        what happened (the session it created "exists", the one it deleted "did not"), so the outcome is unknown."""
-        waited = time.monotonic() - first_sent
-        if waited > self._once_ms / 2000:
-            raise self._outcome_unknown(TimeoutError(f"{waited:.1f} s since it was first sent"),
-                                        "the connection failed after the call was sent and its repeat came too late")
-
-    def _eval(self, name: str, keys: tuple, *args: bytes, write: bool = False, repeatable: bool = True):
-        "Run script `name` with `keys` and `args` (the less frequent calls)."
-        return self._send(_pack(b"EVALSHA", self._sha[name], str(len(keys)).encode(), *keys, *args), name,
-                          write=write, repeatable=repeatable)
-
-    # -- primitives --
-    def _get_step(self, flow_id, session_id):
-        step = self._send(self._cmds(flow_id, session_id).get_step)
-        return None if step is None else _s(step)
-
-    def _get_state_text(self, flow_id, session_id):
-        text = self._send(self._cmds(flow_id, session_id).get_state, "get_state")
-        return None if text is None else text.decode("ascii")
-
-    def _merge(self, flow_id, session_id, encoded, into=None, remove=()):
-        args = [self._max, b"" if into is None else encode_json(into).encode(), str(len(remove)).encode()]
-        args.extend(encode_json(key).encode() for key in remove)
-        for key, value in encoded.items(): args += (encode_json(key).encode(), value.encode())
-        result = self._write("merge", self._cmds(flow_id, session_id), *args)
-        if result < 0: self._check_size(-result)
-
-    def _set_step(self, flow_id, session_id, step_id):
-        self._write("set_step", self._cmds(flow_id, session_id), _b(step_id))
-
-    def _delete(self, flow_id, session_id):
-        return self._write("delete", self._cmds(flow_id, session_id), _token(), self._once_arg(), repeatable=True) == 1
-
-    def _create(self, flow_id, session_id, label):
-        return self._write("create", self._cmds(flow_id, session_id), b"" if label is None else label_sort_key(label),
-                           _token(), self._once_arg(), repeatable=True) == 1
-
-    def _set_label(self, flow_id, session_id, label):
-        return self._write("set_label", self._cmds(flow_id, session_id), b"" if label is None else label_sort_key(label)) == 1
-
-    def _summary(self, flow_id, session_id):
-        s, l, c, u, n, z = self._send(self._cmds(flow_id, session_id).summary)
-        if c is None: return None
+    # -- reads --
+    def _summary_of(self, flow_id, session_id, s, l, c, u, n, z) -> SessionSummary:
+        "A summary from a session hash's s, l, c, u, n, z fields."
         return make_summary(flow_id, session_id, _label_from_key(l), None if s is None else _s(s), float(c), float(u),
                             state_size(int(n), int(z)))
 
+    def _note_size(self, h: bytes, size: int) -> None:
+        "Remember whether the state in hash `h` is large (read with HGETALL) or not (read by get_state.lua)."
+        if size > self._large:
+            if len(self._large_states) > 10000: self._large_states.clear()
+            self._large_states.add(h)
+        else: self._large_states.discard(h)
+
+    def _read(self, flow_id, session_id, cutoff):
+        fields = self._call((b"HGETALL", self._session(flow_id, session_id)[0]))
+        if type(fields) is list: fields = dict(zip(fields[::2], fields[1::2]))  # (RESP2 clients)
+        if b"c" not in fields: return None
+        return (self._summary_of(flow_id, session_id, *map(fields.get, _META)),
+                _join_state(fields).decode("utf-8", "replace"))
+
+    def _get_state_text(self, flow_id, session_id, cutoff):
+        h = self._session(flow_id, session_id)[0]
+        if h in self._large_states:
+            fields = self._call((b"HGETALL", h))
+            if type(fields) is list: fields = dict(zip(fields[::2], fields[1::2]))
+            text = _join_state(fields) if fields else None
+        else:
+            script = self._scripts["get_state"]
+            text = self._call((b"EVALSHA", self._sha["get_state"], b"1", h), script)
+        if text is None:
+            self._large_states.discard(h)
+            return None
+        self._note_size(h, len(text))
+        return text.decode("utf-8", "replace")
+
+    def _decode_state(self, flow_id, session_id, text):
+        if text and _fast_loads is not None:  # msgspec: the same values as json (exact big ints and floats), faster
+            try: state = _fast_loads(text)
+            except _FastDecodeError: pass  # (e.g. a lone surrogate escape, which json accepts): json decides
+            else:
+                if type(state) is dict: return state
+        return super()._decode_state(flow_id, session_id, text)
+
+    def _get_step(self, flow_id, session_id, cutoff):
+        step = self._call((b"HGET", self._session(flow_id, session_id)[0], b"s"))
+        return None if step is None else _s(step)
+
+    def _summary(self, flow_id, session_id, cutoff):
+        m = self._call((b"HMGET", self._session(flow_id, session_id)[0], *_META))
+        return None if m[2] is None else self._summary_of(flow_id, session_id, *m)
+
     def _rows(self, flow_id, r) -> List[SessionSummary]:
-        "Summaries from a list script's flat reply (id, step, label key, created, updated, n, z per session)."
-        return [make_summary(flow_id, _s(r[i]), _label_from_key(r[i + 2]), None if r[i + 1] is None else _s(r[i + 1]),
-                             float(r[i + 3]), float(r[i + 4]), state_size(int(r[i + 5]), int(r[i + 6])))
-                for i in range(0, len(r), 7)]
+        "Summaries from index.lua's flat list reply (id, step, label key, created, updated, n, z per session)."
+        return [self._summary_of(flow_id, _s(r[i]), *r[i + 1:i + 7]) for i in range(0, len(r), 7)]
 
-    def _list(self, flow_id, order_by, descending, limit, offset):
-        *keys, fe = self._flow_keys(flow_id)
-        return self._rows(flow_id, self._eval(
-            "list", tuple(keys), self._key_prefix, self._ttl_s, fe, _ORDER_INDEX[order_by], b"1" if descending else b"",
-            str(offset).encode(), str(-1 if limit is None else limit).encode()))
+    def _list(self, flow_id, cutoff, order_by, descending, limit, offset, after=None):
+        keys, fe = self._flow_keys(flow_id)
+        return self._rows(flow_id, self._index(
+            b"list", keys, fe, _ORDER_INDEX[order_by], b"1" if descending else b"", offset,
+            -1 if limit is None else limit, b"" if after is None else _b(after)))
 
-    def _list_after(self, flow_id: str, after: Optional[str], limit: int) -> List[SessionSummary]:
-        """Up to `limit` live sessions of `flow_id` whose id sorts after `after` (from the first when None), by id
-        in code point order (the byte order of UTF-8 in the flow's id index): one round trip."""
-        *keys, fe = self._flow_keys(flow_id)
-        return self._rows(flow_id, self._eval("list_after", tuple(keys), self._key_prefix, self._ttl_s, fe,
-                                              b"" if after is None else _b(after), str(limit).encode()))
+    def _count(self, flow_id, cutoff):
+        keys, fe = self._flow_keys(flow_id)
+        return self._index(b"count", keys, fe)
 
-    def _list_flows(self):
-        return sorted(_s(f) for f in self._eval("list_flows", (self._flows_key,), self._key_prefix, self._ttl_s))
+    def _list_flows(self, cutoff):
+        return sorted(_s(f) for f in self._index(b"list_flows", (self._flows_key,)))
 
-    def _rekey(self, old_session_id, new_session_id):
-        moved = self._eval("rekey", (self._flows_of(old_session_id), self._flows_of(new_session_id)),
-                           self._key_prefix, self._ttl_s, _b(old_session_id), _b(new_session_id), _token(), self._once_arg(),
-                           write=True, repeatable=True)
+    # -- writes --
+    def _merge(self, flow_id, session_id, encoded, into, remove, cutoff):
+        head = self._session(flow_id, session_id)
+        args = [self._max, b"" if into is None else encode_basestring_ascii(into), str(len(remove))]
+        args.extend(map(encode_basestring_ascii, remove))
+        for key, value in encoded.items(): args += (encode_basestring_ascii(key), value)
+        size = self._write(head, b"merge", *args)
+        if size < 0: self._check_size(-size)
+        self._note_size(head[0], size)
+
+    def _set_fields(self, flow_id, session_id, fields, when, cutoff):
+        step = fields.get("step", "")
+        args = [_WHEN[when], b"\0" if step is None else _b(step)]
+        if "label" in fields or when == "absent":
+            args.append(label_sort_key(fields["label"]) if "label" in fields else b"")
+        if when == "absent": args += (_token(), self._once_arg)  # create_session runs once: its repeat is safe
+        return self._write(self._session(flow_id, session_id), b"fields", *args, repeatable=when == "absent") == 1
+
+    def _delete(self, flow_id, session_id, cutoff, expired_only=False):
+        if expired_only: raise NotImplementedError("RedisWorkflowStateStore purges in its own _purge_expired")
+        return self._write(self._session(flow_id, session_id), b"delete", _token(), self._once_arg,
+                           repeatable=True) == 1
+
+    def _restore(self, flow_id, session_id, state_items, step, label, created, updated):
+        head = self._session(flow_id, session_id)
+        keys = [encode_basestring_ascii(k) for k in state_items]
+        z = sum(len(k) + 1 + len(v) for k, v in zip(keys, state_items.values()))
+        args = [b"" if label is None else label_sort_key(label), b"" if step is None else _b(step),
+                repr(float(created)), repr(float(updated)), len(state_items), z]
+        for key, value in zip(keys, state_items.values()): args += (key, value)
+        self._write(head, b"restore", *args)
+        self._note_size(head[0], state_size(len(state_items), z))
+
+    def _rekey(self, old_session_id, new_session_id, cutoff):
+        moved = self._index(b"rekey", (self._flows_of(old_session_id), self._flows_of(new_session_id)),
+                            _b(old_session_id), _b(new_session_id), _token(), self._once_arg, write=True)
         if moved < 0:
             raise SessionExistsError(f"session id {new_session_id!r} already holds data; rotate to a fresh id")
         return moved
 
-    def _restore(self, flow_id, session_id, state_items, step, label, created, updated):
-        args = [b"" if label is None else label_sort_key(label), b"" if step is None else _b(step),
-                repr(float(created)).encode(), repr(float(updated)).encode(), str(len(state_items)).encode(),
-                str(sum(len(encode_json(k)) + 1 + len(v) for k, v in state_items.items())).encode()]
-        for key, value in state_items.items(): args += (encode_json(key).encode(), value.encode())
-        self._write("restore", self._cmds(flow_id, session_id), *args)
-
-    def purge_expired(self,
-                      batch: int = 500,  # Index entries one script call looks at (bounds how long Redis is busy)
-                     ) -> int:  # How many sessions were deleted
+    def _purge_expired(self, cutoff,
+                       batch: int = 500,  # Index entries one script call looks at (bounds how long Redis is busy)
+                      ) -> int:  # How many sessions were deleted
         """Delete the sessions written without an expiry (by a store without a ttl on this prefix) that were last
         written more than `ttl` ago by the Redis server's clock, and the index entries expired sessions left behind,
-        a batch at a time; 0 without a ttl. Sessions with an expiry of their own are left to Redis."""
-        if self.ttl is None: return 0
+        a batch at a time. Sessions with an expiry of their own are left to Redis."""
         deleted = 0
-        for flow in self._send(_pack(b"SMEMBERS", self._flows_key)):
-            offset = b"0"
-            while True:
-                n, offset = self._eval("purge", (self._flows_key,), self._key_prefix, self._ttl_s, flow, offset,
-                                       str(batch).encode(), write=True, repeatable=False)
+        for flow in self._call((b"SMEMBERS", self._flows_key)):
+            offset = 0
+            while offset >= 0:
+                n, offset = self._index(b"purge", (self._flows_key,), flow, offset, batch, write=True, repeatable=False)
                 deleted += n
-                if offset < 0: break
-                offset = str(offset).encode()
         return deleted
 
     def _close(self):
-        idle, self._idle = self._idle, []
-        for conn in idle: conn.disconnect()
         if self._owns_client: self._client.close()
 
     # -- administration --
