@@ -87,7 +87,7 @@ def test_bad_db_number():
     store.close()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def locked_server():
     port, server = own_server("--requirepass", "s3cr3t-pw")
     yield port
