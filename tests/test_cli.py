@@ -72,7 +72,8 @@ def test_bad_import_input(stdin, expected):
 @pytest.mark.parametrize("url", ["redis://127.0.0.1:1/0", "postgresql://postgres@127.0.0.1:1/test"])
 def test_unreachable_server_is_one_line(url):
     pytest.importorskip("redis" if url.startswith("redis") else "psycopg")
-    err = one_line_error(cli("flows", url), 1)
+    options = () if url.startswith("redis") else ("-o", "pool_timeout=0.5")  # (else the pool retries for its default 5 s)
+    err = one_line_error(cli("flows", url, *options), 1)
     assert "127.0.0.1:1" in err or "port 1" in err, err
 
 
