@@ -23,12 +23,6 @@ try:
 except ImportError as e:  # the driver is an optional extra
     raise ImportError('RedisWorkflowStateStore needs the redis client: pip install "cjm-workflow-state[redis]"') from e
 
-try:  # optional: a faster JSON decoder (pip install "cjm-workflow-state[fast]"); json is used without it
-    import msgspec
-    _fast_loads, _FastDecodeError = msgspec.json.Decoder().decode, msgspec.DecodeError
-except ImportError:
-    _fast_loads = None
-
 from ..core.base import (DEFAULT_MAX_STATE_BYTES, DEFAULT_SESSION_KEY, SessionSummary,
     WorkflowStateStoreBase, encode_json, make_summary, state_size)
 from ..errors import BackendError, SessionExistsError, StoreUnavailableError, redact_url
@@ -330,14 +324,6 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
             return None
         self._note_size(h, len(text))
         return text.decode("utf-8", "replace")
-
-    def _decode_state(self, flow_id, session_id, text):
-        if text and _fast_loads is not None:  # msgspec: the same values as json (exact big ints and floats), faster
-            try: state = _fast_loads(text)
-            except _FastDecodeError: pass  # (e.g. a lone surrogate escape, which json accepts): json decides
-            else:
-                if type(state) is dict: return state
-        return super()._decode_state(flow_id, session_id, text)
 
     def _get_step(self, flow_id, session_id, cutoff):
         step = self._call((b"HGET", self._session(flow_id, session_id)[0], b"s"))

