@@ -463,7 +463,8 @@ def _fields_sql(
     ttl: bool,  # Whether the store has a ttl
 ) -> str:  # SQL with `$now`, `$now_ms` and `$wlive` (see `_stamped`)
     """The statement that sets a session's step and/or label. Parameters: "live" and "same_ms": the values, flow_id,
-    session_id, [ttl]; "any" and "absent": flow_id, session_id, step, label, [ttl]."""
+    session_id, [ttl]; "absent": flow_id, session_id, step, label, [ttl]; "any": flow_id, session_id, step, label, and
+    with a ttl the ttl once per column that starts afresh (4 - len(names) times)."""
     cols = [_FIELD_COLUMNS[n] for n in names]
     if when in ("live", "same_ms"): return _update_sql(", ".join(c + " = ?" for c in cols), when == "same_ms")
     insert = (f"INSERT INTO workflow_sessions ({_COLS}) VALUES (?, ?, ?, '{{}}', ?, $now, $now, $now_ms) "
@@ -475,9 +476,10 @@ def _fields_sql(
         if not ttl: return insert.split(" ON CONFLICT")[0].replace("INSERT", "INSERT OR IGNORE", 1)
         return (insert + ", ".join(f"{c} = {v}" for c, v in fresh.items())
                 + f", {stamp} WHERE workflow_sessions.updated_at < $now - ?")
-    # "any": the fields set; on an expired session (ttl, ?5) the other fields start afresh, in the same statement
+    # "any": the fields set; on an expired session (ttl) the other fields start afresh, in the same statement. Each CASE
+    # takes the ttl as a parameter of its own (plain `?`: Python 3.12 deprecates numbered ones such as ?5 in a sequence)
     sets = [f"{c} = excluded.{c}" for c in cols] + [
-        f"{c} = CASE WHEN updated_at < $now - ?5 THEN {v} ELSE {c} END" for c, v in fresh.items() if ttl and c not in cols]
+        f"{c} = CASE WHEN updated_at < $now - ? THEN {v} ELSE {c} END" for c, v in fresh.items() if ttl and c not in cols]
     return insert + ", ".join(sets) + f", {stamp}"
 
 _WRITES = dict(
@@ -793,8 +795,9 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
                 return True
             self._last_write = guess
         # "any": an upsert (an expired session starts afresh); "absent": an insert (replacing only an expired session)
-        changed = self._run(q[names, when], (flow_id, session_id, fields.get("step"), fields.get("label"))
-                            + self._ttl_param, _CHANGED)
+        ttl_params = self._ttl_param * (4 - len(names) if when == "any" else 1)  # (see `_fields_sql`)
+        changed = self._run(q[names, when], (flow_id, session_id, fields.get("step"), fields.get("label")) + ttl_params,
+                            _CHANGED)
         return when == "any" or changed == 1
 
     def _delete(self, flow_id, session_id, cutoff, expired_only=False):
