@@ -197,10 +197,10 @@ def main():
     failed = []
     try:
         info = raw.info("server")
-        from cjm_workflow_state.backends.redis import _fast_loads
+        from cjm_workflow_state.core.codec import _fast_decode
         print(f"Redis {info['redis_version']} at {store.address}; redis-py {redis.__version__}; Python "
               f"{sys.version.split()[0]}; hiredis: {'yes' if redis.utils.HIREDIS_AVAILABLE else 'no'}; "
-              f"msgspec decoder: {'yes' if _fast_loads else 'no'}; store ttl={store.ttl:g}s; "
+              f"msgspec decoder: {'yes' if _fast_decode else 'no'}; store ttl={store.ttl:g}s; "
               f"baseline: {args.baseline or 'none'}")
         stores = {"": store, **({"baseline ": old} if old else {})}
         ops = protocol_ops(stores, raw, prefix)
