@@ -448,6 +448,10 @@ def read_final(store, history: History) -> None:
         t0 = time.monotonic()
         summary = store.get_session_summary(flow, sid)
         state = store.get_state(flow, sid) if summary is not None else {}
+        if summary is not None and state == {} and store.get_session_summary(flow, sid) is None:
+            # it expired between the two reads (its summary, then an empty state): it is absent by the window's end,
+            # which the expiry model allows; recording "present with no keys" would mix two moments into one state
+            summary = None
         history.final[(flow, sid)] = dict(present=summary is not None, state=state,
                                           step=summary.current_step if summary else None,
                                           label=summary.label if summary else None,
