@@ -14,7 +14,7 @@ from typing import Dict, Optional, Union
 
 from ..core.base import (DEFAULT_MAX_STATE_BYTES, DEFAULT_SESSION_KEY, SessionSummary, WorkflowStateStoreBase,
     encode_json, item_text, join_items, make_summary, merge_json_object, state_size, summary_sort_key)
-from ..errors import SessionExistsError, redact_url
+from ..errors import redact_url
 
 # %% ../../nbs/backends/memory.ipynb #28fcaf1b
 class _Session:
@@ -158,7 +158,7 @@ class InMemoryWorkflowStateStore(WorkflowStateStoreBase):
         with self._lock:
             flows = list(self._flows)
             if any(self._live(f, new_session_id, cutoff) is not None for f in flows):
-                raise SessionExistsError(f"session id {new_session_id!r} already holds data; rotate to a fresh id")
+                raise self._rekey_target_taken(new_session_id)
             moved = [f for f in flows if self._live(f, old_session_id, cutoff) is not None]
             for f in moved:
                 rec = self._drop(f, old_session_id)

@@ -24,7 +24,7 @@ except ImportError as e:  # the optional driver is missing
 
 from ..core.base import (DEFAULT_MAX_STATE_BYTES, DEFAULT_SESSION_KEY, SessionSummary,
     WorkflowStateStoreBase, decode_json, encode_json, item_text, make_summary, merge_json_object, state_size)
-from ..errors import BackendError, SessionExistsError, StoreUnavailableError, hide_secrets
+from ..errors import BackendError, StoreUnavailableError, hide_secrets
 
 # %% ../../nbs/backends/postgres.ipynb #f615bf4d
 SCHEMA_VERSION = 2  # Layout version of the tables; stored in the `<table>_meta` table (1: `meta` entries as arrays)
@@ -253,10 +253,6 @@ def _members(
         if encode: v = encode_json(v)
         state[ek], meta[ek] = v, {"seq": seq, "len": len(ek) + 1 + len(v)}  # (`item_text(k, v)`'s length)
     return state, meta
-
-def _id_taken(session_id: str) -> SessionExistsError:
-    "The error of a rekey to a session id that already holds data."
-    return SessionExistsError(f"session id {session_id!r} already holds data; rotate to a fresh id")
 
 def _assemble(
     state: Dict[str, Any],  # The `state` column: encoded key -> value text (or, for a step member, a dict of them)
@@ -836,7 +832,7 @@ class PostgresWorkflowStateStore(_Connections, WorkflowStateStoreBase):
         def rekey(conn):
             with conn.transaction():
                 if conn.execute(self._sql["rekey_clash"], {**p, "s": new_session_id}).fetchone():
-                    raise _id_taken(new_session_id)
+                    raise self._rekey_target_taken(new_session_id)
                 # With a ttl, expired rows are not moved, only deleted: the new id's first (so they cannot clash
                 # with the moved rows), then the old id's. Only rows that are expired: under READ COMMITTED each
                 # statement sees the rows committed before it starts, so a DELETE of every row of the old id also
@@ -850,7 +846,7 @@ class PostgresWorkflowStateStore(_Connections, WorkflowStateStoreBase):
                 return moved
         try: return self._run(rekey)
         except psycopg.errors.UniqueViolation:  # a session appeared under the new id meanwhile
-            raise _id_taken(new_session_id) from None
+            raise self._rekey_target_taken(new_session_id) from None
 
     def _purge_expired(self, cutoff):  # one DELETE, by the server's clock (a skewed admin host deletes nothing live)
         # (Like every write, not repeated after a lost connection: a second run would report 0 for what the first deleted.)

@@ -25,7 +25,7 @@ except ImportError as e:  # the driver is an optional extra
 
 from ..core.base import (DEFAULT_MAX_STATE_BYTES, DEFAULT_SESSION_KEY, SessionSummary,
     WorkflowStateStoreBase, encode_json, make_summary, state_size)
-from ..errors import BackendError, SessionExistsError, StoreUnavailableError, redact_url
+from ..errors import BackendError, StoreUnavailableError, redact_url
 
 # %% ../../nbs/backends/redis.ipynb #eef610c1
 def _b(s: str) -> bytes:
@@ -387,7 +387,7 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
         moved = self._index(b"rekey", (self._flows_of(old_session_id), self._flows_of(new_session_id)),
                             _b(old_session_id), _b(new_session_id), _token(), self._once_arg, write=True)
         if moved < 0:
-            raise SessionExistsError(f"session id {new_session_id!r} already holds data; rotate to a fresh id")
+            raise self._rekey_target_taken(new_session_id)
         return moved
 
     def _purge_expired(self, cutoff,

@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, Iterable, Optional, Tuple, Union
 
 from ..core.base import (DEFAULT_MAX_STATE_BYTES, DEFAULT_SESSION_KEY, MAX_LABEL_LENGTH,
     WorkflowStateStoreBase, check_label, encode_json, is_valid_id, item_text, join_items, make_summary)
-from ..errors import BackendError, SessionExistsError, StoreUnavailableError, WorkflowStateError
+from ..errors import BackendError, StoreUnavailableError, WorkflowStateError
 
 # %% ../../nbs/backends/sqlite.ipynb #f34f8049
 SCHEMA_VERSION = 1  # Table layout this module reads and writes, recorded in `workflow_sessions_meta`
@@ -819,7 +819,7 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
     def _rekey_tx(self, conn, old, new):
         "Move a session id's rows, inside the caller's transaction (expiry decided by the clock, holding the write lock)."
         if conn.execute(self._q["new_id_taken"], (new,) + self._ttl_param).fetchone():
-            raise SessionExistsError(f"session id {new!r} already holds data; rotate to a fresh id")
+            raise self._rekey_target_taken(new)
         if self.ttl is not None:  # expired rows neither block nor move
             conn.execute(self._q["drop_expired_ids"], (old, new, self.ttl))
         return conn.execute(self._q["rekey"], (new, old)).rowcount

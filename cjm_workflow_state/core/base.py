@@ -236,6 +236,10 @@ class WorkflowStateStoreBase:
         "Sessions last written before this time are expired (None when there is no ttl)."
         return None if self.ttl is None else self.clock() - self.ttl
 
+    def _rekey_target_taken(self, new_session_id: str) -> SessionExistsError:
+        "The error `_rekey` raises when the new id holds live data (one message for every backend)."
+        return SessionExistsError(f"session id {new_session_id!r} already holds data; rotate to a fresh id")
+
     def _check_size(self, size: int) -> None:
         "Raise `StateTooLargeError` if a state of `size` bytes is over `max_state_bytes`."
         if size > self.max_state_bytes:
