@@ -289,8 +289,12 @@ ignore_startup_parameters = extra_float_digits,options
     # PgBouncer refuses to run as root: drop to the database's service user then
     as_user = ["-u", "postgres"] if os.geteuid() == 0 else []
     if as_user: shutil.chown(tmp_path, "postgres"); [shutil.chown(f, "postgres") for f in tmp_path.iterdir()]
-    server = subprocess.Popen([binary, *as_user, str(tmp_path / "pgbouncer.ini")], stdout=subprocess.PIPE,
+    # its console output goes to a file: a pipe nobody reads fills after ~64 KB of log lines (about 480 logins), and
+    # PgBouncer then blocks on the write and stops answering (every later connection timed out)
+    console = open(tmp_path / "pgbouncer.out", "wb")
+    server = subprocess.Popen([binary, *as_user, str(tmp_path / "pgbouncer.ini")], stdout=console,
                               stderr=subprocess.STDOUT)
+    console.close()  # (the child holds its own copy)
     try:
         deadline = time.monotonic() + 15
         while True:
@@ -298,7 +302,9 @@ ignore_startup_parameters = extra_float_digits,options
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
                     log = (tmp_path / "pgbouncer.log")
-                    raise RuntimeError(f"pgbouncer did not start: {server.communicate()[0]!r} "
+                    if server.poll() is None: server.kill()
+                    server.wait(10)
+                    raise RuntimeError(f"pgbouncer did not start: {(tmp_path / 'pgbouncer.out').read_text()!r} "
                                        f"{log.read_text() if log.exists() else ''}")
                 time.sleep(0.1)
         yield f"postgresql://{user}@127.0.0.1:{port}/{target.path.lstrip('/') or 'test'}"
