@@ -14,10 +14,10 @@ __all__ = ['TRICKY_IDS', 'PUBLIC_METHODS', 'ROUND_TRIP_VALUES', 'TTL', 'conforma
            'check_ttl', 'check_purge_expired', 'check_count_sessions', 'check_ttl_rule', 'check_export_restore',
            'check_export_during_deletes', 'check_export_during_expiry', 'check_restore_timestamps',
            'check_export_order_and_round_trip', 'check_concurrent_updates', 'check_concurrent_stores', 'check_close',
-           'state_machine', 'check_model', 'SharedStores', 'check_store']
+           'state_machine', 'check_model', 'SharedStores', 'check_store', 'ScopedCalls', 'AsyncCalls']
 
 # %% ../nbs/testing.ipynb #c5eee677
-import enum, json, re, sys, threading, time, uuid
+import asyncio, enum, json, re, sys, threading, time, uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Dict, Iterable, Optional
 
@@ -1082,3 +1082,79 @@ def check_store(
         raise AssertionError(f"{len(failures)} of {len(_CHECKS) - len(skip)} conformance checks failed:\n"
                              + "\n".join(failures))
     return not_run
+
+# %% ../nbs/testing.ipynb #98fdb962
+_BYSTANDER = "scope-bystander"  # The session id of the scope around calls that name no session: they commit it first
+
+class _Wrapped:
+    "A store whose public methods are routed through `_route(name, method, args, kwargs)`; everything else is the store's."
+    def __init__(self, store):
+        object.__setattr__(self, "store", store)
+    def __getattr__(self, name): return getattr(self.store, name)
+    def __setattr__(self, name, value):  # the store's attributes (`clock`, set by the ttl checks) are set on the store
+        if hasattr(type(self), name): object.__setattr__(self, name, value)  # (the wrapper's own, e.g. SharedStores' close)
+        else: setattr(self.store, name, value)
+    def __repr__(self): return f"{type(self).__name__}({self.store!r})"
+    def __enter__(self): return self
+    def __exit__(self, *exc): self.close()
+    def close(self): self.store.close()
+
+def _routed(name: str):
+    def call(self, *args, **kwargs): return self._route(name, getattr(self.store, name), args, kwargs)
+    call.__name__ = name
+    return call
+
+class ScopedCalls(_Wrapped):
+    """A store wrapper for the suite: each call runs inside `store.request_scope(...)` of the session it names (or of
+    a bystander session id), so reads come from the scope's snapshot and writes commit at its exit."""
+    def __init__(self,
+                 store,  # A store with `request_scope`
+                ):
+        super().__init__(store)
+
+    def _route(self, name, method, args, kwargs):
+        if name == "create_session": sess = kwargs.get("session_id", args[1] if len(args) > 1 else None)
+        elif name == "rekey_session": sess = args[0] if args else kwargs.get("old_session_id")
+        elif name in _NO_SESSION: sess = None
+        else: sess = args[1] if len(args) > 1 else kwargs.get("sess", kwargs.get("session_id"))
+        try: scope = self.store.request_scope(_BYSTANDER if sess is None else sess)
+        except (TypeError, ValueError): return method(*args, **kwargs)  # a bad session: the call says so itself
+        with scope: return method(*args, **kwargs)
+
+class AsyncCalls(_Wrapped):
+    """A store wrapper for the suite: each call goes through the store's async API (`aget_state` for `get_state`,
+    ...), run to completion on an event loop of the calling thread."""
+    def __init__(self,
+                 store,  # A store with the async API
+                ):
+        super().__init__(store)
+        object.__setattr__(self, "_local", threading.local())
+        object.__setattr__(self, "_loops", [])
+
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        loop = getattr(self._local, "loop", None)
+        if loop is None or loop.is_closed():  # (closed by an earlier `close`: closing twice is allowed)
+            loop = self._local.loop = asyncio.new_event_loop()
+            self._loops.append(loop)
+        return loop
+
+    def _route(self, name, method, args, kwargs):
+        loop, call = self._loop(), getattr(self.store, "a" + name)
+        if name != "export_sessions": return loop.run_until_complete(call(*args, **kwargs))
+        records = call(*args, **kwargs)
+        def pull():  # export's pages, read as the caller iterates (as the sync iterator does)
+            while True:
+                try: yield loop.run_until_complete(records.__anext__())
+                except StopAsyncIteration: return
+        return pull()
+
+    def close(self):
+        try: self._loop().run_until_complete(self.store.aclose())
+        finally:
+            for loop in self._loops:
+                if not loop.is_closed(): loop.close()
+
+_NO_SESSION = {"list_sessions", "count_sessions", "list_flows", "export_sessions", "purge_expired"}
+for _name in PUBLIC_METHODS:
+    if not _name.startswith("__") and _name != "close":
+        setattr(ScopedCalls, _name, _routed(_name)); setattr(AsyncCalls, _name, _routed(_name))

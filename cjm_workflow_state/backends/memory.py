@@ -27,6 +27,13 @@ class _Session:
 
     def size(self) -> int: return state_size(len(self.items), self.items_length)
 
+    def copy(self) -> "_Session":
+        "An independent copy (the items dict copied; its texts are immutable)."
+        twin = _Session(self.created)
+        twin.step, twin.items, twin.items_length, twin.label, twin.updated = (
+            self.step, dict(self.items), self.items_length, self.label, self.updated)
+        return twin
+
 # %% ../../nbs/backends/memory.ipynb #5e3c5599
 class InMemoryWorkflowStateStore(WorkflowStateStoreBase):
     """In-memory workflow state storage for development and testing; thread-safe, bounded on request."""
@@ -180,6 +187,31 @@ class InMemoryWorkflowStateStore(WorkflowStateStoreBase):
     def _count(self, flow_id, cutoff):
         with self._lock:
             return sum(cutoff is None or r.updated >= cutoff for r in self._flows.get(flow_id, {}).values())
+
+    # -- request scopes: one load, and a commit that applies every write or none --
+    def _load(self, session_id, cutoff):
+        with self._lock:
+            found = {}
+            for flow_id in list(self._flows):  # (`_live` drops an expired record)
+                rec = self._live(flow_id, session_id, cutoff)
+                if rec: found[flow_id] = (self._summarise(flow_id, session_id, rec), join_items(rec.items.values()))
+            return found
+
+    def _commit(self, session_id, writes, cutoff):
+        with self._lock:  # (reentrant: the primitives take it again)
+            saved = {}  # flow_id -> the session's record before the commit (None: absent), restored if a write fails
+            for _, flow_id, _ in writes:
+                if flow_id not in saved:
+                    rec = self._flows.get(flow_id, {}).get(session_id)
+                    saved[flow_id] = rec and rec.copy()
+            try: super()._commit(session_id, writes, cutoff)
+            except BaseException:
+                for flow_id, rec in saved.items():
+                    self._drop(flow_id, session_id)
+                    if rec is not None:
+                        self._flows.setdefault(flow_id, {})[session_id] = rec
+                        self._recency[(flow_id, session_id)] = None
+                raise
 
 # %% ../../nbs/backends/memory.ipynb #9e080bb2
 def open_url(

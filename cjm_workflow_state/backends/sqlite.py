@@ -440,6 +440,7 @@ def _reads(
         get_state=f"SELECT state_json FROM workflow_sessions WHERE flow_id = ? AND session_id = ?{where}",
         get_step=f"SELECT current_step FROM workflow_sessions WHERE flow_id = ? AND session_id = ?{where}",
         summary=f"SELECT {_SUMMARY} FROM workflow_sessions WHERE flow_id = ? AND session_id = ?{where}",
+        load=f"SELECT flow_id, {_SUMMARY}, state_json FROM workflow_sessions WHERE session_id = ?{where}",
         count=f"SELECT count(*) FROM workflow_sessions WHERE flow_id = ?{where_ms}",
         flows=_FLOWS + (" AND EXISTS (SELECT 1 FROM workflow_sessions WHERE flow_id = flows.id"
                         " AND updated_ms >= ? AND updated_at >= ?)" if live else ""))
@@ -780,10 +781,16 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
         if row: conn.execute(self._q["set_state"], (text, flow_id, session_id))
         else: conn.execute(self._q["new_state"], (flow_id, session_id, text))  # replaces an expired row
 
+    def _fields_statement(self, flow_id, session_id, fields, when) -> Tuple[str, tuple]:
+        "The statement, and its parameters, that sets `fields` on a session when `when` (see `_fields_sql`) allows."
+        names = tuple(fields)
+        if when == "live": return self._q[names, when], (*fields.values(), flow_id, session_id) + self._ttl_param
+        ttl_params = self._ttl_param * (4 - len(names) if when == "any" else 1)  # (see `_fields_sql`)
+        return self._q[names, when], (flow_id, session_id, fields.get("step"), fields.get("label")) + ttl_params
+
     def _set_fields(self, flow_id, session_id, fields, when, cutoff):
         names, q = tuple(fields), self._q
-        if when == "live":
-            return self._run(q[names, when], (*fields.values(), flow_id, session_id) + self._ttl_param, _CHANGED) == 1
+        if when == "live": return self._run(*self._fields_statement(flow_id, session_id, fields, when), _CHANGED) == 1
         if when == "any":
             # the statements read the clock themselves; the millisecond read here only predicts whether the row was last
             # written in the statement's millisecond, when updating it in place (same_ms, which leaves its recency
@@ -795,9 +802,7 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
                 return True
             self._last_write = guess
         # "any": an upsert (an expired session starts afresh); "absent": an insert (replacing only an expired session)
-        ttl_params = self._ttl_param * (4 - len(names) if when == "any" else 1)  # (see `_fields_sql`)
-        changed = self._run(q[names, when], (flow_id, session_id, fields.get("step"), fields.get("label")) + ttl_params,
-                            _CHANGED)
+        changed = self._run(*self._fields_statement(flow_id, session_id, fields, when), _CHANGED)
         return when == "any" or changed == 1
 
     def _delete(self, flow_id, session_id, cutoff, expired_only=False):
@@ -823,6 +828,23 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
         if self.ttl is not None:  # expired rows neither block nor move
             conn.execute(self._q["drop_expired_ids"], (old, new, self.ttl))
         return conn.execute(self._q["rekey"], (new, old)).rowcount
+
+    # -- request scopes: every flow of a session id in one statement; a scope's writes in one transaction --
+    def _load(self, session_id, cutoff):
+        params = (session_id,) if cutoff is None else (session_id, cutoff)
+        rows = self._run(_READS[cutoff is not None]["load"], params, _ALL, writing=False)
+        return {row[0]: (make_summary(row[0], session_id, *row[1:6]), row[6]) for row in rows}
+
+    def _commit(self, session_id, writes, cutoff):
+        self._run(_transaction, (self._commit_tx, session_id, writes))
+        self._last_write = None  # (`_set_fields`' guess: the commit's stamps are not predicted)
+
+    def _commit_tx(self, conn, session_id, writes):
+        "Apply a scope's writes in order, inside the caller's transaction (all or none)."
+        for primitive, flow_id, args in writes:
+            if primitive == "merge": self._merge_tx(conn, flow_id, session_id, *args)
+            elif primitive == "set_fields": conn.execute(*self._fields_statement(flow_id, session_id, *args))
+            else: conn.execute(self._q["delete"], (flow_id, session_id) + self._ttl_param)  # (an expired row reads absent)
 
     def _purge_expired(self, cutoff):
         return self._run(self._q["purge"], (int(cutoff * 1000), cutoff), _CHANGED)

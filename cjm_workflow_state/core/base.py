@@ -11,17 +11,18 @@ __all__ = ['DEFAULT_MAX_STATE_BYTES', 'ORDER_FIELDS', 'MIN_TTL', 'MAX_TTL', 'MAX
            'merge_json_object']
 
 # %% ../../nbs/core/base.ipynb #04ddbded
-import math, numbers, time, uuid
+import asyncio, math, numbers, time, uuid
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Any, AsyncIterator, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 from ..errors import BackendError, SessionExistsError, StateTooLargeError
 from .ids import *
 from .ids import _CONTROL_CHARS
 from .codec import *
 from .codec import _SURROGATES
+from .scope import _SCOPES, RequestScope
 
 # %% ../../nbs/core/base.ipynb #e7cc10b8
 DEFAULT_MAX_STATE_BYTES = 1024 * 1024  # Default cap on one session's serialised state (1 MiB)
@@ -121,6 +122,10 @@ def check_order_by(
     return order_by
 
 # %% ../../nbs/core/base.ipynb #0596f960
+def _check_page_size(page_size) -> None:
+    if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
+        raise ValueError(f"page_size must be an int >= 1, got {page_size!r}")
+
 class WorkflowStateStoreBase:
     """The full store API on top of eight storage primitives; subclass it to write a backend (see "Writing a backend")."""
     server_time = False  # True when the backend stamps writes and expires sessions by its server's clock, not `clock`
@@ -224,6 +229,35 @@ class WorkflowStateStoreBase:
                                for s in page if s.updated_ts < cutoff)
         return removed
 
+    def _load(self, session_id: str, cutoff: Optional[float]) -> Dict[str, Tuple[SessionSummary, str]]:
+        """Every flow's live session of `session_id`, as `_read` gives each: what a request scope starts from.
+        The default reads each flow in turn; a backend that can overrides it with one round trip."""
+        found = {}
+        for flow_id in self._list_flows(cutoff):
+            record = self._read(flow_id, session_id, cutoff)
+            if record is not None: found[flow_id] = record
+        return found
+
+    def _commit(self, session_id: str, writes: List[Tuple[str, str, tuple]], cutoff: Optional[float]) -> None:
+        """Apply a request scope's buffered writes, in order: each `(primitive, flow_id, args)` is
+        `_<primitive>(flow_id, session_id, *args, cutoff)` ("merge", "set_fields" or "delete"). The default applies
+        them one by one (each atomic on its own); a backend overrides it to apply them all or none, in one round trip."""
+        for primitive, flow_id, args in writes:
+            getattr(self, "_" + primitive)(flow_id, session_id, *args, cutoff)
+
+    async def _aload(self, session_id: str, cutoff: Optional[float]) -> Dict[str, Tuple[SessionSummary, str]]:
+        "`_load`, awaitable. The default runs it in a worker thread; a backend with an async driver overrides it."
+        return await asyncio.to_thread(self._load, session_id, cutoff)
+
+    async def _acommit(self, session_id: str, writes: List[Tuple[str, str, tuple]], cutoff: Optional[float]) -> None:
+        "`_commit`, awaitable. The default runs it in a worker thread; a backend with an async driver overrides it."
+        await asyncio.to_thread(self._commit, session_id, writes, cutoff)
+
+    async def _run_async(self, method: Callable, *args):
+        """Run a sync public method without blocking the event loop: the default runs it in a worker thread (which
+        sees this task's request scopes: `asyncio.to_thread` copies the context)."""
+        return await asyncio.to_thread(method, *args)
+
     def _close(self) -> None:
         "Release connections."
 
@@ -264,13 +298,28 @@ class WorkflowStateStoreBase:
     def _sid(self, sess) -> str:
         return resolve_session_id(sess, self.session_key)
 
+    def _scope_for(self, session_id: str) -> Optional[RequestScope]:
+        """The open request scope of this store that serves `session_id`, or None. (Called only when a scope is open
+        in this context: `_SCOPES.get()` is the one check the calls outside a scope pay.)"""
+        for scope in _SCOPES.get():
+            if scope.store is self and scope.live and scope.session_id == session_id: return scope
+        return None
+
+    def _outside_scope(self, *session_ids: str) -> None:
+        """Before a call the snapshot cannot serve: every open scope of this store commits what it buffered, so the
+        call sees it; a scope whose session id the call may change (`session_ids`) also ends its snapshot."""
+        for scope in _SCOPES.get():
+            if scope.store is self and scope.live: scope.flush(end=scope.session_id in session_ids)
+
     # ---- the WorkflowStateStore protocol ---------------------------------------------------
     def get_current_step(self,
                          flow_id: str,  # Workflow identifier
                          sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
                         ) -> Optional[str]:  # Current step id, or None
         """Get the current step id of a workflow session."""
-        return self._get_step(check_id(flow_id, "flow_id"), self._sid(sess), self._cutoff())
+        flow_id, session_id = check_id(flow_id, "flow_id"), self._sid(sess)
+        if _SCOPES.get() and (scope := self._scope_for(session_id)): return scope.current_step(flow_id)
+        return self._get_step(flow_id, session_id, self._cutoff())
 
     def set_current_step(self,
                          flow_id: str,  # Workflow identifier
@@ -278,8 +327,9 @@ class WorkflowStateStoreBase:
                          step_id: str,  # Step id to make current
                         ) -> None:
         """Set the current step id of a workflow session."""
-        flow_id, step_id = check_id(flow_id, "flow_id"), check_id(step_id, "step_id")
-        self._set_fields(flow_id, self._sid(sess), {"step": step_id}, "any", self._cutoff())
+        flow_id, step_id, session_id = check_id(flow_id, "flow_id"), check_id(step_id, "step_id"), self._sid(sess)
+        if _SCOPES.get() and (scope := self._scope_for(session_id)): scope.set_fields(flow_id, {"step": step_id}, "any")
+        else: self._set_fields(flow_id, session_id, {"step": step_id}, "any", self._cutoff())
 
     def get_state(self,
                   flow_id: str,  # Workflow identifier
@@ -287,7 +337,9 @@ class WorkflowStateStoreBase:
                  ) -> Dict[str, Any]:  # A deep, independent copy of the state ({} when unknown)
         """Get the whole workflow state."""
         flow_id, session_id = check_id(flow_id, "flow_id"), self._sid(sess)
-        return self._decode_state(flow_id, session_id, self._get_state_text(flow_id, session_id, self._cutoff()))
+        if _SCOPES.get() and (scope := self._scope_for(session_id)): text = scope.state_text(flow_id)
+        else: text = self._get_state_text(flow_id, session_id, self._cutoff())
+        return self._decode_state(flow_id, session_id, text)
 
     def update_state(self,
                      flow_id: str,  # Workflow identifier
@@ -297,14 +349,19 @@ class WorkflowStateStoreBase:
         """Shallow-merge `updates` into the state, atomically; nothing is written if any value is invalid."""
         flow_id = check_id(flow_id, "flow_id")
         encoded = encode_updates(updates)
-        if encoded: self._merge(flow_id, self._sid(sess), encoded, None, (), self._cutoff())
+        if not encoded: return
+        session_id = self._sid(sess)
+        if _SCOPES.get() and (scope := self._scope_for(session_id)): scope.merge(flow_id, encoded, None, ())
+        else: self._merge(flow_id, session_id, encoded, None, (), self._cutoff())
 
     def clear_state(self,
                     flow_id: str,  # Workflow identifier
                     sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
                    ) -> None:
         """Forget the session entirely (step, state, label). Idempotent."""
-        self._delete(check_id(flow_id, "flow_id"), self._sid(sess), self._cutoff())
+        flow_id, session_id = check_id(flow_id, "flow_id"), self._sid(sess)
+        if _SCOPES.get() and (scope := self._scope_for(session_id)): scope.delete(flow_id)
+        else: self._delete(flow_id, session_id, self._cutoff())
 
     # ---- step-scoped state ------------------------------------------------------------------
     def get_step_state(self,
@@ -325,7 +382,10 @@ class WorkflowStateStoreBase:
         """Shallow-merge `updates` into the step's state, atomically."""
         flow_id = check_id(flow_id, "flow_id")
         key, encoded = step_key(step_id), encode_updates(updates, level=1)  # the values sit inside the step's dict
-        if encoded: self._merge(flow_id, self._sid(sess), encoded, key, (), self._cutoff())
+        if not encoded: return
+        session_id = self._sid(sess)
+        if _SCOPES.get() and (scope := self._scope_for(session_id)): scope.merge(flow_id, encoded, key, ())
+        else: self._merge(flow_id, session_id, encoded, key, (), self._cutoff())
 
     def clear_step_state(self,
                          flow_id: str,  # Workflow identifier
@@ -333,8 +393,9 @@ class WorkflowStateStoreBase:
                          step_id: str,  # Step identifier
                         ) -> None:
         """Remove the step's state, keeping the rest of the session."""
-        flow_id = check_id(flow_id, "flow_id")
-        self._merge(flow_id, self._sid(sess), {}, None, (step_key(step_id),), self._cutoff())
+        flow_id, key, session_id = check_id(flow_id, "flow_id"), step_key(step_id), self._sid(sess)
+        if _SCOPES.get() and (scope := self._scope_for(session_id)): scope.merge(flow_id, {}, None, (key,))
+        else: self._merge(flow_id, session_id, {}, None, (key,), self._cutoff())
 
     # ---- session management -----------------------------------------------------------------
     def create_session(self,
@@ -345,6 +406,7 @@ class WorkflowStateStoreBase:
         """Create an empty session; an id that already holds data raises `SessionExistsError` (a `ValueError`)."""
         flow_id = check_id(flow_id, "flow_id")
         session_id = str(uuid.uuid4()) if session_id is None else check_id(session_id, "session_id")
+        if _SCOPES.get(): self._outside_scope(session_id)
         if not self._set_fields(flow_id, session_id, {"label": check_label(label)}, "absent", self._cutoff()):
             raise SessionExistsError(f"session {session_id!r} of flow {flow_id!r} already exists; "
                                      f"pass another session_id, or None for a fresh one")
@@ -355,14 +417,18 @@ class WorkflowStateStoreBase:
                        session_id: Union[str, MutableMapping],  # Session id (or session mapping)
                       ) -> bool:  # True if the session holds a step, state or label
         """Whether a live session exists."""
-        return self.get_session_summary(flow_id, session_id) is not None
+        flow_id, session_id = check_id(flow_id, "flow_id"), self._sid(session_id)
+        if _SCOPES.get() and (scope := self._scope_for(session_id)): return scope.exists(flow_id)
+        return self._summary(flow_id, session_id, self._cutoff()) is not None
 
     def get_session_summary(self,
                             flow_id: str,  # Workflow identifier
                             session_id: Union[str, MutableMapping],  # Session id (or session mapping)
                            ) -> Optional[SessionSummary]:  # Metadata, or None if absent
         """Metadata of one session."""
-        return self._summary(check_id(flow_id, "flow_id"), self._sid(session_id), self._cutoff())
+        flow_id, session_id = check_id(flow_id, "flow_id"), self._sid(session_id)
+        if _SCOPES.get(): self._outside_scope()  # (its times are the commit's)
+        return self._summary(flow_id, session_id, self._cutoff())
 
     def list_sessions(self,
                       flow_id: str,  # Workflow identifier
@@ -378,13 +444,16 @@ class WorkflowStateStoreBase:
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise ValueError(f"offset must be an int >= 0, got {offset!r}")
         if limit == 0: return []
+        if _SCOPES.get(): self._outside_scope()
         return self._list(flow_id, self._cutoff(), order_by, bool(descending), limit, offset)
 
     def count_sessions(self,
                        flow_id: str,  # Workflow identifier
                       ) -> int:  # How many live sessions the flow holds
         """Count a flow's sessions (without reading them)."""
-        return self._count(check_id(flow_id, "flow_id"), self._cutoff())
+        flow_id = check_id(flow_id, "flow_id")
+        if _SCOPES.get(): self._outside_scope()
+        return self._count(flow_id, self._cutoff())
 
     def set_session_label(self,
                           flow_id: str,  # Workflow identifier
@@ -392,18 +461,22 @@ class WorkflowStateStoreBase:
                           label: Optional[str],  # New label, or None to clear it
                          ) -> bool:  # False if the session does not exist (nothing is written)
         """Set a session's label."""
-        flow_id, session_id = check_id(flow_id, "flow_id"), self._sid(session_id)
-        return self._set_fields(flow_id, session_id, {"label": check_label(label)}, "live", self._cutoff())
+        flow_id, session_id, label = check_id(flow_id, "flow_id"), self._sid(session_id), check_label(label)
+        if _SCOPES.get() and (scope := self._scope_for(session_id)): return scope.set_fields(flow_id, {"label": label}, "live")
+        return self._set_fields(flow_id, session_id, {"label": label}, "live", self._cutoff())
 
     def delete_session(self,
                        flow_id: str,  # Workflow identifier
                        session_id: Union[str, MutableMapping],  # Session id (or session mapping)
                       ) -> bool:  # True if a session was deleted
         """Delete a session. Idempotent."""
-        return self._delete(check_id(flow_id, "flow_id"), self._sid(session_id), self._cutoff())
+        flow_id, session_id = check_id(flow_id, "flow_id"), self._sid(session_id)
+        if _SCOPES.get() and (scope := self._scope_for(session_id)): return scope.delete(flow_id)
+        return self._delete(flow_id, session_id, self._cutoff())
 
     def list_flows(self) -> List[str]:  # Flow ids holding at least one live session, sorted
         """List the flows that hold data."""
+        if _SCOPES.get(): self._outside_scope()
         return self._list_flows(self._cutoff())
 
     def rekey_session(self,
@@ -414,6 +487,7 @@ class WorkflowStateStoreBase:
         old_session_id, new_session_id = check_id(old_session_id, "old_session_id"), check_id(new_session_id, "new_session_id")
         if old_session_id == new_session_id:
             raise ValueError("new_session_id must differ from old_session_id")
+        if _SCOPES.get(): self._outside_scope(old_session_id, new_session_id)
         return self._rekey(old_session_id, new_session_id, self._cutoff())
 
     def restore_session(self,
@@ -436,6 +510,7 @@ class WorkflowStateStoreBase:
         record = f"session {session_id!r} of flow {flow_id!r}"
         created = self._now() if created_ts is None else check_timestamp(created_ts, f"created_ts of {record}")
         updated = created if updated_ts is None else check_timestamp(updated_ts, f"updated_ts of {record}")
+        if _SCOPES.get(): self._outside_scope(session_id)
         self._restore(flow_id, session_id, encoded, current_step, label, created, updated)
 
     def export_sessions(self,
@@ -445,9 +520,9 @@ class WorkflowStateStoreBase:
         """Iterate over every live session with its whole state, for backup and migration (see `restore_session`).
         Every session live for the whole export is yielded exactly once, whatever is written, deleted or expires
         meanwhile: pages follow the session id, not an offset that vanished sessions would shift."""
-        if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
-            raise ValueError(f"page_size must be an int >= 1, got {page_size!r}")
+        _check_page_size(page_size)
         flows = [check_id(flow_id, "flow_id")] if flow_id is not None else self.list_flows()
+        if _SCOPES.get(): self._outside_scope()
         return self._export(flows, page_size)
 
     def _export(self, flows: List[str], page_size: int) -> Iterator[Dict[str, Any]]:
@@ -463,7 +538,9 @@ class WorkflowStateStoreBase:
     # ---- lifecycle --------------------------------------------------------------------------
     def purge_expired(self) -> int:  # How many sessions were removed
         """Remove the sessions not written for longer than `ttl`, reclaiming their space (0 without a ttl)."""
-        return 0 if self.ttl is None else self._purge_expired(self._cutoff())
+        if self.ttl is None: return 0
+        if _SCOPES.get(): self._outside_scope()
+        return self._purge_expired(self._cutoff())
 
     def close(self) -> None:
         """Release connections and other resources."""
@@ -471,3 +548,199 @@ class WorkflowStateStoreBase:
 
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()
+
+    # ---- request scope ----------------------------------------------------------------------
+    def request_scope(self,
+                      sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
+                     ) -> RequestScope:  # Use with `async with` (or `with` in sync code)
+        """One request's view of a session id: on entry, every flow's session of that id is loaded in one call;
+        inside, this store's calls on that id read the snapshot plus the scope's own writes (no I/O), and writes are
+        checked at once and buffered; on a clean exit they commit together (atomically where the backend's `_commit`
+        is), and on an exception nothing is written. A call the snapshot cannot serve (listing, another session id,
+        ...) commits what is buffered first."""
+        return RequestScope(self, self._sid(sess))
+
+    # ---- the async API: the same calls, awaitable -------------------------------------------
+    async def _call_async(self, method: Callable, sess, *args):
+        "`method(*args)`: on the snapshot of the open scope serving `sess` when there is one (no I/O), else off the loop."
+        if _SCOPES.get() and self._scope_for(self._sid(sess)) is not None: return method(*args)
+        return await self._run_async(method, *args)
+
+    async def _outside_scope_async(self, *session_ids: str) -> None:
+        "`_outside_scope`, awaitable."
+        for scope in _SCOPES.get():
+            if scope.store is self and scope.live: await scope.aflush(end=scope.session_id in session_ids)
+
+    async def aget_current_step(self,
+                                flow_id: str,  # Workflow identifier
+                                sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
+                               ) -> Optional[str]:  # Current step id, or None
+        """`get_current_step`, awaitable."""
+        return await self._call_async(self.get_current_step, sess, flow_id, sess)
+
+    async def aset_current_step(self,
+                                flow_id: str,  # Workflow identifier
+                                sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
+                                step_id: str,  # Step id to make current
+                               ) -> None:
+        """`set_current_step`, awaitable."""
+        return await self._call_async(self.set_current_step, sess, flow_id, sess, step_id)
+
+    async def aget_state(self,
+                         flow_id: str,  # Workflow identifier
+                         sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
+                        ) -> Dict[str, Any]:  # A deep, independent copy of the state ({} when unknown)
+        """`get_state`, awaitable."""
+        return await self._call_async(self.get_state, sess, flow_id, sess)
+
+    async def aupdate_state(self,
+                            flow_id: str,  # Workflow identifier
+                            sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
+                            updates: Mapping,  # Top-level keys to set (`dict.update` semantics)
+                           ) -> None:
+        """`update_state`, awaitable."""
+        return await self._call_async(self.update_state, sess, flow_id, sess, updates)
+
+    async def aclear_state(self,
+                           flow_id: str,  # Workflow identifier
+                           sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
+                          ) -> None:
+        """`clear_state`, awaitable."""
+        return await self._call_async(self.clear_state, sess, flow_id, sess)
+
+    async def aget_step_state(self,
+                              flow_id: str,  # Workflow identifier
+                              sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
+                              step_id: str,  # Step identifier
+                             ) -> Dict[str, Any]:  # The step's own state ({} when unset)
+        """`get_step_state`, awaitable."""
+        return await self._call_async(self.get_step_state, sess, flow_id, sess, step_id)
+
+    async def aupdate_step_state(self,
+                                 flow_id: str,  # Workflow identifier
+                                 sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
+                                 step_id: str,  # Step identifier
+                                 updates: Mapping,  # Keys to set in the step's state
+                                ) -> None:
+        """`update_step_state`, awaitable."""
+        return await self._call_async(self.update_step_state, sess, flow_id, sess, step_id, updates)
+
+    async def aclear_step_state(self,
+                                flow_id: str,  # Workflow identifier
+                                sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
+                                step_id: str,  # Step identifier
+                               ) -> None:
+        """`clear_step_state`, awaitable."""
+        return await self._call_async(self.clear_step_state, sess, flow_id, sess, step_id)
+
+    async def acreate_session(self,
+                              flow_id: str,  # Workflow identifier
+                              session_id: Optional[str] = None,  # Id to use (a uuid4 string when None)
+                              label: Optional[str] = None,  # Human-readable label
+                             ) -> str:  # The new session's id
+        """`create_session`, awaitable."""
+        if _SCOPES.get() and session_id is not None: await self._outside_scope_async(check_id(session_id, "session_id"))
+        return await self._run_async(self.create_session, flow_id, session_id, label)
+
+    async def asession_exists(self,
+                              flow_id: str,  # Workflow identifier
+                              session_id: Union[str, MutableMapping],  # Session id (or session mapping)
+                             ) -> bool:  # True if the session holds a step, state or label
+        """`session_exists`, awaitable."""
+        return await self._call_async(self.session_exists, session_id, flow_id, session_id)
+
+    async def aget_session_summary(self,
+                                   flow_id: str,  # Workflow identifier
+                                   session_id: Union[str, MutableMapping],  # Session id (or session mapping)
+                                  ) -> Optional[SessionSummary]:  # Metadata, or None if absent
+        """`get_session_summary`, awaitable."""
+        if _SCOPES.get(): await self._outside_scope_async()
+        return await self._run_async(self.get_session_summary, flow_id, session_id)
+
+    async def alist_sessions(self,
+                             flow_id: str,  # Workflow identifier
+                             order_by: str = "updated_at",  # "updated_at", "created_at" or "label"
+                             descending: bool = True,  # Newest / last first
+                             limit: Optional[int] = None,  # Page size (None: all)
+                             offset: int = 0,  # Sessions to skip
+                            ) -> List[SessionSummary]:  # One page of the flow's sessions
+        """`list_sessions`, awaitable."""
+        if _SCOPES.get(): await self._outside_scope_async()
+        return await self._run_async(self.list_sessions, flow_id, order_by, descending, limit, offset)
+
+    async def acount_sessions(self,
+                              flow_id: str,  # Workflow identifier
+                             ) -> int:  # How many live sessions the flow holds
+        """`count_sessions`, awaitable."""
+        if _SCOPES.get(): await self._outside_scope_async()
+        return await self._run_async(self.count_sessions, flow_id)
+
+    async def aset_session_label(self,
+                                 flow_id: str,  # Workflow identifier
+                                 session_id: Union[str, MutableMapping],  # Session id (or session mapping)
+                                 label: Optional[str],  # New label, or None to clear it
+                                ) -> bool:  # False if the session does not exist (nothing is written)
+        """`set_session_label`, awaitable."""
+        return await self._call_async(self.set_session_label, session_id, flow_id, session_id, label)
+
+    async def adelete_session(self,
+                              flow_id: str,  # Workflow identifier
+                              session_id: Union[str, MutableMapping],  # Session id (or session mapping)
+                             ) -> bool:  # True if a session was deleted
+        """`delete_session`, awaitable."""
+        return await self._call_async(self.delete_session, session_id, flow_id, session_id)
+
+    async def alist_flows(self) -> List[str]:  # Flow ids holding at least one live session, sorted
+        """`list_flows`, awaitable."""
+        if _SCOPES.get(): await self._outside_scope_async()
+        return await self._run_async(self.list_flows)
+
+    async def arekey_session(self,
+                             old_session_id: str,  # Session id whose data moves
+                             new_session_id: str,  # Fresh session id to move it to
+                            ) -> int:  # How many flows moved
+        """`rekey_session`, awaitable."""
+        if _SCOPES.get():
+            await self._outside_scope_async(check_id(old_session_id, "old_session_id"), check_id(new_session_id, "new_session_id"))
+        return await self._run_async(self.rekey_session, old_session_id, new_session_id)
+
+    async def arestore_session(self,
+                               flow_id: str,  # Workflow identifier
+                               session_id: str,  # Session identifier
+                               state: Mapping,  # The whole state
+                               current_step: Optional[str] = None,  # Current step id
+                               label: Optional[str] = None,  # Label
+                               created_ts: Optional[float] = None,  # Creation time, epoch seconds (now when None)
+                               updated_ts: Optional[float] = None,  # Last write, epoch seconds (created_ts when None)
+                              ) -> None:
+        """`restore_session`, awaitable."""
+        if _SCOPES.get(): await self._outside_scope_async(check_id(session_id, "session_id"))
+        return await self._run_async(self.restore_session, flow_id, session_id, state, current_step, label,
+                                     created_ts, updated_ts)
+
+    def aexport_sessions(self,
+                         flow_id: Optional[str] = None,  # Only this flow (every flow when None)
+                         page_size: int = 500,  # Sessions fetched per page
+                        ) -> AsyncIterator[Dict[str, Any]]:  # `export_sessions`' dicts
+        """`export_sessions`, as an async iterator: each page is read without blocking the event loop. The arguments
+        are checked at the call, as `export_sessions` checks them."""
+        _check_page_size(page_size)
+        return self._aexport(None if flow_id is None else check_id(flow_id, "flow_id"), page_size)
+
+    async def _aexport(self, flow_id: Optional[str], page_size: int) -> AsyncIterator[Dict[str, Any]]:
+        if _SCOPES.get(): await self._outside_scope_async()
+        records = await self._run_async(self.export_sessions, flow_id, page_size)
+        done = object()
+        while (record := await self._run_async(next, records, done)) is not done: yield record
+
+    async def apurge_expired(self) -> int:  # How many sessions were removed
+        """`purge_expired`, awaitable."""
+        if _SCOPES.get(): await self._outside_scope_async()
+        return await self._run_async(self.purge_expired)
+
+    async def aclose(self) -> None:
+        """`close`, awaitable."""
+        await self._run_async(self.close)
+
+    async def __aenter__(self): return self
+    async def __aexit__(self, *exc): await self.aclose()

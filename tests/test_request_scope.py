@@ -1,0 +1,240 @@
+"""Request scopes (`store.request_scope(sess)`) under attack, on every backend: a block that raises writes nothing;
+a commit that a concurrent write pushes over the size limit writes nothing of the scope (where `_commit` is atomic);
+scopes writing different keys of one session from many threads, tasks and processes lose no key; calls the snapshot
+cannot serve see the scope's writes; scopes of different requests (tasks, threads) never serve each other; the
+number of SQLite transactions per scope is two."""
+import asyncio, multiprocessing, threading
+
+import pytest
+
+from cjm_workflow_state.backends.memory import InMemoryWorkflowStateStore
+from cjm_workflow_state.backends.sqlite import SQLiteWorkflowStateStore
+from cjm_workflow_state.errors import StateTooLargeError
+
+from servers import make_postgres_store, postgres_schema, postgres_url, redis_url, unique_name
+
+ATOMIC = {"memory", "sqlite"}  # backends whose `_commit` applies a scope's writes all or none
+
+
+def elsewhere(fn):
+    "Run fn() in a new thread, as another request or process would (a new thread starts outside every scope)."
+    result = []
+    thread = threading.Thread(target=lambda: result.append(fn())); thread.start(); thread.join()
+    return result[0] if result else None
+
+
+@pytest.fixture(scope="module")
+def pg_schema():
+    postgres_url()  # (skips, or fails in CI, when the server is missing)
+    with postgres_schema("scope") as found: yield found
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
+def make(request, tmp_path):
+    "make(**options) -> a store; every store made in one test shares one backend (file, prefix, table)."
+    kind, made = request.param, []
+    if kind == "memory":
+        shared = {}
+        def new(**options):
+            if "store" not in shared: shared["store"] = InMemoryWorkflowStateStore(**options)
+            return shared["store"]
+    elif kind == "sqlite":
+        def new(**options): return SQLiteWorkflowStateStore(tmp_path / "scope.db", **options)
+    elif kind == "redis":
+        from cjm_workflow_state.backends.redis import RedisWorkflowStateStore
+        url, prefix = redis_url(), unique_name("scope")
+        def new(**options): return RedisWorkflowStateStore(url, prefix=prefix, **options)
+    else:
+        url, schema = request.getfixturevalue("pg_schema")
+        table = unique_name("t")
+        def new(**options): return make_postgres_store(url, schema, table, **options)
+    def tracked(**options):
+        store = new(**options); made.append(store); return store
+    tracked.kind = kind
+    yield tracked
+    if kind == "redis" and made: made[0].delete_all()
+    for store in made: store.close()
+
+
+def test_a_block_that_raises_writes_nothing(make):
+    store = make()
+    store.update_state("f", "s", {"a": 1}); store.set_current_step("f", "s", "one"); store.set_session_label("f", "s", "L")
+    with pytest.raises(RuntimeError):
+        with store.request_scope("s"):
+            store.update_state("f", "s", {"a": 2, "b": 3}); store.update_step_state("f", "s", "one", {"x": 1})
+            store.set_current_step("f", "s", "two"); store.set_session_label("f", "s", "M")
+            store.clear_state("g", "s"); store.update_state("g", "s", {"new": True})
+            store.delete_session("f", "other")  # (another session id: runs at once, outside the scope)
+            raise RuntimeError("the handler failed")
+    test = (store.get_state("f", "s"), store.get_current_step("f", "s"), store.get_session_summary("f", "s").label,
+            store.session_exists("g", "s"))
+    assert test == ({"a": 1}, "one", "L", False)
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_reads_inside_see_the_snapshot_and_the_scopes_writes(make, use_async):
+    store, other = make(), make()
+    store.update_state("f", "s", {"a": 1})
+    async def run():
+        async with store.request_scope("s"):
+            await store.aupdate_state("f", "s", {"b": 2})
+            elsewhere(lambda: other.update_state("f", "s", {"c": 3}))  # another request's write, after the snapshot
+            inside = await store.aget_state("f", "s")
+        return inside
+    if use_async: inside = asyncio.run(run())
+    else:
+        with store.request_scope("s"):
+            store.update_state("f", "s", {"b": 2})
+            elsewhere(lambda: other.update_state("f", "s", {"c": 3}))
+            inside = store.get_state("f", "s")
+    assert inside == {"a": 1, "b": 2}  # the snapshot plus the scope's own write, not the later one
+    assert store.get_state("f", "s") == {"a": 1, "b": 2, "c": 3}  # the commit merges key by key: nothing lost
+
+
+def test_a_commit_pushed_over_the_limit_writes_nothing(make):
+    store, other = make(max_state_bytes=64), make(max_state_bytes=64)
+    store.update_state("f", "s", {"k": "x" * 10}); store.set_current_step("f", "s", "one")
+    with pytest.raises(StateTooLargeError):
+        with store.request_scope("s"):
+            store.set_current_step("f", "s", "two")
+            store.update_state("f", "s", {"n": "y" * 20})  # fits the snapshot: 37 bytes
+            elsewhere(lambda: other.update_state("f", "s", {"k": "x" * 30}))  # meanwhile the stored state grows: the commit would be 67
+    state, step = store.get_state("f", "s"), store.get_current_step("f", "s")
+    assert state == {"k": "x" * 30}
+    if make.kind in ATOMIC: assert step == "one"  # the whole scope or none of it
+    else: assert step in ("one", "two")  # (the default `_commit`: each write atomic on its own)
+
+
+def test_errors_are_raised_at_the_call_and_nothing_of_them_is_buffered(make):
+    store = make(max_state_bytes=40)
+    with store.request_scope("s"):
+        store.update_state("f", "s", {"a": "x" * 10})
+        with pytest.raises(StateTooLargeError): store.update_state("f", "s", {"b": "y" * 30})
+        with pytest.raises(TypeError): store.update_state("f", "s", {"c": object()})
+        with pytest.raises(ValueError): store.set_current_step("f", "s", "")
+        assert store.get_state("f", "s") == {"a": "x" * 10}
+    assert store.get_state("f", "s") == {"a": "x" * 10}
+
+
+def test_scopes_in_threads_and_tasks_lose_no_key(make):
+    stores = [make() for _ in range(4)]
+    def worker(t):
+        store = stores[t]
+        for i in range(10):
+            with store.request_scope("shared"):
+                before = store.get_state("shared_flow", "shared")
+                store.update_state("shared_flow", "shared", {f"t{t}-{i}": len(before)})
+                store.update_step_state("shared_flow", "shared", "step", {f"t{t}-{i}": i})
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
+    for th in threads: th.start()
+    for th in threads: th.join()
+    async def task(i):
+        async with stores[0].request_scope("shared"):
+            await asyncio.sleep(0)  # every task holds its snapshot here
+            await stores[0].aupdate_state("shared_flow", "shared", {f"task-{i}": i})
+    async def tasks(): await asyncio.gather(*(task(i) for i in range(20)))
+    asyncio.run(tasks())
+    state = stores[0].get_state("shared_flow", "shared")
+    expected = {f"t{t}-{i}" for t in range(4) for i in range(10)} | {f"task-{i}" for i in range(20)}
+    assert set(state) - {"_step_step"} == expected
+    assert len(state["_step_step"]) == 40  # per-key merges inside a step's state too
+
+
+def _process_writer(args):
+    kind, where, worker = args
+    if kind == "sqlite": store = SQLiteWorkflowStateStore(where)
+    else:
+        from cjm_workflow_state.backends.redis import RedisWorkflowStateStore
+        store = RedisWorkflowStateStore(where[0], prefix=where[1])
+    with store:
+        for i in range(15):
+            with store.request_scope("shared"):
+                store.update_state("flow", "shared", {f"p{worker}-{i}": i})
+                store.set_current_step("flow", "shared", f"p{worker}")
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_scopes_in_processes_lose_no_key(kind, tmp_path):
+    where = str(tmp_path / "procs.db") if kind == "sqlite" else (redis_url(), unique_name("scope_procs"))
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        pool.map(_process_writer, [(kind, where, w) for w in range(4)])
+    if kind == "sqlite": store = SQLiteWorkflowStateStore(where)
+    else:
+        from cjm_workflow_state.backends.redis import RedisWorkflowStateStore
+        store = RedisWorkflowStateStore(where[0], prefix=where[1])
+    with store:
+        try:
+            assert len(store.get_state("flow", "shared")) == 60
+            assert store.get_current_step("flow", "shared") in {f"p{w}" for w in range(4)}
+        finally:
+            if kind == "redis": store.delete_all()
+
+
+def test_calls_the_snapshot_cannot_serve_see_the_scopes_writes(make):
+    store = make()
+    with store.request_scope("s"):
+        store.update_state("f", "s", {"a": 1})
+        assert [x.session_id for x in store.list_sessions("f")] == ["s"]
+        assert store.count_sessions("f") == 1 and store.list_flows() == ["f"]
+        assert store.get_session_summary("f", "s").state_size_bytes == len('{"a":1}')
+        store.update_state("f", "s", {"b": 2})
+        assert [r["state"] for r in store.export_sessions("f")] == [{"a": 1, "b": 2}]
+        store.update_state("f", "s", {"c": 3})
+        store.rekey_session("s", "moved")  # moves what the scope wrote; the snapshot ends
+        assert store.get_state("f", "s") == {} and store.get_state("f", "moved") == {"a": 1, "b": 2, "c": 3}
+        store.update_state("f", "s", {"after": True})  # runs as outside a scope
+    assert store.get_state("f", "s") == {"after": True}
+
+
+def test_a_scope_serves_only_its_own_request(make):
+    store = make()
+    seen = {}
+    async def request(name, sid, other_sid):
+        async with store.request_scope(sid):
+            await store.aupdate_state("f", sid, {"by": name})
+            await asyncio.sleep(0.01)  # the other request runs now
+            seen[name] = (await store.aget_state("f", sid), await store.aget_state("f", other_sid))
+    async def both(): await asyncio.gather(request("A", "a", "b"), request("B", "b", "a"))
+    asyncio.run(both())
+    # each request reads its own write from its scope, and the other's session from the store (not yet committed)
+    assert seen["A"][0] == {"by": "A"} and seen["B"][0] == {"by": "B"}
+    assert store.get_state("f", "a") == {"by": "A"} and store.get_state("f", "b") == {"by": "B"}
+    with store.request_scope("a"):
+        elsewhere(lambda: store.update_state("f", "a", {"thread": True}))  # a thread without a scope writes at once
+        assert store.get_state("f", "a") == {"by": "A"}  # the scope's snapshot
+    assert store.get_state("f", "a") == {"by": "A", "thread": True}
+
+
+def test_a_nested_scope_joins_the_outer_one(make):
+    store = make()
+    with store.request_scope("s"):
+        store.update_state("f", "s", {"outer": 1})
+        with store.request_scope("s"):
+            store.update_state("f", "s", {"inner": 2})
+            assert store.get_state("f", "s") == {"outer": 1, "inner": 2}
+        assert store.get_state("f", "s") == {"outer": 1, "inner": 2}
+        other = make()
+        assert elsewhere(lambda: other.get_state("f", "s")) == {}  # nothing committed before the outer scope ends
+    assert store.get_state("f", "s") == {"outer": 1, "inner": 2}
+
+
+def test_sqlite_a_scope_is_two_transactions(tmp_path):
+    store = SQLiteWorkflowStateStore(tmp_path / "count.db")
+    store.update_state("wizard", "s", {"name": "Ada"}); store.update_state("other", "s", {"x": 1})
+    statements = []
+    conn, _ = store._cx()
+    conn.set_trace_callback(statements.append)
+    with store.request_scope("s"):  # what a StepFlow step POST does
+        store.get_state("wizard", "s"); store.get_current_step("wizard", "s")
+        store.update_state("wizard", "s", {"email": "ada@example.com"}); store.set_current_step("wizard", "s", "plan")
+        store.get_state("wizard", "s"); store.get_state("other", "s")
+    conn.set_trace_callback(None)
+    transactions, depth = 0, 0
+    for sql in statements:
+        word = sql.split()[0].upper()
+        if word == "BEGIN": transactions += 1; depth += 1
+        elif word in ("COMMIT", "ROLLBACK"): depth -= 1
+        elif depth == 0: transactions += 1  # a statement in its own (autocommit) transaction
+    assert transactions == 2, statements
+    assert store.get_state("wizard", "s") == {"name": "Ada", "email": "ada@example.com"}
+    assert store.get_current_step("wizard", "s") == "plan"
