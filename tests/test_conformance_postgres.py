@@ -3,13 +3,14 @@
 Needs PostgreSQL at DATABASE_URL (see servers.py). Every store gets its own table in a schema made for this run,
 dropped at the end. "no_prepare" is the store as behind PgBouncer in transaction mode (no server-side prepared
 statements): every check that does not wait on the server's clock runs there too (the clock checks run the same
-statements as the others, and take seconds each).
+statements as the others, and take seconds each), and so do "scoped" (each call inside a request scope: its writes
+commit in one pipelined batch) and "async" (every call through the async API).
 """
 import itertools
 
 import pytest
 
-from cjm_workflow_state.testing import SharedStores, conformance_checks
+from cjm_workflow_state.testing import AsyncCalls, ScopedCalls, SharedStores, conformance_checks
 from servers import postgres_schema
 
 CHECKS = conformance_checks()
@@ -23,14 +24,16 @@ def pg():
     with postgres_schema("conformance") as url_and_schema: yield url_and_schema
 
 
-def stores(url, schema, **extra) -> SharedStores:
+def stores(url, schema, wrap=lambda store: store, **extra) -> SharedStores:
     "The suite's factory: a new table per backend, in this module's schema (dropped with it)."
     from cjm_workflow_state.backends.postgres import PostgresWorkflowStateStore
-    return SharedStores(lambda table, **o: PostgresWorkflowStateStore(url, schema=schema, table=table, max_size=4, **extra, **o),
+    return SharedStores(lambda table, **o: wrap(PostgresWorkflowStateStore(url, schema=schema, table=table, max_size=4,
+                                                                            **extra, **o)),
                         new_backend=lambda: f"t{next(tables)}")
 
 
-KINDS = {"class": {}, "no_prepare": dict(prepare_threshold=None)}
+KINDS = {"class": {}, "no_prepare": dict(prepare_threshold=None), "scoped": dict(wrap=ScopedCalls),
+         "async": dict(wrap=AsyncCalls)}
 CASES = [pytest.param(check, kind, id=f"{name}-{kind}") for name, check in CHECKS.items() for kind in KINDS
          if kind == "class" or name not in REAL_CLOCK]
 

@@ -3,7 +3,7 @@ a commit that a concurrent write pushes over the size limit writes nothing of th
 scopes writing different keys of one session from many threads, tasks and processes lose no key; calls the snapshot
 cannot serve see the scope's writes; scopes of different requests (tasks, threads) never serve each other; the
 number of SQLite transactions per scope is two."""
-import asyncio, multiprocessing, threading
+import asyncio, multiprocessing, threading, uuid
 
 import pytest
 
@@ -13,7 +13,7 @@ from cjm_workflow_state.errors import StateTooLargeError
 
 from servers import make_postgres_store, postgres_schema, postgres_url, redis_url, unique_name
 
-ATOMIC = {"memory", "sqlite"}  # backends whose `_commit` applies a scope's writes all or none
+ATOMIC = {"memory", "sqlite", "postgres", "redis"}  # backends whose `_commit` applies a scope's writes all or none
 
 
 def elsewhere(fn):
@@ -238,3 +238,65 @@ def test_sqlite_a_scope_is_two_transactions(tmp_path):
     assert transactions == 2, statements
     assert store.get_state("wizard", "s") == {"name": "Ada", "email": "ada@example.com"}
     assert store.get_current_step("wizard", "s") == "plan"
+
+
+# ---- a scope's writes, checked against the in-memory store running the same scenario (its commit is all or none) ----
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+FLOWS, KEYS, STEPS = ["f", "g"], ["a", "b", "_step_one"], ["one", "two"]
+_values = st.one_of(st.integers(-3, 3), st.text("xy", max_size=30), st.lists(st.integers(0, 9), max_size=4),
+                    st.dictionaries(st.sampled_from(["p", "q"]), st.integers(0, 9), max_size=2))
+_writes = st.lists(st.one_of(
+    st.tuples(st.just("update"), st.sampled_from(FLOWS), st.dictionaries(st.sampled_from(KEYS), _values, min_size=1, max_size=2)),
+    st.tuples(st.just("update_step"), st.sampled_from(FLOWS), st.sampled_from(STEPS),
+              st.dictionaries(st.sampled_from(["p", "q", "r"]), _values, min_size=1, max_size=2)),
+    st.tuples(st.just("clear_step"), st.sampled_from(FLOWS), st.sampled_from(STEPS)),
+    st.tuples(st.just("set_step"), st.sampled_from(FLOWS), st.sampled_from(STEPS)),
+    st.tuples(st.just("label"), st.sampled_from(FLOWS), st.one_of(st.none(), st.sampled_from(["L", "M"]))),
+    st.tuples(st.just("clear"), st.sampled_from(FLOWS)),
+    st.tuples(st.just("outside"), st.sampled_from(FLOWS),  # large: a commit it pushes over the limit is refused whole
+              st.dictionaries(st.sampled_from(KEYS), st.text("xy", min_size=15, max_size=40), min_size=1, max_size=2)),
+), max_size=10)
+
+
+def _scenario(store, sid, before, inside):
+    "Writes outside a scope, then a scope's writes (with other requests' writes meanwhile): what each raised, and the end."
+    outcome = []
+    def run(op):
+        kind, flow, *rest = op
+        try:
+            if kind in ("update", "outside"): store.update_state(flow, sid, rest[0])
+            elif kind == "update_step": store.update_step_state(flow, sid, rest[0], rest[1])
+            elif kind == "clear_step": store.clear_step_state(flow, sid, rest[0])
+            elif kind == "set_step": store.set_current_step(flow, sid, rest[0])
+            elif kind == "label": outcome.append(store.set_session_label(flow, sid, rest[0]))
+            else: store.clear_state(flow, sid)
+        except ValueError as e: outcome.append(type(e).__name__)
+    for op in before: run(op)
+    try:
+        with store.request_scope(sid):
+            for op in inside:
+                if op[0] == "outside": elsewhere(lambda: run(op))  # another request's write, committed at once
+                else: run(op)
+    except ValueError as e: outcome.append(f"commit: {type(e).__name__}")
+    end = {}
+    for flow in FLOWS:
+        summary = store.get_session_summary(flow, sid)
+        end[flow] = summary and (store.get_state(flow, sid), summary.current_step, summary.label, summary.state_size_bytes)
+    return outcome, end
+
+
+@settings(max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(before=_writes, inside=_writes)
+def _same_as_the_model(make, before, inside):
+    sid = f"h-{uuid.uuid4().hex[:8]}"
+    model = InMemoryWorkflowStateStore(max_state_bytes=90)
+    assert _scenario(make(max_state_bytes=90), sid, before, inside) == _scenario(model, sid, before, inside)
+
+
+def test_a_scopes_writes_commit_as_the_model_does(make):
+    "Any mix of writes in a scope, with other requests writing meanwhile, ends as on the in-memory store."
+    stores = {}
+    def cached(**options):  # one store per test (a fresh session id per example)
+        return stores.setdefault("store", make(**options))
+    _same_as_the_model(cached)

@@ -9,7 +9,7 @@ __all__ = ['SCHEMA_VERSION', 'DEFAULT_TABLE', 'DEFAULT_CONNINFO', 'PostgresWorkf
 import os, re, select, threading, weakref
 from datetime import timedelta
 from json.encoder import encode_basestring_ascii as _encode_key  # `encode_json(key)` for a str key, faster
-from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 try:
@@ -64,6 +64,11 @@ def _label_out(text: Optional[str]) -> Optional[str]:
     "The label a stored text stands for."
     if text is None or "\x01" not in text: return text
     return _LABEL_ESCAPED.sub(lambda m: chr(ord(m.group(1)) - 1), text)
+
+def _removed_keys(encoded: Dict[str, str], into: Optional[str], remove: Iterable[str]) -> List[str]:
+    "The keys a merge removes, as stored (a key the merge also writes is not removed)."
+    kept = encoded if into is None else (into,)
+    return [_encode_key(k) for k in dict.fromkeys(remove) if k not in kept]
 
 # %% ../../nbs/backends/postgres.ipynb #b24623e9
 _DDL = [
@@ -295,6 +300,7 @@ _QUERIES = dict(
     get_state="SELECT " + _STATE_TEXT + _BY_KEY,
     get_step="SELECT current_step" + _BY_KEY,
     summary="SELECT " + _SUMMARY_COLS + _BY_KEY,
+    load="SELECT flow_id, " + _SUMMARY_COLS + ", " + _STATE_TEXT + " FROM {table} WHERE session_id = %s{live}",
     count="SELECT count(*) FROM {table} WHERE flow_id = %(f)s{live}",
     get_member="SELECT state->%(into)s::text, meta->%(into)s::text FROM {table} WHERE " + _PK + "{live}",
     # a dict that update_state stored as text, rewritten as sub-members (same content, same size) for a step merge
@@ -725,24 +731,30 @@ class PostgresWorkflowStateStore(_Connections, WorkflowStateStoreBase):
         return make_summary(flow_id, session_id, _label_out(label), step, created, updated, int(size))
 
     def _merge(self, flow_id, session_id, encoded, into, remove, cutoff):
-        kept = encoded if into is None else (into,)  # a key that is also written is not removed
-        rm = [_encode_key(k) for k in dict.fromkeys(remove) if k not in kept]
+        return self._merge_on(None, flow_id, session_id, encoded, into, remove)
+
+    def _merge_on(self, conn, flow_id, session_id, encoded, into, remove):
+        "`_merge` on `conn`, inside the caller's transaction (a request scope's commit); with None, on its own."
+        rm = _removed_keys(encoded, into, remove)
         if not encoded:
-            if rm: self._write_row(self._statement("remove", len(rm)), self._remove_params(flow_id, session_id, rm))
+            if rm:
+                query, p = self._statement("remove", len(rm)), self._remove_params(flow_id, session_id, rm)
+                if conn is None: self._write_row(query, p)
+                else: conn.execute(query, p)
             return
-        if rm:  # never done by the base class; kept atomic with a transaction
+        if rm:  # a merge that also removes keys (never done by the base class): kept atomic with a transaction
             def merge_and_remove(conn):
                 with conn.transaction():
                     conn.execute(self._statement("remove", len(rm)), self._remove_params(flow_id, session_id, rm))
                     self._merge_once(flow_id, session_id, encoded, into, conn)
-            return self._run(merge_and_remove)
-        return self._merge_once(flow_id, session_id, encoded, into)
+            return self._run(merge_and_remove) if conn is None else merge_and_remove(conn)
+        return self._merge_once(flow_id, session_id, encoded, into, conn)
 
     def _remove_params(self, flow_id, session_id, rm: List[str]) -> dict:
         return dict(f=flow_id, s=session_id, n=len(rm), keys=rm, **_Keys(len(rm)).params(rm, rm, [0] * len(rm)))
 
-    def _merge_once(self, flow_id, session_id, encoded, into, conn=None):
-        "The merge statement (on `conn` when given); what it refuses is redone under a row lock."
+    def _merge_statement(self, flow_id, session_id, encoded, into) -> Tuple[str, dict]:
+        "The merge statement and its parameters (raises StateTooLargeError when the update alone is too large)."
         n, length = len(encoded), 0
         p = dict(f=flow_id, s=session_id, n=n)
         if n <= _SCALAR_MAX:  # the hot path (a form's fields): straight into the parameters
@@ -762,6 +774,11 @@ class PostgresWorkflowStateStore(_Connections, WorkflowStateStoreBase):
             query, p["into"] = self._statement("merge_into", n), _encode_key(into)
             p["ilen"] = len(p["into"]) + 1 + state_size(n, length)
             self._check_size(state_size(1, p["ilen"]))
+        return query, p
+
+    def _merge_once(self, flow_id, session_id, encoded, into, conn=None):
+        "The merge statement (on `conn` when given); what it refuses is redone under a row lock."
+        query, p = self._merge_statement(flow_id, session_id, encoded, into)
 
         def merge(conn):
             if conn.execute(query, p).fetchone(): return  # written: the common case, one statement
@@ -804,10 +821,14 @@ class PostgresWorkflowStateStore(_Connections, WorkflowStateStoreBase):
         items.update({k: item_text(k, v) for k, v in encoded.items()})
         return state_size(len(items), sum(map(len, items.values())))
 
-    def _set_fields(self, flow_id, session_id, fields, when, cutoff):
+    def _fields_statement(self, flow_id, session_id, fields, when) -> Tuple[str, dict]:
+        "The statement, and its parameters, that sets `fields` on a session when `when` allows (see `_set_fields`)."
         p = dict(fields, f=flow_id, s=session_id)
         if "label" in p: p["label"] = _label_in(p["label"])
-        query = self._statement(when, tuple(fields))
+        return self._statement(when, tuple(fields)), p
+
+    def _set_fields(self, flow_id, session_id, fields, when, cutoff):
+        query, p = self._fields_statement(flow_id, session_id, fields, when)
         if when != "any": return self._write_row(query, p) is not None
         self._run(lambda conn: conn.execute(query, p))  # (the upsert returns no row: it always writes)
         return True
@@ -847,6 +868,44 @@ class PostgresWorkflowStateStore(_Connections, WorkflowStateStoreBase):
         try: return self._run(rekey)
         except psycopg.errors.UniqueViolation:  # a session appeared under the new id meanwhile
             raise self._rekey_target_taken(new_session_id) from None
+
+    # ---- request scopes: every flow of a session id in one statement; a scope's writes in one transaction ----
+    def _load(self, session_id, cutoff):
+        rows = self._read_rows(self._sql["load"], (session_id,))
+        return {r[0]: (self._summarise(r[0], session_id, *r[1:-1]), _assemble(*decode_json(r[-1]))) for r in rows}
+
+    def _commit(self, session_id, writes, cutoff):
+        # First every statement at once, in one round trip: psycopg's pipeline mode sends them all, then one Sync.
+        # The connections are in autocommit mode, and PostgreSQL runs the statements before a Sync that are not in
+        # a BEGIN block as one implicit transaction: committed at the Sync, or rolled back whole if one fails (an
+        # explicit BEGIN ... COMMIT would cost round trips of its own). A merge the one statement cannot do (over the
+        # size limit, or a step's dict to convert first) writes nothing and returns no row; here its statement
+        # divides by that row count instead, which fails the batch, and the commit is redone statement by statement
+        # in a transaction, as the calls outside a scope do it (row locks, conversions, StateTooLargeError).
+        def at_once(conn):
+            with conn.pipeline():
+                for query, p in self._commit_statements(session_id, writes): conn.execute(query, p)
+        def one_by_one(conn):
+            with conn.transaction():
+                for primitive, flow_id, args in writes:
+                    if primitive == "merge": self._merge_on(conn, flow_id, session_id, *args)
+                    elif primitive == "set_fields": conn.execute(*self._fields_statement(flow_id, session_id, *args))
+                    else: conn.execute(self._sql["delete"], dict(f=flow_id, s=session_id))
+        try: self._run(at_once)
+        except psycopg.errors.DivisionByZero: self._run(one_by_one)
+
+    def _commit_statements(self, session_id, writes) -> Iterator[Tuple[str, dict]]:
+        "A scope's writes as statements, a merge's made to fail when it cannot write (see `_commit`)."
+        for primitive, flow_id, args in writes:
+            if primitive == "set_fields": yield self._fields_statement(flow_id, session_id, *args)
+            elif primitive == "delete": yield self._sql["delete"], dict(f=flow_id, s=session_id)
+            else:
+                encoded, into, remove = args
+                rm = _removed_keys(encoded, into, remove)
+                if rm: yield self._statement("remove", len(rm)), self._remove_params(flow_id, session_id, rm)
+                if encoded:
+                    query, p = self._merge_statement(flow_id, session_id, encoded, into)
+                    yield f"WITH written AS ({query}) SELECT 1 / count(*) FROM written", p
 
     def _purge_expired(self, cutoff):  # one DELETE, by the server's clock (a skewed admin host deletes nothing live)
         # (Like every write, not repeated after a lost connection: a second run would report 0 for what the first deleted.)

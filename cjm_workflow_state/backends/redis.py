@@ -351,20 +351,29 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
         return sorted(_s(f) for f in self._index(b"list_flows", (self._flows_key,)))
 
     # -- writes --
-    def _merge(self, flow_id, session_id, encoded, into, remove, cutoff):
-        head = self._session(flow_id, session_id)
+    def _merge_args(self, encoded, into, remove) -> list:
+        "session.lua's `merge` arguments."
         args = [self._max, b"" if into is None else encode_basestring_ascii(into), str(len(remove))]
         args.extend(map(encode_basestring_ascii, remove))
         for key, value in encoded.items(): args += (encode_basestring_ascii(key), value)
-        size = self._write(head, b"merge", *args)
-        if size < 0: self._check_size(-size)
-        self._note_size(head[0], size)
+        return args
 
-    def _set_fields(self, flow_id, session_id, fields, when, cutoff):
+    def _fields_args(self, fields, when) -> list:
+        "session.lua's `fields` arguments (without a token)."
         step = fields.get("step", "")
         args = [_WHEN[when], b"\0" if step is None else _b(step)]
         if "label" in fields or when == "absent":
             args.append(label_sort_key(fields["label"]) if "label" in fields else b"")
+        return args
+
+    def _merge(self, flow_id, session_id, encoded, into, remove, cutoff):
+        head = self._session(flow_id, session_id)
+        size = self._write(head, b"merge", *self._merge_args(encoded, into, remove))
+        if size < 0: self._check_size(-size)
+        self._note_size(head[0], size)
+
+    def _set_fields(self, flow_id, session_id, fields, when, cutoff):
+        args = self._fields_args(fields, when)
         if when == "absent": args += (_token(), self._once_arg)  # create_session runs once: its repeat is safe
         return self._write(self._session(flow_id, session_id), b"fields", *args, repeatable=when == "absent") == 1
 
@@ -389,6 +398,28 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
         if moved < 0:
             raise self._rekey_target_taken(new_session_id)
         return moved
+
+    def _load(self, session_id, cutoff):  # every flow's session of an id: one script call
+        reply, found = self._index(b"load", (self._flows_of(session_id),), _b(session_id)), {}
+        for i in range(0, len(reply), 2):
+            flow_id, fields = _s(reply[i]), reply[i + 1]
+            fields = dict(zip(fields[::2], fields[1::2]))
+            if b"c" in fields:
+                found[flow_id] = (self._summary_of(flow_id, session_id, *map(fields.get, _META)),
+                                  _join_state(fields).decode("utf-8", "replace"))
+        return found
+
+    def _commit(self, session_id, writes, cutoff):  # all or none, in one script call (session.lua's `batch`)
+        keys, args = {}, []  # the hashes written (-> their KEYS index), and batch's arguments
+        for primitive, flow_id, own in writes:
+            h = self._session(flow_id, session_id)[0]
+            if primitive == "merge": own = self._merge_args(*own)
+            elif primitive == "set_fields": own = self._fields_args(*own)
+            args += (keys.setdefault(h, len(keys) + 1), primitive.replace("set_", "").encode(), len(own), *own)
+        size = self._call((b"EVALSHA", self._sha["session"], len(keys), *keys, self._ttl_ms, b"batch", _token(),
+                           self._once_arg, *args), self._scripts["session"], write=True, repeatable=True)
+        if size < 0: self._check_size(-size)
+        self._large_states.difference_update(keys)  # (their sizes changed: the next read measures again)
 
     def _purge_expired(self, cutoff,
                        batch: int = 500,  # Index entries one script call looks at (bounds how long Redis is busy)

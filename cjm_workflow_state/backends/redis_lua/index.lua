@@ -1,4 +1,5 @@
--- index.lua: the calls that go through a flow's indexes or visit many sessions: list, count, list_flows, purge, rekey.
+-- index.lua: the calls that go through a flow's indexes or visit many sessions: list, count, list_flows, purge, rekey,
+-- load.
 --
 -- ARGV: 1 the operation, 2 the store's escaped prefix P, 3 its ttl in seconds ('' for none), 4.. the operation's
 --       own arguments; KEYS: see each operation below.
@@ -103,6 +104,18 @@ local function count()
     if redis.call('EXISTS', hkey(esc(sid), ARGV[4])) == 1 then n = n + 1 else unindex(zu, zc, zl, lm, zi, sid) end
   end
   return n
+end
+
+local function load()
+  -- KEYS: 1 the flows of a session id (P:{S}:flows); ARGV: 4 the session id. What a request scope starts from: for
+  -- each flow in which the id has a session, the flow id and the session's hash (as HGETALL gives it); a flow whose
+  -- session expired is skipped.
+  local se, out = esc(ARGV[4]), {}
+  for _, f in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+    local fields = redis.call('HGETALL', hkey(se, esc(f)))
+    if #fields > 0 then out[#out + 1] = f; out[#out + 1] = fields end
+  end
+  return out
 end
 
 local function list_flows()
@@ -224,5 +237,6 @@ if OP == 'list' then return list()
 elseif OP == 'count' then return count()
 elseif OP == 'list_flows' then return list_flows()
 elseif OP == 'purge' then return purge()
-elseif OP == 'rekey' then return rekey() end
+elseif OP == 'rekey' then return rekey()
+elseif OP == 'load' then return load() end
 return redis.error_reply('index.lua: unknown operation ' .. tostring(OP))

@@ -5,8 +5,9 @@
 --       a session), FLOWS = P:flows (the flow registry), and the flow's indexes ZU = P:x:{F}:u (score = updated
 --       time), ZC = P:x:{F}:c (created time), ZL = P:x:{F}:l (member = label sort key .. session id), LM = P:x:{F}:m
 --       (session id -> label sort key), ZI = P:x:{F}:i (the session ids, for paging by id).
--- ARGV: 1 the ttl in milliseconds ('' for none), 2 the operation ('merge', 'fields', 'delete' or 'restore'),
---       3.. the operation's own arguments (see each below). The flow and session ids are read from H's name.
+-- ARGV: 1 the ttl in milliseconds ('' for none), 2 the operation ('merge', 'fields', 'delete', 'restore', or
+--       'batch': several of the others, on one or more sessions of one id), 3.. the operation's own arguments (see
+--       each below). The flow and session ids are read from H's name.
 --
 -- H holds a field per top-level state key, named by the key as JSON text (so it starts with '"') and holding the
 -- value's canonical JSON, and s (step), l (label sort key), c (created), u (updated), n and z (how many state fields
@@ -17,18 +18,24 @@
 -- helpers below are the ones most calls use; what only some operations need is defined inside them.
 local function byte_of(hex) return string.char(tonumber(hex, 16)) end  -- for percent-decoding: '%41' -> 'A'
 
-local H = KEYS[1]
 local TTL, OP = ARGV[1], ARGV[2]
-local hb = string.find(H, ':{', 1, true)  -- H is P:{S}:f:F, and neither P nor an escaped id holds ':', '{' or '}'
-local he = string.find(H, '}:f:', hb, true)
-local P, FE = string.sub(H, 1, hb - 1), string.sub(H, he + 4)
-local FLOW = string.gsub(FE, '%%(%x%x)', byte_of)  -- the raw ids (escape_id decoded), as index members
-local SID = string.gsub(string.sub(H, hb + 2, he - 1), '%%(%x%x)', byte_of)
-local X, FLOWS, I = string.sub(H, 1, he) .. ':flows', P .. ':flows', P .. ':x:{' .. FE .. '}:'
-local ZU, ZC, ZL, LM, ZI = I .. 'u', I .. 'c', I .. 'l', I .. 'm', I .. 'i'
 local LIFE = -1  -- how long the session written lives, in ms (-1: for ever)
 if TTL ~= '' then LIFE = tonumber(TTL) end
-local SHARED = {ZU, ZC, ZL, LM, X, FLOWS, ZI}  -- the keys this session shares with others
+-- The session a write works on, and the keys it shares with others (set by `bind`: a batch binds each in turn)
+local H, P, FE, FLOW, SID, X, FLOWS, ZU, ZC, ZL, LM, ZI, SHARED
+
+local function bind(h)
+  H = h
+  local hb = string.find(H, ':{', 1, true)  -- H is P:{S}:f:F, and neither P nor an escaped id holds ':', '{' or '}'
+  local he = string.find(H, '}:f:', hb, true)
+  P, FE = string.sub(H, 1, hb - 1), string.sub(H, he + 4)
+  FLOW = string.gsub(FE, '%%(%x%x)', byte_of)  -- the raw ids (escape_id decoded), as index members
+  SID = string.gsub(string.sub(H, hb + 2, he - 1), '%%(%x%x)', byte_of)
+  local I = P .. ':x:{' .. FE .. '}:'
+  X, FLOWS = string.sub(H, 1, he) .. ':flows', P .. ':flows'
+  ZU, ZC, ZL, LM, ZI = I .. 'u', I .. 'c', I .. 'l', I .. 'm', I .. 'i'
+  SHARED = {ZU, ZC, ZL, LM, X, FLOWS, ZI}  -- the keys this session shares with others
+end
 
 local function now()
   local t = redis.call('TIME')
@@ -119,17 +126,38 @@ local function once(token, ms, run)
   return result
 end
 
-if OP == 'merge' then
-  -- ARGV: 3 the largest size allowed, 4 the field to merge into ('' for the top level), 5 how many keys to remove,
+-- A batch checks every write's size before it writes anything (see `batch`): a merge given `dry`, what the writes
+-- before it would leave of its session ({exists, n, z, len = field -> length, text = field -> value, wiped}),
+-- reads its session through these and writes nothing.
+local function field_len(dry, f)
+  if dry then
+    if dry.len[f] then return dry.len[f] end
+    if dry.wiped then return 0 end
+  end
+  return redis.call('HSTRLEN', H, f)
+end
+
+local function field_text(dry, f)
+  if dry and (dry.len[f] or dry.wiped) then return dry.text[f] end
+  return redis.call('HGET', H, f) or nil
+end
+
+local function merge(A, dry)
+  -- A: 3 the largest size allowed, 4 the field to merge into ('' for the top level), 5 how many keys to remove,
   --       6.. the keys to remove, then key/value pairs (keys as JSON text, values as canonical JSON).
   -- Returns the state's new size; 0 when nothing was written (no session, nothing to add); -size when too large.
-  local m = redis.call('HMGET', H, 'n', 'z')
-  local exists = m[1] ~= false
-  local first = 6 + tonumber(ARGV[5])
+  local exists, n, z
+  if dry then exists, n, z = dry.exists, dry.n, dry.z
+  else
+    local m = redis.call('HMGET', H, 'n', 'z')
+    exists = m[1] ~= false
+    if exists then n, z = tonumber(m[1]), tonumber(m[2]) end
+  end
+  local first = 6 + tonumber(A[5])
   local fields, values = {}, {}
-  if ARGV[4] ~= '' then
+  if A[4] ~= '' then
     local cur = nil
-    if exists then cur = redis.call('HGET', H, ARGV[4]) or nil end
+    if exists then cur = field_text(dry, A[4]) end
     local merge_object
     do
       -- JSON text splicing (update_step_state merges into the object one field holds). Every stored value is
@@ -157,7 +185,7 @@ if OP == 'merge' then
         end
       end
 
-      function merge_object(cur, first)  -- cur's members (none if it is not an object), merged with ARGV[first..]
+      function merge_object(cur, first)  -- cur's members (none if it is not an object), merged with A[first..]
         local keys, vals, pos = {}, {}, {}
         if cur and string.byte(cur, 1) == 123 and #cur > 2 then
           local i = 2
@@ -170,44 +198,49 @@ if OP == 'merge' then
             i = ve + 2
           end
         end
-        for j = first, #ARGV, 2 do
-          local k = ARGV[j]
+        for j = first, #A, 2 do
+          local k = A[j]
           local p = pos[k]
-          if p then vals[p] = ARGV[j + 1] else keys[#keys + 1] = k; vals[#vals + 1] = ARGV[j + 1]; pos[k] = #keys end
+          if p then vals[p] = A[j + 1] else keys[#keys + 1] = k; vals[#vals + 1] = A[j + 1]; pos[k] = #keys end
         end
         local t = {}
         for j = 1, #keys do t[j] = keys[j] .. ':' .. vals[j] end
         return '{' .. table.concat(t, ',') .. '}'
       end
     end
-    fields[1] = ARGV[4]; values[1] = merge_object(cur, first)
+    fields[1] = A[4]; values[1] = merge_object(cur, first)
   else
-    for i = first, #ARGV, 2 do fields[#fields + 1] = ARGV[i]; values[#values + 1] = ARGV[i + 1] end
+    for i = first, #A, 2 do fields[#fields + 1] = A[i]; values[#values + 1] = A[i + 1] end
   end
   if not exists and #fields == 0 then return 0 end
-  local n, z = 0, 0
-  if exists then n = tonumber(m[1]); z = tonumber(m[2]) end
+  if not exists then n, z = 0, 0 end
   local written, gone = {}, {}
   for i = 1, #fields do
     local f = fields[i]
     local old = 0
-    if exists then old = redis.call('HSTRLEN', H, f) end
+    if exists then old = field_len(dry, f) end
     if old > 0 then z = z - #f - 1 - old else n = n + 1 end
     z = z + #f + 1 + #values[i]
     written[f] = true
   end
   if exists then
     for i = 6, first - 1 do
-      local f = ARGV[i]
+      local f = A[i]
       if not written[f] then
-        local old = redis.call('HSTRLEN', H, f)
+        local old = field_len(dry, f)
         if old > 0 then n = n - 1; z = z - #f - 1 - old; gone[#gone + 1] = f end
         written[f] = true
       end
     end
   end
   local size = 2 + z + math.max(n - 1, 0)  -- size formula: see cjm_workflow_state.core.codec.state_size
-  if size > tonumber(ARGV[3]) then return -size end
+  if size > tonumber(A[3]) then return -size end
+  if dry then  -- a batch's check: note what the write would leave, write nothing
+    dry.exists, dry.n, dry.z = true, n, z
+    for i = 1, #fields do dry.len[fields[i]] = #values[i]; dry.text[fields[i]] = values[i] end
+    for _, f in ipairs(gone) do dry.len[f] = 0; dry.text[f] = nil end
+    return size
+  end
   local t = now()
   if not exists then drop_stale(t) end
   local before = shared_before()
@@ -217,12 +250,14 @@ if OP == 'merge' then
   for i = 1, #fields do list[#list + 1] = fields[i]; list[#list + 1] = values[i] end
   write_hash(list, t, before)
   return size
-elseif OP == 'fields' then
-  -- ARGV: 3 when ('any': create the session if absent; 'live': only if it exists; 'absent': only if it does not),
+end
+
+local function fields(A)
+  -- A: 3 when ('any': create the session if absent; 'live': only if it exists; 'absent': only if it does not),
   --       4 the step ('' to leave it, '\0' for none), 5 the label sort key ('' or absent to leave it, '\0' for no
   --       label), 6 the call's token (absent when the call does not run once), 7 how long its record is kept (ms).
   -- Returns 1 when written, else 0.
-  local when, step, lp = ARGV[3], ARGV[4], ARGV[5] or ''
+  local when, step, lp = A[3], A[4], A[5] or ''
   local function run()
     local exists = redis.call('EXISTS', H) == 1
     if (when == 'live' and not exists) or (when == 'absent' and exists) then return 0 end
@@ -243,39 +278,89 @@ elseif OP == 'fields' then
       write_hash(list, t, before)
     end
   end
-  if ARGV[6] then return once(ARGV[6], ARGV[7], run) end
+  if A[6] then return once(A[6], A[7], run) end
   local result, act = run()
   if act then act() end
   return result
-elseif OP == 'delete' then
-  -- ARGV: 3 the call's token, 4 how long its record is kept (ms). Returns 1 when a session was deleted, else 0.
-  return once(ARGV[3], ARGV[4], function()
-    return redis.call('EXISTS', H), function()
-      redis.call('DEL', H)
-      unindex(SID)
-      redis.call('SREM', X, FLOW)
-      if redis.call('ZCARD', ZU) == 0 then redis.call('SREM', FLOWS, FLOW); redis.call('DEL', ZC, ZL, LM, ZI) end
-    end
-  end)
-elseif OP == 'restore' then
-  -- ARGV: 3 label sort key ('' for none), 4 step ('' for none), 5 created, 6 updated, 7 n, 8 z, 9.. field/value
+end
+
+local function remove_session()  -- the session's hash and its index entries
+  redis.call('DEL', H)
+  unindex(SID)
+  redis.call('SREM', X, FLOW)
+  if redis.call('ZCARD', ZU) == 0 then redis.call('SREM', FLOWS, FLOW); redis.call('DEL', ZC, ZL, LM, ZI) end
+end
+
+local function delete(A)
+  -- A: 3 the call's token, 4 how long its record is kept (ms). Returns 1 when a session was deleted, else 0.
+  return once(A[3], A[4], function() return redis.call('EXISTS', H), remove_session end)
+end
+
+local function restore(A)
+  -- A: 3 label sort key ('' for none), 4 step ('' for none), 5 created, 6 updated, 7 n, 8 z, 9.. field/value
   --       pairs. A session restored already expired (updated + ttl is past) is not written. Returns 1 or 0.
   local left = nil  -- how long the session lives, ms: updated + ttl - now (nil: for ever)
-  if TTL ~= '' then left = math.floor((tonumber(ARGV[6]) - tonumber(now())) * 1000 + tonumber(TTL)) end
+  if TTL ~= '' then left = math.floor((tonumber(A[6]) - tonumber(now())) * 1000 + tonumber(TTL)) end
   redis.call('DEL', H)
   unindex(SID)
   if left and left <= 0 then return 0 end
   local before = shared_before()
-  local list = {'c', ARGV[5], 'u', ARGV[6], 'n', ARGV[7], 'z', ARGV[8]}
-  if ARGV[4] ~= '' then list[#list + 1] = 's'; list[#list + 1] = ARGV[4] end
-  for i = 9, #ARGV do list[#list + 1] = ARGV[i] end
+  local list = {'c', A[5], 'u', A[6], 'n', A[7], 'z', A[8]}
+  if A[4] ~= '' then list[#list + 1] = 's'; list[#list + 1] = A[4] end
+  for i = 9, #A do list[#list + 1] = A[i] end
   hset(list)
-  redis.call('ZADD', ZC, ARGV[5], SID); redis.call('ZADD', ZU, ARGV[6], SID); redis.call('ZADD', ZI, 0, SID)
-  label(ARGV[3])
+  redis.call('ZADD', ZC, A[5], SID); redis.call('ZADD', ZU, A[6], SID); redis.call('ZADD', ZI, 0, SID)
+  label(A[3])
   redis.call('SADD', X, FLOW); redis.call('SADD', FLOWS, FLOW)
   if left then redis.call('PEXPIRE', H, left) end
   outlive(before, left or -1)  -- a session restored with a later updated time lives longer than ttl
   return 1
 end
 
-return redis.error_reply('session.lua: unknown operation ' .. tostring(OP))
+local function batch(A)
+  -- A request scope's writes, all or none (KEYS: the hashes they write, all of one session id, so of one hash slot).
+  -- A: 3 the call's token, 4 how long its record is kept (ms), then each write: its hash (an index into KEYS), its
+  --    operation ('merge', 'fields' or 'delete'), how many arguments follow, and those arguments, as a call of its
+  --    own has them from A[3] ('fields' without a token; 'delete' takes none). First every merge's size is checked,
+  --    against its session as the writes before it would leave it: if one is too large, nothing is written and
+  --    -size is returned. Then every write runs, in order, and 1 is returned. The batch runs once per token.
+  local writes, i = {}, 5
+  while i <= #A do
+    local own = {TTL, A[i + 1]}
+    for j = 1, tonumber(A[i + 2]) do own[j + 2] = A[i + 2 + j] end
+    writes[#writes + 1] = {KEYS[tonumber(A[i])], A[i + 1], own}
+    i = i + 3 + tonumber(A[i + 2])
+  end
+  return once(A[3], A[4], function()
+    local after = {}  -- hash -> what the writes checked so far would leave of it (see `merge`'s `dry`)
+    for _, w in ipairs(writes) do
+      bind(w[1])
+      local o = after[H]
+      if not o then
+        local m = redis.call('HMGET', H, 'n', 'z')
+        o = {exists = m[1] ~= false, n = tonumber(m[1] or 0), z = tonumber(m[2] or 0), len = {}, text = {}}
+        after[H] = o
+      end
+      if w[2] == 'merge' then
+        local size = merge(w[3], o)
+        if size < 0 then return size end
+      elseif w[2] == 'delete' then after[H] = {exists = false, n = 0, z = 0, len = {}, text = {}, wiped = true}
+      elseif w[3][3] ~= 'live' and not o.exists then  -- 'fields' that creates the session
+        after[H] = {exists = true, n = 0, z = 0, len = {}, text = {}, wiped = true}
+      end
+    end
+    return 1, function()
+      for _, w in ipairs(writes) do
+        bind(w[1])
+        if w[2] == 'merge' then merge(w[3])
+        elseif w[2] == 'delete' then remove_session()
+        else fields(w[3]) end
+      end
+    end
+  end)
+end
+
+local OPS = {merge = merge, fields = fields, delete = delete, restore = restore, batch = batch}
+if not OPS[OP] then return redis.error_reply('session.lua: unknown operation ' .. tostring(OP)) end
+bind(KEYS[1])
+return OPS[OP](ARGV)
