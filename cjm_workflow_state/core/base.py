@@ -305,6 +305,13 @@ class WorkflowStateStoreBase:
             if scope.store is self and scope.live and scope.session_id == session_id: return scope
         return None
 
+    def _write_refused(self, error: Exception):
+        """Re-raise a write's error, after telling this store's open scopes of it: a caller may catch it (StepFlow
+        does), and the scope's owner (the StepFlow router) must still learn that the request was not saved as sent."""
+        for scope in _SCOPES.get():
+            if scope.store is self: scope.errors.append(error)
+        raise error
+
     def _outside_scope(self, *session_ids: str) -> None:
         """Before a call the snapshot cannot serve: every open scope of this store commits what it buffered, so the
         call sees it; a scope whose session id the call may change (`session_ids`) also ends its snapshot."""
@@ -327,9 +334,11 @@ class WorkflowStateStoreBase:
                          step_id: str,  # Step id to make current
                         ) -> None:
         """Set the current step id of a workflow session."""
-        flow_id, step_id, session_id = check_id(flow_id, "flow_id"), check_id(step_id, "step_id"), self._sid(sess)
-        if _SCOPES.get() and (scope := self._scope_for(session_id)): scope.set_fields(flow_id, {"step": step_id}, "any")
-        else: self._set_fields(flow_id, session_id, {"step": step_id}, "any", self._cutoff())
+        try:
+            flow_id, step_id, session_id = check_id(flow_id, "flow_id"), check_id(step_id, "step_id"), self._sid(sess)
+            if _SCOPES.get() and (scope := self._scope_for(session_id)): scope.set_fields(flow_id, {"step": step_id}, "any")
+            else: self._set_fields(flow_id, session_id, {"step": step_id}, "any", self._cutoff())
+        except Exception as e: self._write_refused(e)
 
     def get_state(self,
                   flow_id: str,  # Workflow identifier
@@ -347,12 +356,14 @@ class WorkflowStateStoreBase:
                      updates: Mapping,  # Top-level keys to set (`dict.update` semantics)
                     ) -> None:
         """Shallow-merge `updates` into the state, atomically; nothing is written if any value is invalid."""
-        flow_id = check_id(flow_id, "flow_id")
-        encoded = encode_updates(updates)
-        if not encoded: return
-        session_id = self._sid(sess)
-        if _SCOPES.get() and (scope := self._scope_for(session_id)): scope.merge(flow_id, encoded, None, ())
-        else: self._merge(flow_id, session_id, encoded, None, (), self._cutoff())
+        try:
+            flow_id = check_id(flow_id, "flow_id")
+            encoded = encode_updates(updates)
+            if not encoded: return
+            session_id = self._sid(sess)
+            if _SCOPES.get() and (scope := self._scope_for(session_id)): scope.merge(flow_id, encoded, None, ())
+            else: self._merge(flow_id, session_id, encoded, None, (), self._cutoff())
+        except Exception as e: self._write_refused(e)
 
     def clear_state(self,
                     flow_id: str,  # Workflow identifier
@@ -380,12 +391,14 @@ class WorkflowStateStoreBase:
                           updates: Mapping,  # Keys to set in the step's state
                          ) -> None:
         """Shallow-merge `updates` into the step's state, atomically."""
-        flow_id = check_id(flow_id, "flow_id")
-        key, encoded = step_key(step_id), encode_updates(updates, level=1)  # the values sit inside the step's dict
-        if not encoded: return
-        session_id = self._sid(sess)
-        if _SCOPES.get() and (scope := self._scope_for(session_id)): scope.merge(flow_id, encoded, key, ())
-        else: self._merge(flow_id, session_id, encoded, key, (), self._cutoff())
+        try:
+            flow_id = check_id(flow_id, "flow_id")
+            key, encoded = step_key(step_id), encode_updates(updates, level=1)  # the values sit inside the step's dict
+            if not encoded: return
+            session_id = self._sid(sess)
+            if _SCOPES.get() and (scope := self._scope_for(session_id)): scope.merge(flow_id, encoded, key, ())
+            else: self._merge(flow_id, session_id, encoded, key, (), self._cutoff())
+        except Exception as e: self._write_refused(e)
 
     def clear_step_state(self,
                          flow_id: str,  # Workflow identifier

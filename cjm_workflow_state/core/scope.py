@@ -33,6 +33,7 @@ class RequestScope:
         self._view = None  # an in-memory store holding the flows written in the scope: their snapshot plus the writes
         self._touched = set()  # the flows copied into `_view`
         self._writes: List[Write] = []  # what commits at exit, in call order
+        self.errors: List[Exception] = []  # What this store's writes raised while the scope was open, caught or not
         self._joined = False  # entered inside a scope of the same store and session id: that scope does the work
         self._token = None
 
