@@ -19,7 +19,9 @@ API (tests/INTERFACES.md §3):
 - `freeze()` / `thaw()`: stop forwarding (connections stay open and hang) / forward again what was held.
 - `refuse(on=True)`: new connections are closed at once ("server down"); `refuse(False)` accepts again.
 - `stats`: counters `connections` (accepted and forwarded), `requests_forwarded` (client->server chunks),
-  `replies_forwarded` (server->client chunks), `replies_dropped`, `refused`.
+  `replies_forwarded` (server->client chunks), `replies_dropped`, `refused`, and `round_trips`: how many times a
+  connection's server answered after its client had sent (a client that sends several chunks before it reads
+  any reply, as a pipeline does, makes one round trip).
 
 Threads and blocking sockets (no asyncio), so delays are accurate to well under a millisecond. A "chunk" is what
 one `recv` returns: a small request or reply is one chunk, so `drop_replies(1)` drops one reply; a reply larger than
@@ -41,6 +43,7 @@ class _Link:
         self.client, self.server = client, server
         self.closed = False
         self.lock = threading.Lock()
+        self.awaiting = False  # the client sent something the server has not answered yet (see `round_trips`)
 
     def close(self) -> None:
         "Close both sides (idempotent); shutting down first wakes the pump threads blocked in recv."
@@ -75,7 +78,7 @@ class FaultProxy:
         self._closed = False
         self._thread: Optional[threading.Thread] = None
         self.stats = {"connections": 0, "requests_forwarded": 0, "replies_forwarded": 0,
-                      "replies_dropped": 0, "refused": 0}
+                      "replies_dropped": 0, "refused": 0, "round_trips": 0}
 
     # --- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> "FaultProxy":
@@ -176,7 +179,10 @@ class FaultProxy:
                 if self._delay: time.sleep(self._delay)
                 self._flowing.wait()
                 if link.closed: break
-                self._count("replies_forwarded" if is_reply else "requests_forwarded")  # before: the peer may act on it at once
+                with self._lock:  # counted before forwarding: the peer may act on it at once
+                    self.stats["replies_forwarded" if is_reply else "requests_forwarded"] += 1
+                    if is_reply and link.awaiting: self.stats["round_trips"] += 1
+                    link.awaiting = not is_reply
                 sink.sendall(data)
         except OSError:
             pass

@@ -103,8 +103,15 @@ def test_wizard_survives_restart_and_sessions_page(browser_page, tmp_path):
         page.fill("#field-company", "Analytical Engines")
         page.click("#step-flow-next-btn")
 
-        # Step 2.
+        # Step 2, first with a description too long to store: the step comes back with an alert, nothing is saved.
         page.wait_for_selector("[data-step=project]")
+        page.fill("#field-project_title", "Engine dashboard")
+        page.select_option("#field-project_kind", "Data pipeline")
+        page.fill("#field-description", "x" * 70_000)  # over the demo's 64 KB per session
+        page.click("#step-flow-next-btn")
+        page.wait_for_selector(".wfs-error[role=alert]")
+        assert "too long" in page.inner_text(".wfs-error") and page.locator("[data-step=project]").count() == 1
+        shot("project-too-long")
         page.fill("#field-project_title", "Engine dashboard")
         page.select_option("#field-project_kind", "Data pipeline")
         page.fill("#field-description", "A dashboard for the difference engine's operators.")

@@ -163,7 +163,7 @@ def test_redact_url_keeps_the_rest():
 
 def test_footer_and_start_up_line_hide_the_password(monkeypatch):
     url = "redis://user:s3cret@127.0.0.1:6379/0?password=s3cret"
-    monkeypatch.setattr(demo, "open_store", lambda u: InMemoryWorkflowStateStore())
+    monkeypatch.setattr(demo, "open_store", lambda u, **options: InMemoryWorkflowStateStore(**options))
     page = TestClient(create_app(url, secret_key="k")).get("/").text
     assert "s3cret" not in page and "127.0.0.1:6379" in page
     import uvicorn

@@ -9,7 +9,8 @@ Environment:
 - WIZARD_PREFIX: URL prefix of the wizard's routes, default /wizard.
 
 Every process signs cookies with the same key (`wizard.SECRET_KEY`), so several of them behind one address
-serve one user like a single app. `GET /_completed` returns the states this process's `on_complete` received.
+serve one user like a single app. `GET /_completed` returns the states this process's `on_complete` received;
+`GET /ping` answers without the store.
 `tests/servers.py` and `start_app_server` below start it on a free port.
 """
 import json, os, subprocess, sys, time
@@ -111,3 +112,6 @@ if "STORE_URL" in os.environ:  # imported by uvicorn in the server process
 
     @app.get("/_completed")
     def completed(): return JSONResponse(wizard.completed)
+
+    @app.get("/ping")
+    async def ping(): return "pong"  # a route without the store, on the event loop: it answers while the store is slow
