@@ -197,6 +197,9 @@ class InMemoryWorkflowStateStore(WorkflowStateStoreBase):
                 if rec: found[flow_id] = (self._summarise(flow_id, session_id, rec), join_items(rec.items.values()))
             return found
 
+    async def _aload(self, session_id, cutoff): return self._load(session_id, cutoff)  # no I/O: no worker thread
+    async def _acommit(self, session_id, writes, cutoff): self._commit(session_id, writes, cutoff)
+
     def _commit(self, session_id, writes, cutoff):
         with self._lock:  # (reentrant: the primitives take it again)
             saved = {}  # flow_id -> the session's record before the commit (None: absent), restored if a write fails

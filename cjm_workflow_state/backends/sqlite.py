@@ -735,16 +735,17 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
     # -- writes: stamped, and their session's expiry decided, by the clock the statement reads (`cutoff` unused) --
     def _merge(self, flow_id, session_id, encoded, into, remove, cutoff):
         guess = (flow_id, session_id, int(self._clock() * 1000))  # see `_set_fields`
-        plan = _plan_merge(encoded, into, remove, self.max_state_bytes) if self._json_merge else None
-        if plan is not None:  # one UPDATE statement on a live session
-            shape, params, bound = plan
-            if self._run(self._merge_statement,
-                         (shape, params + (flow_id, session_id, bound) + self._ttl_param, self._last_write == guess)):
-                self._last_write = guess
-                return
-        # absent, expired, near the size cap, other keys, or a text SQLite's JSON functions refuse
-        self._run(_transaction, (self._merge_tx, flow_id, session_id, encoded, into, remove))
+        if not self._run(self._merge_fast, (flow_id, session_id, encoded, into, remove, self._last_write == guess)):
+            # absent, expired, near the size cap, other keys, or a text SQLite's JSON functions refuse
+            self._run(_transaction, (self._merge_tx, flow_id, session_id, encoded, into, remove))
         self._last_write = guess
+
+    def _merge_fast(self, conn, flow_id, session_id, encoded, into, remove, same_ms) -> bool:
+        "The merge as one UPDATE statement on a live session, when SQLite's JSON functions can do it; False if not done."
+        plan = _plan_merge(encoded, into, remove, self.max_state_bytes) if self._json_merge else None
+        if plan is None: return False
+        shape, params, bound = plan
+        return self._merge_statement(conn, shape, params + (flow_id, session_id, bound) + self._ttl_param, same_ms) > 0
 
     def _merge_statement(self, conn, shape, params, same_ms) -> int:
         "Run the one-statement merge (see `_merge_sql`); how many rows it changed (0: the transaction path must merge)."
@@ -835,6 +836,11 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
         rows = self._run(_READS[cutoff is not None]["load"], params, _ALL, writing=False)
         return {row[0]: (make_summary(row[0], session_id, *row[1:6]), row[6]) for row in rows}
 
+    # A local file: the load (one indexed SELECT) and the commit (one short transaction) take tens of microseconds,
+    # less than handing them to a worker thread and back (bench/bench_http.py), so the scope runs them on the loop
+    async def _aload(self, session_id, cutoff): return self._load(session_id, cutoff)
+    async def _acommit(self, session_id, writes, cutoff): self._commit(session_id, writes, cutoff)
+
     def _commit(self, session_id, writes, cutoff):
         self._run(_transaction, (self._commit_tx, session_id, writes))
         self._last_write = None  # (`_set_fields`' guess: the commit's stamps are not predicted)
@@ -842,7 +848,8 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
     def _commit_tx(self, conn, session_id, writes):
         "Apply a scope's writes in order, inside the caller's transaction (all or none)."
         for primitive, flow_id, args in writes:
-            if primitive == "merge": self._merge_tx(conn, flow_id, session_id, *args)
+            if primitive == "merge":
+                if not self._merge_fast(conn, flow_id, session_id, *args, False): self._merge_tx(conn, flow_id, session_id, *args)
             elif primitive == "set_fields": conn.execute(*self._fields_statement(flow_id, session_id, *args))
             else: conn.execute(self._q["delete"], (flow_id, session_id) + self._ttl_param)  # (an expired row reads absent)
 
