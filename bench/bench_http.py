@@ -1,7 +1,15 @@
-"""HTTP benchmark: a StepFlow wizard under uvicorn, the step POST on the in-memory store vs the SQLite store, in one run.
+"""HTTP benchmark: a StepFlow wizard under uvicorn, the step POST on the in-memory store vs the other stores, in one run.
 
     python bench/bench_http.py [--rounds 8] [--seconds 3] [--connections 8] [--sessions 32] [--profile] [--proposal]
-                               [--floor] [--check]
+                               [--floor] [--all] [--check]
+
+`--all` adds every backend (issue 11): SQLite without request scopes, and Redis (REDIS_URL) and PostgreSQL
+(DATABASE_URL) on this host and 0.25 ms away each way (`tests/faultproxy.py`, threads and time.sleep: event-loop
+timers round sub-millisecond sleeps), each with request scopes (create_stepflow_router's default: one load and one
+commit per request) and without (", no scope": the store's request_scope hidden, so StepFlow's routes call the
+store as they are, 6-7 blocking calls on the event loop). Targets, with scopes: SQLite >= 0.92, Redis >= 0.85,
+PostgreSQL >= 0.70, both 0.25 ms away >= 0.60 of in-memory. Each server's data lives under its own Redis prefix or
+PostgreSQL schema, removed at the end.
 
 Two uvicorn servers (one process each, loopback, free ports, started by this script and killed at the end) serve
 the same FastHTML app; one keeps its workflow state in `InMemoryWorkflowStateStore` (`memory://`), the other in
@@ -42,7 +50,9 @@ Runtime: about (number of servers) x (2 + rounds x seconds) s plus start-up (~1 
 import argparse, json, os, re, shutil, socket, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 
-TARGET = 0.85  # SQLite req/s >= 85% of in-memory req/s on the step POST
+TARGETS = {"SQLite": 0.92, "Redis": 0.85, "PostgreSQL": 0.70, "Redis 0.25 ms away": 0.60,
+           "PostgreSQL 0.25 ms away": 0.60}  # step POST req/s / in-memory req/s, with request scopes (issue 11)
+DELAY = 0.00025  # seconds each way, for the "0.25 ms away" servers (a proxy of threads and time.sleep)
 FLOW_ID, PREFIX = "bench", "/wizard"
 BODY = "name=Ada+Lovelace+{n}&email=ada%40example.com&plan=pro"
 
@@ -90,7 +100,7 @@ if os.environ.get("BENCH_STORE"):
                 self.conn.execute("DELETE FROM s WHERE flow_id = ? AND session_id = ?", (flow_id, self._sid(sess)))
 
         store = FloorSQLiteStore(os.environ["BENCH_STORE"][len("floor:"):])
-    else: store = open_store(os.environ["BENCH_STORE"])
+    else: store = open_store(os.environ["BENCH_STORE"], **json.loads(os.environ.get("BENCH_STORE_OPTIONS") or "{}"))
     stats = {"completions": 0}
     timings = {}  # with BENCH_PROFILE=1: store method -> [calls, seconds]
 
@@ -120,6 +130,15 @@ if os.environ.get("BENCH_STORE"):
                 except sqlite3.OperationalError: pass
         threading.Thread(target=checkpointer, args=(str(store.path),), daemon=True).start()
     if os.environ.get("BENCH_PROFILE"): store = TimedStore(store)
+
+    class NoScope:
+        "The store without `request_scope`: create_stepflow_router runs StepFlow's routes as they are (--all)."
+        def __init__(self, inner): self._inner = inner
+        def __getattr__(self, name):
+            if name == "request_scope": raise AttributeError(name)
+            return getattr(self._inner, name)
+
+    if os.environ.get("BENCH_NO_SCOPE"): store = NoScope(store)
 
     def field_step(key, title):
         return Step(key, title, data_keys=[key], validate=lambda state: bool(str(state.get(key, "")).strip()),
@@ -166,6 +185,44 @@ def start_server(store_url: str, log: Path, profile: bool = False, extra_env: di
             stop_server(proc)
             raise RuntimeError(f"the server for {store_url} did not start:\n{log.read_text()}")
         time.sleep(0.2)
+
+
+NO_SCOPE = ", no scope"  # name suffix of the servers whose store has no request_scope (BENCH_NO_SCOPE)
+
+
+def server_stores(tmp: Path, proxies: list, cleanups: list) -> dict:
+    """--all: name -> (store URL, server environment) of SQLite without scopes and of Redis and PostgreSQL, on the
+    same host and 0.25 ms away (a delay proxy started here), each with and without request scopes; each server's data
+    under its own Redis prefix or PostgreSQL schema, removed by `cleanups`."""
+    import uuid
+    from urllib.parse import urlsplit
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from faultproxy import FaultProxy  # threads and time.sleep: sub-millisecond delays that event-loop timers round
+    from cjm_workflow_state import open_store
+    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    pg_url = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    stores = {"SQLite" + NO_SCOPE: (f"sqlite:///{tmp / 'bench-no-scope.db'}", {"BENCH_NO_SCOPE": "1"})}
+    for backend, url, default_port in (("Redis", redis_url, 6379), ("PostgreSQL", pg_url, 5432)):
+        for away in (False, True):
+            address = urlsplit(url)
+            target = url
+            if away:
+                proxy = FaultProxy(address.hostname or "127.0.0.1", address.port or default_port).start()
+                proxy.set_delay(DELAY); proxies.append(proxy); target = proxy.url(url)
+            for scoped in (True, False):
+                name = backend + (" 0.25 ms away" if away else "") + ("" if scoped else NO_SCOPE)
+                where = f"bench_http_{uuid.uuid4().hex[:10]}"
+                options = {"prefix": where} if backend == "Redis" else {"schema": where, "table": "sessions"}
+                env = {"BENCH_STORE_OPTIONS": json.dumps(options), **({} if scoped else {"BENCH_NO_SCOPE": "1"})}
+                stores[name] = (target, env)
+                def cleanup(url=url, backend=backend, where=where, options=options):
+                    if backend == "Redis":
+                        with open_store(url, **options) as store: store.delete_all()
+                    else:
+                        import psycopg
+                        with psycopg.connect(url, autocommit=True) as conn: conn.execute(f'DROP SCHEMA IF EXISTS "{where}" CASCADE')
+                cleanups.append(cleanup)
+    return stores
 
 
 def stop_server(proc: subprocess.Popen) -> None:
@@ -250,7 +307,10 @@ def main():
                              "thread (prototypes of proposed changes, made in this app, not in the store)")
     parser.add_argument("--floor", action="store_true",
                         help="also run a bare SQLite store (one statement per call, no index): the floor for SQLite")
-    parser.add_argument("--check", action="store_true", help="exit 1 if the target is missed")
+    parser.add_argument("--all", action="store_true",
+                        help="every backend: in-memory, SQLite, Redis and PostgreSQL (REDIS_URL, DATABASE_URL), the last "
+                             "two also 0.25 ms away each way (a delay proxy), each with request scopes and without")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
     args = parser.parse_args()
     if not 0 < args.seconds <= 20: parser.error("--seconds must be in (0, 20]")
     wrk = shutil.which("wrk")
@@ -265,10 +325,13 @@ def main():
     started = time.perf_counter()
     kinds = {"in-memory": "InMemoryWorkflowStateStore", "SQLite": "SQLiteWorkflowStateStore",
              "SQLite+ck10k": "SQLiteWorkflowStateStore", "SQLite+bg": "SQLiteWorkflowStateStore",
-             "SQLite floor": "FloorSQLiteStore"}
+             "SQLite floor": "FloorSQLiteStore", "Redis": "RedisWorkflowStateStore",
+             "PostgreSQL": "PostgresWorkflowStateStore"}
+    proxies, cleanups = [], []
     with tempfile.TemporaryDirectory(prefix="cjm-wfs-bench-http-") as d:
         tmp = Path(d)
         stores = {"in-memory": ("memory://", {}), "SQLite": (f"sqlite:///{tmp / 'bench.db'}", {})}
+        if args.all: stores.update(server_stores(tmp, proxies, cleanups))
         if args.proposal:
             stores["SQLite+ck10k"] = (f"sqlite:///{tmp / 'bench-ck10k.db'}", {"BENCH_AUTOCHECKPOINT": "10000"})
             stores["SQLite+bg"] = (f"sqlite:///{tmp / 'bench-bg.db'}", {"BENCH_BG_CHECKPOINT": "1"})
@@ -301,7 +364,7 @@ def main():
             for name, (_, base, _) in servers.items():
                 stats = httpx.get(base + "/_stats").json()
                 done, requests = stats["completions"] - before[name]["completions"], sum(x["requests"] for x in runs[name])
-                assert stats["store"] == kinds[name], stats
+                assert stats["store"] == (kinds.get(name) or kinds[name.split(",")[0].split(" ")[0]]), stats
                 assert abs(done - requests / 3) <= requests * 0.01 + 10, (name, done, requests)
                 print(f"  {name}: {requests:,} requests, {done:,} completed wizards ({stats['store']}; every request "
                       f"answered 200)")
@@ -315,6 +378,8 @@ def main():
                                                             for m, (c, t) in spent.items() if c))
         finally:
             for proc, _, _ in servers.values(): stop_server(proc)
+            for proxy in proxies: proxy.close()
+            for cleanup in cleanups: cleanup()
     med = {n: statistics.median(x["rps"] for x in runs[n]) for n in runs}
     cpu = {n: statistics.median(x["cpu_us"] for x in runs[n]) for n in runs}
     print("\n  median req/s: " + ", ".join(f"{n} {med[n]:,.0f}" for n in names))
@@ -325,8 +390,10 @@ def main():
     ok = True
     for name in others:
         ratio = statistics.median(s["rps"] / m["rps"] for s, m in zip(runs[name], runs["in-memory"]))
-        verdict = f"target >= {TARGET}: {'PASS' if ratio >= TARGET else 'FAIL'}"
-        if name == "SQLite": ok = ratio >= TARGET
+        if name in TARGETS:
+            verdict = f"target >= {TARGETS[name]}: {'PASS' if ratio >= TARGETS[name] else 'FAIL'}"
+            ok = ok and ratio >= TARGETS[name]
+        elif name.endswith(NO_SCOPE): verdict = "(without request scopes: StepFlow's routes as they are)"
         else: verdict = "(prototype of a proposed change, not the store as shipped)"
         print(f"  {name} / in-memory (median of the rounds' ratios): {ratio:.2f}  {verdict}")
     print(f"  runtime {time.perf_counter() - started:.0f} s; servers stopped, temporary files removed")
