@@ -315,13 +315,17 @@ ignore_startup_parameters = extra_float_digits,options
         shutil.rmtree(tmp_path, ignore_errors=True)
 
 
-def test_conformance_behind_pgbouncer_in_transaction_mode(pgbouncer):
+@pytest.mark.parametrize("wrap", ["sync", "scoped"])
+def test_conformance_behind_pgbouncer_in_transaction_mode(pgbouncer, wrap):
     """With prepare_threshold=None the whole suite passes through PgBouncer in transaction pooling mode
-    (a private PgBouncer this test starts, or PGBOUNCER_URL's)."""
-    from cjm_workflow_state.testing import SharedStores, check_store
+    (a private PgBouncer this test starts, or PGBOUNCER_URL's); and with each call in a request scope, whose commit
+    is one pipelined batch of statements (one implicit transaction, which PgBouncer keeps on one server connection)."""
+    from cjm_workflow_state.testing import ScopedCalls, SharedStores, check_store
+    wrapper = ScopedCalls if wrap == "scoped" else (lambda store: store)
     with postgres_schema("pgbouncer") as (_, schema):  # (dropped through DATABASE_URL afterwards)
         tables = iter(range(10**6))
-        stores = SharedStores(lambda table, **o: make_postgres_store(pgbouncer, schema, table, max_size=4, prepare_threshold=None, **o),
+        stores = SharedStores(lambda table, **o: wrapper(make_postgres_store(pgbouncer, schema, table, max_size=4,
+                                                                             prepare_threshold=None, **o)),
                               new_backend=lambda: f"t{next(tables)}")
         try: assert check_store(stores) == {}  # every check ran
         finally: stores.cleanup()
