@@ -883,8 +883,9 @@ class PostgresWorkflowStateStore(_Connections, WorkflowStateStoreBase):
         # divides by that row count instead, which fails the batch, and the commit is redone statement by statement
         # in a transaction, as the calls outside a scope do it (row locks, conversions, StateTooLargeError).
         def at_once(conn):
-            with conn.pipeline():
-                for query, p in self._commit_statements(session_id, writes): conn.execute(query, p)
+            with conn.pipeline():  # (prepare=False: a statement psycopg would prepare in a batch that then fails is
+                # never prepared on the server, yet psycopg would count it as prepared: "prepared statement does not exist")
+                for query, p in self._commit_statements(session_id, writes): conn.execute(query, p, prepare=False)
         def one_by_one(conn):
             with conn.transaction():
                 for primitive, flow_id, args in writes:
