@@ -300,3 +300,4 @@ def test_a_scopes_writes_commit_as_the_model_does(make):
     def cached(**options):  # one store per test (a fresh session id per example)
         return stores.setdefault("store", make(**options))
     _same_as_the_model(cached)
+

@@ -6,7 +6,7 @@
 __all__ = ['escape_id', 'label_sort_key', 'RedisWorkflowStateStore', 'open_url']
 
 # %% ../../nbs/backends/redis.ipynb #e493eedb
-import functools, math, os, re, time
+import asyncio, functools, math, os, re, time, weakref
 from datetime import timedelta
 from importlib.resources import files
 from json.encoder import encode_basestring_ascii
@@ -15,6 +15,8 @@ from urllib.parse import quote_from_bytes
 
 try:
     import redis
+    import redis.asyncio as redis_async
+    from redis.asyncio.retry import Retry as AsyncRetry
     from redis.backoff import NoBackoff
     from redis.exceptions import (AuthenticationError, AuthorizationError, BusyLoadingError, ClusterDownError,
         ConnectionError as _RedisConnectionError, NoPermissionError, NoScriptError, OutOfMemoryError, ReadOnlyError,
@@ -88,6 +90,56 @@ def _join_state(fields: dict) -> bytes:
     "A session's state as JSON object text, from its hash's fields (HGETALL): the state fields joined."
     return b"{" + b",".join([k + b":" + v for k, v in fields.items() if k[:1] == b'"']) + b"}"
 
+class _Attempts:
+    """The sends of one call and what their errors mean: the rules of `RedisWorkflowStateStore._call`, shared by its
+    sync and async sends (`_acall`). A connection that fails before the command was sent is retried (`retries`
+    times); one that fails after it was sent is retried only when the command is `repeatable` (reads, and the writes
+    that run once per token); a write that is not raises StoreUnavailableError saying its outcome is unknown, as does
+    any later failure of a write once it may have run. A script the server forgot (NOSCRIPT: it did nothing) is loaded
+    and run again. Replies in which the server refused the call raise `_refusal`'s error."""
+    def __init__(self, store, script, write: bool, repeatable: bool):
+        self.store, self.script, self.write, self.repeatable = store, script, write, repeatable
+        self.retries, self.load = store.retries, False  # load: send SCRIPT LOAD first
+        self.first_sent = None  # when a write was first sent: from then on it may have run, whatever happens next
+        self.repeat = False  # this send may repeat an earlier one that ran
+
+    def start(self) -> None:
+        "Before each send."
+        self.repeat = self.first_sent is not None
+
+    def check(self) -> None:
+        "Before sending a repeat, and after its reply: is a repeat still safe (see `_check_repeat`)?"
+        if self.repeat: self.store._check_repeat(self.first_sent)
+
+    def sent(self) -> None:
+        "The command went out whole (one that fails to go out whole is not run by the server)."
+        if self.write and self.first_sent is None: self.first_sent = time.monotonic()
+
+    def failed(self, e: Exception) -> bool:
+        "Raise the call's error for `e`, or return True to send again (False: `e` is not Redis's, re-raise it)."
+        store, repeat = self.store, self.repeat
+        if isinstance(e, NoScriptError):  # the server did nothing with this send
+            if not repeat: self.first_sent = None
+            if self.load or self.script is None:
+                if repeat: raise store._outcome_unknown(e, "the call was sent, then its repeat refused") from e
+                raise store._refusal(e) from None
+            self.load = True
+            return True
+        if isinstance(e, _REPLIED):  # replies in which the server refused (it did nothing), not lost connections
+            if repeat: raise store._outcome_unknown(e, "the call was sent, then its repeat refused") from e
+            raise store._refusal(e) from None
+        if isinstance(e, _UNAVAILABLE):  # redis-py has disconnected the connection; the pool reconnects it on its next use
+            timeout = isinstance(e, _RedisTimeoutError)
+            if self.first_sent is not None and (not self.repeatable or self.retries <= 0 or timeout):
+                raise store._outcome_unknown(e) from e
+            if self.retries <= 0 or timeout: raise store._unavailable(e) from e
+            self.retries -= 1
+            return True
+        if isinstance(e, ResponseError):
+            if repeat: raise store._outcome_unknown(e, "the call was sent, then its repeat refused") from e
+            raise store._refusal(e) from None
+        return False
+
 # %% ../../nbs/backends/redis.ipynb #d46c1800
 class RedisWorkflowStateStore(WorkflowStateStoreBase):
     """Workflow state in Redis: a hash per session, one atomic round trip per call, native expiry."""
@@ -115,10 +167,16 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
             raise ValueError(f"retries must be an int >= 0, got {retries!r}")
         self.prefix, self.retries = prefix, retries
         self._owns_client = isinstance(url_or_client, str)
+        self._async_pools = weakref.WeakKeyDictionary()  # event loop -> its redis.asyncio pool (see `_apool`)
         if self._owns_client:
             client = redis.Redis.from_url(url_or_client, socket_timeout=socket_timeout,  # the store retries, not the driver
                                           socket_connect_timeout=socket_connect_timeout, retry=Retry(NoBackoff(), 0),
                                           **client_options)
+            # the async calls' own pools (redis.asyncio), from the same URL and options: only for a store given a URL
+            # (a ready client's pool may be a Sentinel's or a custom class, which the async driver would not copy)
+            self._url, self.native_async = url_or_client, True
+            self._async_options = dict(socket_timeout=socket_timeout, socket_connect_timeout=socket_connect_timeout,
+                                       retry=AsyncRetry(NoBackoff(), 0), **client_options)
         elif isinstance(url_or_client, redis.Redis):
             if client_options: raise TypeError(f"options {sorted(client_options)} apply to a URL, not to a ready client")
             client, pool = url_or_client, url_or_client.connection_pool
@@ -176,49 +234,59 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
               write: bool = False,  # Whether the command may change data
               repeatable: bool = True,  # Whether sending it twice does what sending it once does
              ):
-        """Send one command on a connection of the client's pool and return its reply. A connection that fails
-        before the command was sent is retried (`retries` times); one that fails after it was sent is retried only
-        when the command is `repeatable` (reads, and the writes that run once per token); a write that is not
-        raises StoreUnavailableError saying its outcome is unknown, as does any later failure of a write once it may
-        have run. A script the server forgot (NOSCRIPT: it did nothing) is loaded and run again. Replies in which the
-        server refused the call raise `_refusal`'s error."""
-        retries, load, pool = self.retries, False, self._pool
-        first_sent = None  # when a write was first sent: from then on it may have run, whatever happens next
+        """Send one command on a connection of the client's pool and return its reply, retrying and reporting
+        errors by the rules of `_Attempts`."""
+        attempts, pool = _Attempts(self, script, write, repeatable), self._pool
         while True:
-            conn, repeat = None, first_sent is not None  # repeat: an earlier send may have run
+            conn = None
+            attempts.start()
             try:
                 # the pool hands out a connected connection with nothing unread: one the server closed while it sat
                 # idle is replaced there, before anything is sent on it, so a call is never sent twice for that
                 conn = pool.get_connection()
-                if load:
+                if attempts.load:
                     conn.send_command("SCRIPT", "LOAD", script.script)
                     conn.read_response()
-                if repeat: self._check_repeat(first_sent)
-                # a command that fails to go out whole is not run by the server: only from here is the outcome open
+                attempts.check()
                 conn.send_command(*args)
-                if write and first_sent is None: first_sent = time.monotonic()
+                attempts.sent()
                 reply = conn.read_response()
-                if repeat: self._check_repeat(first_sent)
+                attempts.check()
                 return reply
-            except NoScriptError as e:  # the server did nothing with this send
-                if not repeat: first_sent = None
-                if load or script is None:
-                    if repeat: raise self._outcome_unknown(e, "the call was sent, then its repeat refused") from e
-                    raise self._refusal(e) from None
-                load = True
-            except _REPLIED as e:  # replies in which the server refused (it did nothing), not lost connections
-                if repeat: raise self._outcome_unknown(e, "the call was sent, then its repeat refused") from e
-                raise self._refusal(e) from None
-            except _UNAVAILABLE as e:  # redis-py has disconnected `conn`; the pool reconnects it on its next use
-                if first_sent is not None and (not repeatable or retries <= 0 or isinstance(e, _RedisTimeoutError)):
-                    raise self._outcome_unknown(e) from e
-                if retries <= 0 or isinstance(e, _RedisTimeoutError): raise self._unavailable(e) from e
-                retries -= 1
-            except ResponseError as e:
-                if repeat: raise self._outcome_unknown(e, "the call was sent, then its repeat refused") from e
-                raise self._refusal(e) from None
+            except Exception as e:
+                if not attempts.failed(e): raise
             finally:
                 if conn is not None: pool.release(conn)
+
+    async def _acall(self, args: tuple, script: Optional[Any] = None, write: bool = False, repeatable: bool = True):
+        "`_call` on this event loop's `redis.asyncio` pool (see `_apool`): the same sends, rules and errors, awaited."
+        attempts, pool = _Attempts(self, script, write, repeatable), self._apool()
+        while True:
+            conn = None
+            attempts.start()
+            try:
+                conn = await pool.get_connection()
+                if attempts.load:
+                    await conn.send_command("SCRIPT", "LOAD", script.script)
+                    await conn.read_response()
+                attempts.check()
+                await conn.send_command(*args)
+                attempts.sent()
+                reply = await conn.read_response()
+                attempts.check()
+                return reply
+            except Exception as e:
+                if not attempts.failed(e): raise
+            finally:
+                if conn is not None: await pool.release(conn)
+
+    def _apool(self):
+        "This event loop's `redis.asyncio` connection pool (a pool's connections belong to the loop that made them)."
+        loop = asyncio.get_running_loop()
+        pool = self._async_pools.get(loop)
+        if pool is None:
+            pool = self._async_pools[loop] = redis_async.ConnectionPool.from_url(self._url, **self._async_options)
+        return pool
 
     def _check_repeat(self, first_sent: float) -> None:
         """A write repeated after its connection dropped is trusted only while the first run's record (`once`)
@@ -399,8 +467,16 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
             raise self._rekey_target_taken(new_session_id)
         return moved
 
-    def _load(self, session_id, cutoff):  # every flow's session of an id: one script call
-        reply, found = self._index(b"load", (self._flows_of(session_id),), _b(session_id)), {}
+    # -- request scopes: one script call to load, one to commit (and their async twins, on redis.asyncio) --
+    def _load_call(self, session_id) -> tuple:
+        "index.lua's `load` of every flow's session of an id: `_call`'s arguments."
+        keys = (self._flows_of(session_id),)
+        return ((b"EVALSHA", self._sha["index"], len(keys), *keys, b"load", self._key_prefix, self._ttl_s, _b(session_id)),
+                self._scripts["index"])
+
+    def _loaded(self, session_id, reply) -> dict:
+        "`_load`'s result from the script's reply (flow id, hash fields, per flow)."
+        found = {}
         for i in range(0, len(reply), 2):
             flow_id, fields = _s(reply[i]), reply[i + 1]
             fields = dict(zip(fields[::2], fields[1::2]))
@@ -409,17 +485,36 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
                                   _join_state(fields).decode("utf-8", "replace"))
         return found
 
-    def _commit(self, session_id, writes, cutoff):  # all or none, in one script call (session.lua's `batch`)
+    def _load(self, session_id, cutoff): return self._loaded(session_id, self._call(*self._load_call(session_id)))
+
+    async def _aload(self, session_id, cutoff):
+        if not self.native_async: return await super()._aload(session_id, cutoff)
+        return self._loaded(session_id, await self._acall(*self._load_call(session_id)))
+
+    def _commit_call(self, session_id, writes) -> tuple:
+        "session.lua's `batch` of a scope's writes (all or none): `_call`'s arguments, and the hashes written."
         keys, args = {}, []  # the hashes written (-> their KEYS index), and batch's arguments
         for primitive, flow_id, own in writes:
             h = self._session(flow_id, session_id)[0]
             if primitive == "merge": own = self._merge_args(*own)
             elif primitive == "set_fields": own = self._fields_args(*own)
             args += (keys.setdefault(h, len(keys) + 1), primitive.replace("set_", "").encode(), len(own), *own)
-        size = self._call((b"EVALSHA", self._sha["session"], len(keys), *keys, self._ttl_ms, b"batch", _token(),
-                           self._once_arg, *args), self._scripts["session"], write=True, repeatable=True)
+        return ((b"EVALSHA", self._sha["session"], len(keys), *keys, self._ttl_ms, b"batch", _token(), self._once_arg,
+                 *args), self._scripts["session"], True, True), keys
+
+    def _committed(self, size: int, keys) -> None:
+        "After a batch: its refusal (-size) raised; the hashes' sizes forgotten (the next read measures again)."
         if size < 0: self._check_size(-size)
-        self._large_states.difference_update(keys)  # (their sizes changed: the next read measures again)
+        self._large_states.difference_update(keys)
+
+    def _commit(self, session_id, writes, cutoff):  # all or none, in one script call (session.lua's `batch`)
+        call, keys = self._commit_call(session_id, writes)
+        self._committed(self._call(*call), keys)
+
+    async def _acommit(self, session_id, writes, cutoff):
+        if not self.native_async: return await super()._acommit(session_id, writes, cutoff)
+        call, keys = self._commit_call(session_id, writes)
+        self._committed(await self._acall(*call), keys)
 
     def _purge_expired(self, cutoff,
                        batch: int = 500,  # Index entries one script call looks at (bounds how long Redis is busy)
@@ -435,8 +530,15 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
                 deleted += n
         return deleted
 
+    async def _aclose(self):
+        pool = self._async_pools.pop(asyncio.get_running_loop(), None)
+        if pool is not None: await pool.disconnect()
+
     def _close(self):
         if self._owns_client: self._client.close()
+        for loop, pool in list(self._async_pools.items()):  # the async pools: closed on their loop, if it can still run
+            if not loop.is_closed() and not loop.is_running(): loop.run_until_complete(pool.disconnect())
+        self._async_pools.clear()
 
     # -- administration --
     def delete_all(self) -> int:  # Number of keys deleted

@@ -122,6 +122,10 @@ def check_order_by(
     return order_by
 
 # %% ../../nbs/core/base.ipynb #0596f960
+_SCOPED_CALLS = {  # the protocol calls a `native_async` backend's async twins make in one load or one commit
+    **dict.fromkeys(["get_current_step", "get_state", "get_step_state", "session_exists"], "read"),
+    **dict.fromkeys(["set_current_step", "update_state", "clear_state", "update_step_state", "clear_step_state"], "write")}
+
 def _check_page_size(page_size) -> None:
     if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
         raise ValueError(f"page_size must be an int >= 1, got {page_size!r}")
@@ -129,6 +133,7 @@ def _check_page_size(page_size) -> None:
 class WorkflowStateStoreBase:
     """The full store API on top of eight storage primitives; subclass it to write a backend (see "Writing a backend")."""
     server_time = False  # True when the backend stamps writes and expires sessions by its server's clock, not `clock`
+    native_async = False  # True when `_aload` and `_acommit` await the driver on the event loop: the async protocol calls then use them
 
     def __init__(self,
                  *,
@@ -575,9 +580,13 @@ class WorkflowStateStoreBase:
 
     # ---- the async API: the same calls, awaitable -------------------------------------------
     async def _call_async(self, method: Callable, sess, *args):
-        "`method(*args)`: on the snapshot of the open scope serving `sess` when there is one (no I/O), else off the loop."
+        """`method(*args)`: on the snapshot of the open scope serving `sess` when there is one (no I/O); with a
+        `native_async` backend, a read in a scope of its own (one `_aload`) and a write in a scope that loads nothing
+        (one `_acommit`: the commit checks the size against the stored state, as the call would); else off the loop."""
         if _SCOPES.get() and self._scope_for(self._sid(sess)) is not None: return method(*args)
-        return await self._run_async(method, *args)
+        kind = _SCOPED_CALLS.get(method.__name__) if self.native_async else None
+        if kind is None: return await self._run_async(method, *args)
+        async with RequestScope(self, self._sid(sess), load=kind == "read"): return method(*args)
 
     async def _outside_scope_async(self, *session_ids: str) -> None:
         "`_outside_scope`, awaitable."
@@ -753,7 +762,11 @@ class WorkflowStateStoreBase:
 
     async def aclose(self) -> None:
         """`close`, awaitable."""
+        await self._aclose()
         await self._run_async(self.close)
+
+    async def _aclose(self) -> None:
+        "Release what the async calls hold on this event loop (a backend with async connections overrides it)."
 
     async def __aenter__(self): return self
     async def __aexit__(self, *exc): await self.aclose()

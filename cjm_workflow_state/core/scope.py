@@ -26,8 +26,9 @@ class RequestScope:
     def __init__(self,
                  store,  # The store (a `WorkflowStateStoreBase`)
                  session_id: str,  # The session id the scope serves
+                 load: bool = True,  # False: load nothing (a scope for writes only: its view starts empty)
                 ):
-        self.store, self.session_id = store, session_id
+        self.store, self.session_id, self.load = store, session_id, load
         self.live = False  # True while the scope serves calls: from entry until exit, or until a call ends its snapshot
         self._loaded: Dict[str, Tuple[Any, str]] = {}  # flow_id -> (summary, state text) as loaded at entry
         self._view = None  # an in-memory store holding the flows written in the scope: their snapshot plus the writes
@@ -58,7 +59,7 @@ class RequestScope:
 
     def __enter__(self):
         if self._outer(): self._joined = True; return self._enter(None)
-        return self._enter(self.store._load(self.session_id, self.store._cutoff()))
+        return self._enter(self.store._load(self.session_id, self.store._cutoff()) if self.load else {})
 
     def __exit__(self, exc_type, exc, tb):
         writes = self._leave(exc_type is not None)
@@ -66,7 +67,7 @@ class RequestScope:
 
     async def __aenter__(self):
         if self._outer(): self._joined = True; return self._enter(None)
-        return self._enter(await self.store._aload(self.session_id, self.store._cutoff()))
+        return self._enter(await self.store._aload(self.session_id, self.store._cutoff()) if self.load else {})
 
     async def __aexit__(self, exc_type, exc, tb):
         writes = self._leave(exc_type is not None)
