@@ -3,7 +3,7 @@ a commit that a concurrent write pushes over the size limit writes nothing of th
 scopes writing different keys of one session from many threads, tasks and processes lose no key; calls the snapshot
 cannot serve see the scope's writes; scopes of different requests (tasks, threads) never serve each other; the
 number of SQLite transactions per scope is two."""
-import asyncio, multiprocessing, threading, uuid
+import asyncio, multiprocessing, threading, time, uuid
 
 import pytest
 
@@ -301,3 +301,76 @@ def test_a_scopes_writes_commit_as_the_model_does(make):
         return stores.setdefault("store", make(**options))
     _same_as_the_model(cached)
 
+
+# ---- the async calls (Redis: on the event loop with redis.asyncio; PostgreSQL: in a worker thread) when the connection fails ----
+from urllib.parse import urlsplit
+
+from cjm_workflow_state.errors import StoreUnavailableError
+from faultproxy import FaultProxy
+
+
+@pytest.fixture(params=["redis", "postgres"])
+def proxied(request):
+    "(store behind a fault proxy, the proxy, a store reaching the server directly)."
+    if request.param == "redis":
+        from cjm_workflow_state.backends.redis import RedisWorkflowStateStore
+        url, prefix = redis_url(), unique_name("scope_faults")
+        proxy = FaultProxy("127.0.0.1", urlsplit(url).port or 6379).start()
+        store = RedisWorkflowStateStore(proxy.url(url), prefix=prefix, socket_timeout=2, socket_connect_timeout=1)
+        direct = RedisWorkflowStateStore(url, prefix=prefix)
+    else:
+        url, schema = request.getfixturevalue("pg_schema")
+        proxy = FaultProxy("127.0.0.1", urlsplit(url).port or 5432).start()
+        table = unique_name("t")
+        store = make_postgres_store(proxy.url(url), schema, table, connect_timeout=1, pool_timeout=2)
+        direct = make_postgres_store(url, schema, table)
+    assert store.native_async == (request.param == "redis")  # (PostgreSQL's async calls run in a worker thread)
+    try: yield store, proxy, direct
+    finally:
+        proxy.close(); store.close()
+        if request.param == "redis": direct.delete_all()
+        direct.close()
+
+
+def test_async_calls_outage_and_recovery(proxied):
+    store, proxy, direct = proxied
+    async def run():
+        await store.aupdate_state("f", "s", {"a": 1})
+        proxy.refuse(True); proxy.cut_all()  # the server is gone
+        start = time.monotonic()
+        with pytest.raises(StoreUnavailableError): await store.aget_state("f", "s")
+        with pytest.raises(StoreUnavailableError): await store.aupdate_state("f", "s", {"b": 2})
+        assert time.monotonic() - start < 10  # within the store's timeouts, not hanging
+        proxy.refuse(False)  # back: the pool reconnects
+        for _ in range(50):
+            try: state = await store.aget_state("f", "s"); break
+            except StoreUnavailableError: await asyncio.sleep(0.1)
+        await store.aclose()
+        return state
+    assert asyncio.run(run()) == {"a": 1}
+    assert direct.get_state("f", "s") == {"a": 1}  # the refused update wrote nothing
+
+
+def test_async_commit_whose_reply_is_lost(proxied):
+    "A commit sent, then its connection dropped before the reply: Redis repeats it once (it runs once per token); "
+    "PostgreSQL says the outcome is unknown. Either way no write happens twice and none is invented."
+    store, proxy, direct = proxied
+    async def run():
+        await store.aupdate_state("f", "s", {"n": 0})
+        try:
+            async with store.request_scope("s"):
+                await store.aupdate_state("f", "s", {"n": 1})
+                await store.aset_current_step("f", "s", "two")
+                proxy.drop_replies(1)  # the commit's reply (the load's came back)
+            outcome = "written"
+        except StoreUnavailableError as e:
+            assert "outcome is unknown" in str(e), e
+            outcome = "unknown"
+        await store.aclose()
+        return outcome
+    outcome = asyncio.run(run())
+    assert proxy.stats["replies_dropped"] == 1
+    state, step = direct.get_state("f", "s"), direct.get_current_step("f", "s")
+    if type(store).__name__ == "RedisWorkflowStateStore": assert (outcome, state, step) == ("written", {"n": 1}, "two")
+    else:  # the server ran the pipelined batch before the reply was lost: all of it or none of it, never a part
+        assert outcome == "unknown" and (state, step) in (({"n": 0}, None), ({"n": 1}, "two")), (outcome, state, step)
