@@ -37,6 +37,7 @@ class _Session:
 # %% ../../nbs/backends/memory.ipynb #5e3c5599
 class InMemoryWorkflowStateStore(WorkflowStateStoreBase):
     """In-memory workflow state storage for development and testing; thread-safe, bounded on request."""
+    scope_on_loop = True  # no I/O: a request scope's load and commit run on the event loop
 
     def __init__(self,
                  *,
@@ -196,9 +197,6 @@ class InMemoryWorkflowStateStore(WorkflowStateStoreBase):
                 rec = self._live(flow_id, session_id, cutoff)
                 if rec: found[flow_id] = (self._summarise(flow_id, session_id, rec), join_items(rec.items.values()))
             return found
-
-    async def _aload(self, session_id, cutoff): return self._load(session_id, cutoff)  # no I/O: no worker thread
-    async def _acommit(self, session_id, writes, cutoff): self._commit(session_id, writes, cutoff)
 
     def _commit(self, session_id, writes, cutoff):
         with self._lock:  # (reentrant: the primitives take it again)

@@ -536,6 +536,9 @@ _CHANGED = operator.attrgetter("rowcount")  # how many rows a write (its own tra
 # %% ../../nbs/backends/sqlite.ipynb #29ee12f3
 class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
     """Workflow state in a SQLite file: persistent, atomic, safe across threads and processes."""
+    # A local file: a request scope's load (one indexed SELECT) and commit (one short transaction) take tens of
+    # microseconds, less than a hop to a worker thread and back (bench/bench_http.py), so they run on the event loop
+    scope_on_loop = True
 
     def __init__(self,
                  path: Union[str, os.PathLike],  # Database file (created, with its folders, if missing), or ":memory:"
@@ -835,11 +838,6 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
         params = (session_id,) if cutoff is None else (session_id, cutoff)
         rows = self._run(_READS[cutoff is not None]["load"], params, _ALL, writing=False)
         return {row[0]: (make_summary(row[0], session_id, *row[1:6]), row[6]) for row in rows}
-
-    # A local file: the load (one indexed SELECT) and the commit (one short transaction) take tens of microseconds,
-    # less than handing them to a worker thread and back (bench/bench_http.py), so the scope runs them on the loop
-    async def _aload(self, session_id, cutoff): return self._load(session_id, cutoff)
-    async def _acommit(self, session_id, writes, cutoff): self._commit(session_id, writes, cutoff)
 
     def _commit(self, session_id, writes, cutoff):
         self._run(_transaction, (self._commit_tx, session_id, writes))

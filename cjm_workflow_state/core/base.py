@@ -134,6 +134,7 @@ class WorkflowStateStoreBase:
     """The full store API on top of eight storage primitives; subclass it to write a backend (see "Writing a backend")."""
     server_time = False  # True when the backend stamps writes and expires sessions by its server's clock, not `clock`
     native_async = False  # True when `_aload` and `_acommit` await the driver on the event loop: the async protocol calls then use them
+    scope_on_loop = False  # True when `_load` and `_commit` are quicker than a hop to a worker thread (no network): a scope runs them on the loop
 
     def __init__(self,
                  *,
@@ -251,12 +252,14 @@ class WorkflowStateStoreBase:
             getattr(self, "_" + primitive)(flow_id, session_id, *args, cutoff)
 
     async def _aload(self, session_id: str, cutoff: Optional[float]) -> Dict[str, Tuple[SessionSummary, str]]:
-        "`_load`, awaitable. The default runs it in a worker thread; a backend with an async driver overrides it."
+        "`_load`, awaitable: on the loop with `scope_on_loop`, else in a worker thread (a backend with an async driver overrides it)."
+        if self.scope_on_loop: return self._load(session_id, cutoff)
         return await asyncio.to_thread(self._load, session_id, cutoff)
 
     async def _acommit(self, session_id: str, writes: List[Tuple[str, str, tuple]], cutoff: Optional[float]) -> None:
-        "`_commit`, awaitable. The default runs it in a worker thread; a backend with an async driver overrides it."
-        await asyncio.to_thread(self._commit, session_id, writes, cutoff)
+        "`_commit`, awaitable: on the loop with `scope_on_loop`, else in a worker thread (a backend with an async driver overrides it)."
+        if self.scope_on_loop: self._commit(session_id, writes, cutoff)
+        else: await asyncio.to_thread(self._commit, session_id, writes, cutoff)
 
     async def _run_async(self, method: Callable, *args):
         """Run a sync public method without blocking the event loop: the default runs it in a worker thread (which
