@@ -120,12 +120,11 @@ class _Attempts:
         store, repeat = self.store, self.repeat
         if isinstance(e, NoScriptError):  # the server did nothing with this send
             if not repeat: self.first_sent = None
-            if self.load or self.script is None:
-                if repeat: raise store._outcome_unknown(e, "the call was sent, then its repeat refused") from e
-                raise store._refusal(e) from None
-            self.load = True
-            return True
-        if isinstance(e, _REPLIED):  # replies in which the server refused (it did nothing), not lost connections
+            if not self.load and self.script is not None: self.load = True; return True
+            # else refused like any reply below (the script was just loaded, or there is none)
+        # replies in which the server refused the call (it did nothing), not lost connections (_REPLIED are
+        # ConnectionErrors in redis-py, hence checked before _UNAVAILABLE)
+        if isinstance(e, (_REPLIED, ResponseError)):
             if repeat: raise store._outcome_unknown(e, "the call was sent, then its repeat refused") from e
             raise store._refusal(e) from None
         if isinstance(e, _UNAVAILABLE):  # redis-py has disconnected the connection; the pool reconnects it on its next use
@@ -135,9 +134,6 @@ class _Attempts:
             if self.retries <= 0 or timeout: raise store._unavailable(e) from e
             self.retries -= 1
             return True
-        if isinstance(e, ResponseError):
-            if repeat: raise store._outcome_unknown(e, "the call was sent, then its repeat refused") from e
-            raise store._refusal(e) from None
         return False
 
 # %% ../../nbs/backends/redis.ipynb #d46c1800
