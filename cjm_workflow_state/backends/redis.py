@@ -272,6 +272,9 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
                 attempts.check()
                 return reply
             except Exception as e:
+                # under uvloop, a write on a transport the server has closed (a refused connection's handshake, say)
+                # raises RuntimeError, which redis-py lets through: it is a lost connection like any other
+                if type(e) is RuntimeError: e = _RedisConnectionError(f"the connection was closed ({e})")
                 if not attempts.failed(e): raise
             finally:
                 if conn is not None: await pool.release(conn)
