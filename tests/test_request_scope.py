@@ -302,7 +302,8 @@ def test_a_scopes_writes_commit_as_the_model_does(make):
     _same_as_the_model(cached)
 
 
-# ---- the async calls (Redis: on the event loop with redis.asyncio; PostgreSQL: in a worker thread) when the connection fails ----
+
+# ---- the async calls on the event loop (redis.asyncio, psycopg's async pool) when the connection fails ----
 from urllib.parse import urlsplit
 
 from cjm_workflow_state.errors import StoreUnavailableError
@@ -311,7 +312,7 @@ from faultproxy import FaultProxy
 
 @pytest.fixture(params=["redis", "postgres"])
 def proxied(request):
-    "(store behind a fault proxy, the proxy, a store reaching the server directly)."
+    "(store behind a fault proxy, the proxy, a store reaching the server directly): native async stores."
     if request.param == "redis":
         from cjm_workflow_state.backends.redis import RedisWorkflowStateStore
         url, prefix = redis_url(), unique_name("scope_faults")
@@ -324,7 +325,7 @@ def proxied(request):
         table = unique_name("t")
         store = make_postgres_store(proxy.url(url), schema, table, connect_timeout=1, pool_timeout=2)
         direct = make_postgres_store(url, schema, table)
-    assert store.native_async == (request.param == "redis")  # (PostgreSQL's async calls run in a worker thread)
+    assert store.native_async
     try: yield store, proxy, direct
     finally:
         proxy.close(); store.close()

@@ -6,7 +6,7 @@
 __all__ = ['SCHEMA_VERSION', 'DEFAULT_TABLE', 'DEFAULT_CONNINFO', 'PostgresWorkflowStateStore', 'open_url']
 
 # %% ../../nbs/backends/postgres.ipynb #16b0e3f1
-import os, re, select, threading, weakref
+import asyncio, os, re, select, threading, weakref
 from datetime import timedelta
 from json.encoder import encode_basestring_ascii as _encode_key  # `encode_json(key)` for a str key, faster
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
@@ -410,6 +410,45 @@ def _recording_connection_class(store) -> type:
             return conn
     return Connection
 
+
+class _LoopConnections:
+    """One event loop's connections for a store's async calls: psycopg `AsyncConnection`s opened when a call needs
+    one, at most `max_size` in use at once, kept for the next call while idle.
+
+    Not psycopg_pool's `AsyncConnectionPool`: that pool runs background tasks on the loop (its scheduler and
+    workers), which `asyncio.run` cancels and awaits as it ends, and in CI under Python 3.12 a test hung there
+    (psycopg_pool has had such bugs: a cancellation lost in the pool, psycopg#1345, #1401). This one runs no task of
+    its own: it acts only inside the calls that use it, so ending the loop has nothing to wait for."""
+
+    def __init__(self, conninfo: str, kwargs: dict, max_size: int, timeout: float):
+        self.conninfo, self.kwargs, self.max_size, self.timeout = conninfo, kwargs, max_size, timeout
+        self.idle: List[psycopg.AsyncConnection] = []
+        self.slots = asyncio.Semaphore(max_size)
+
+    async def get(self) -> "psycopg.AsyncConnection":
+        "An idle connection the server has not closed, or a new one; PoolTimeout if all are busy for `timeout` s."
+        try: await asyncio.wait_for(self.slots.acquire(), self.timeout)
+        except asyncio.TimeoutError: raise PoolTimeout(f"all {self.max_size} connections busy for {self.timeout:g} s") from None
+        try:
+            while self.idle:
+                conn = self.idle.pop()
+                if _idle_socket_ok(conn): return conn
+                await conn.close()
+            return await psycopg.AsyncConnection.connect(self.conninfo, **self.kwargs)
+        except BaseException:
+            self.slots.release(); raise
+
+    async def put(self, conn: "psycopg.AsyncConnection") -> None:
+        "Keep a connection for reuse, or close it if it is broken or was left in a transaction (a cancelled call)."
+        try:
+            if conn.info.transaction_status == TransactionStatus.IDLE: self.idle.append(conn)
+            else: await conn.close()
+        finally: self.slots.release()
+
+    def close(self) -> None:
+        "Close the idle connections; needs no loop (libpq's PQfinish, which is all `AsyncConnection.close` does)."
+        while self.idle: self.idle.pop().pgconn.finish()
+
 # %% ../../nbs/backends/postgres.ipynb #f4dcca04
 _STORES = weakref.WeakSet()  # every PostgresWorkflowStateStore of this process
 
@@ -417,6 +456,8 @@ def _after_fork_in_child():
     "In a forked child: make each store open connections of its own on its next call."
     for store in list(_STORES):
         store._ready_lock, store._forked, store._ready = threading.Lock(), True, False
+        # the async calls' connections too: kept referenced, never closed (that would end the parent's sessions)
+        store._inherited.extend(store._async_pools.values()); store._async_pools = weakref.WeakKeyDictionary()
 
 if hasattr(os, "register_at_fork"): os.register_at_fork(after_in_child=_after_fork_in_child)
 
@@ -513,7 +554,7 @@ class _Connections:
           saying that the outcome is unknown.
         - a missing table: our error naming it (see `_table_missing`); a refusal retrying will not fix (read-only,
           no privilege, disk full): BackendError."""
-        pool, lost, rolled_back = self._pool, 0, 0
+        pool, tries = self._pool, {"lost": 0, "rolled_back": 0}
         while True:
             conn, sent = None, False
             try:
@@ -526,27 +567,60 @@ class _Connections:
                 result = fn(conn)
                 if not conn.autocommit: conn.commit()
                 return result
-            except PoolClosed as e: raise self._unavailable(e) from e
-            except psycopg.Error as e:
-                state = getattr(e, "sqlstate", None)
-                if state in _ROLLED_BACK and rolled_back < 3: rolled_back += 1; continue
-                if state == "42P01": raise self._table_missing(e) from None
-                if todo := _cannot_fix(e):  # the statement did nothing
-                    raise self._error(BackendError, f" refused the call: {self._describe(e)}; {todo}") from None
-                if not _is_unavailable(e): raise
-                if state == "57014" or not sent: raise self._unavailable(e) from e  # nothing done
-                if not safe_to_repeat:  # it may have taken effect
-                    raise self._error(StoreUnavailableError, f": the connection was lost during the call "
-                        f"({self._describe(e)}); the server may or may not have done it, so the outcome is unknown and "
-                        f"the call was not repeated: check the session (e.g. session_exists) before trying again") from e
-                if lost: raise self._unavailable(e) from e
-                lost += 1
+            except Exception as e:
+                if not self._failed(e, sent, safe_to_repeat, tries): raise
             finally:
                 if conn is not None:
                     if not conn.autocommit and not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
                         try: conn.rollback()
                         except psycopg.Error: pass
                     pool.putconn(conn)
+
+    def _failed(self, e: Exception, sent: bool, safe_to_repeat: bool, tries: dict) -> bool:
+        """What an error of a call means (the rules of `_call`, for its sync and async runs): raise the store's error,
+        or return True to run the call again (False: not psycopg's, re-raise it). `tries` counts the repeats so far."""
+        if isinstance(e, PoolClosed): raise self._unavailable(e) from e
+        if not isinstance(e, psycopg.Error): return False
+        state = getattr(e, "sqlstate", None)
+        if state in _ROLLED_BACK and tries["rolled_back"] < 3: tries["rolled_back"] += 1; return True
+        if state == "42P01": raise self._table_missing(e) from None
+        if todo := _cannot_fix(e):  # the statement did nothing
+            raise self._error(BackendError, f" refused the call: {self._describe(e)}; {todo}") from None
+        if not _is_unavailable(e): return False
+        if state == "57014" or not sent: raise self._unavailable(e) from e  # nothing done
+        if not safe_to_repeat:  # it may have taken effect
+            raise self._error(StoreUnavailableError, f": the connection was lost during the call "
+                f"({self._describe(e)}); the server may or may not have done it, so the outcome is unknown and "
+                f"the call was not repeated: check the session (e.g. session_exists) before trying again") from e
+        if tries["lost"]: raise self._unavailable(e) from e
+        tries["lost"] += 1
+        return True
+
+    async def _acall(self, fn, safe_to_repeat: bool = False):
+        """`_run` on this event loop's connections (see `_LoopConnections`): `await fn(conn)` on an `AsyncConnection`,
+        by the same rules and with the same errors as `_call`."""
+        if not self._ready: await asyncio.to_thread(self._prepare)  # (the table, once: a rare, blocking step)
+        connections, tries = self._loop_connections(), {"lost": 0, "rolled_back": 0}
+        while True:
+            conn, sent = None, False
+            try:
+                conn = await connections.get()
+                sent = True  # from here on the server may act on the call
+                return await fn(conn)
+            except Exception as e:
+                if not sent and _is_refused(e): raise self._refused(e) from None  # (sync calls see it in `_unavailable`)
+                if not self._failed(e, sent, safe_to_repeat, tries): raise
+            finally:
+                if conn is not None: await connections.put(conn)
+
+    def _loop_connections(self) -> _LoopConnections:
+        "This event loop's connections for the async calls (a psycopg AsyncConnection belongs to the loop that made it)."
+        loop = asyncio.get_running_loop()
+        connections = self._async_pools.get(loop)
+        if connections is None:
+            connections = self._async_pools[loop] = _LoopConnections(
+                self._conninfo, self._kwargs, self._pool.max_size, self._pool.timeout)
+        return connections
 
     def _write_row(self, query: str, params) -> Optional[tuple]:
         "The first row a write returns (None when it returns none); never repeated (see `_call`)."
@@ -669,6 +743,7 @@ class PostgresWorkflowStateStore(_Connections, WorkflowStateStoreBase):
                 # the next call then starts a new attempt at once, so the store works as soon as the server is back
                 reconnect_timeout=_RECONNECT_TIMEOUT, name=f"cjm-workflow-state:{table}", open=False)
             self._pool = self._new_pool()  # opened on first use (so a process can fork before it)
+            self.native_async = True  # the async calls' own connections, per event loop (see `_loop_connections`)
         qualified = (self.schema,) if self.schema else ()
         self._names = dict(table=(*qualified, self.table), meta=(*qualified, self.table + "_meta"),
                            **{suffix: (f"{self.table}_{suffix}",) for suffix in _INDEXES})
@@ -678,6 +753,7 @@ class PostgresWorkflowStateStore(_Connections, WorkflowStateStoreBase):
         self._create_table, self._connect_error = create_table, None  # the last failed connection attempt of the pool
         self._schema_done, self._opened, self._closed, self._forked = not create_table, False, False, False
         self._ready, self._ready_lock, self._inherited = False, threading.Lock(), []
+        self._async_pools = weakref.WeakKeyDictionary()  # event loop -> its _LoopConnections
         _STORES.add(self)
 
     def _time_sql(self) -> Dict[str, str]:
@@ -870,9 +946,26 @@ class PostgresWorkflowStateStore(_Connections, WorkflowStateStoreBase):
             raise self._rekey_target_taken(new_session_id) from None
 
     # ---- request scopes: every flow of a session id in one statement; a scope's writes in one transaction ----
-    def _load(self, session_id, cutoff):
-        rows = self._read_rows(self._sql["load"], (session_id,))
+    def _load(self, session_id, cutoff): return self._loaded(session_id, self._read_rows(self._sql["load"], (session_id,)))
+
+    def _loaded(self, session_id, rows) -> dict:
+        "`_load`'s result from its rows."
         return {r[0]: (self._summarise(r[0], session_id, *r[1:-1]), _assemble(*decode_json(r[-1]))) for r in rows}
+
+    async def _aload(self, session_id, cutoff):
+        if not self.native_async: return await super()._aload(session_id, cutoff)
+        async def load(conn): return await (await conn.execute(self._sql["load"], (session_id,))).fetchall()
+        return self._loaded(session_id, await self._acall(load, safe_to_repeat=True))
+
+    async def _acommit(self, session_id, writes, cutoff):
+        if not self.native_async: return await super()._acommit(session_id, writes, cutoff)
+        statements = list(self._commit_statements(session_id, writes))  # (checks the size of each update alone)
+        async def at_once(conn):  # see `_commit`
+            async with conn.pipeline():
+                for query, p in statements: await conn.execute(query, p, prepare=False)
+        try: await self._acall(at_once)
+        except psycopg.errors.DivisionByZero:  # a merge one statement cannot do: the careful path, in a worker thread
+            await asyncio.to_thread(self._commit_one_by_one, session_id, writes)
 
     def _commit(self, session_id, writes, cutoff):
         # First every statement at once, in one round trip: psycopg's pipeline mode sends them all, then one Sync.
@@ -886,14 +979,18 @@ class PostgresWorkflowStateStore(_Connections, WorkflowStateStoreBase):
             with conn.pipeline():  # (prepare=False: a statement psycopg would prepare in a batch that then fails is
                 # never prepared on the server, yet psycopg would count it as prepared: "prepared statement does not exist")
                 for query, p in self._commit_statements(session_id, writes): conn.execute(query, p, prepare=False)
+        try: self._run(at_once)
+        except psycopg.errors.DivisionByZero: self._commit_one_by_one(session_id, writes)
+
+    def _commit_one_by_one(self, session_id, writes) -> None:
+        "A scope's writes one statement at a time, in one transaction, as the calls outside a scope make them."
         def one_by_one(conn):
             with conn.transaction():
                 for primitive, flow_id, args in writes:
                     if primitive == "merge": self._merge_on(conn, flow_id, session_id, *args)
                     elif primitive == "set_fields": conn.execute(*self._fields_statement(flow_id, session_id, *args))
                     else: conn.execute(self._sql["delete"], dict(f=flow_id, s=session_id))
-        try: self._run(at_once)
-        except psycopg.errors.DivisionByZero: self._run(one_by_one)
+        self._run(one_by_one)
 
     def _commit_statements(self, session_id, writes) -> Iterator[Tuple[str, dict]]:
         "A scope's writes as statements, a merge's made to fail when it cannot write (see `_commit`)."
@@ -919,10 +1016,16 @@ class PostgresWorkflowStateStore(_Connections, WorkflowStateStoreBase):
             f=flow_id, s=session_id, state=encode_json(state), meta=encode_json(meta), n=len(state), len=length,
             step=step, label=_label_in(label), created=created, updated=updated)))
 
+    async def _aclose(self):
+        connections = self._async_pools.pop(asyncio.get_running_loop(), None)
+        if connections is not None: connections.close()
+
     def _close(self):
         with self._ready_lock:
             self._closed, self._ready = True, False
             if self._owns_pool and self._opened: self._pool.close()
+        for connections in list(self._async_pools.values()): connections.close()  # every loop's idle ones
+        self._async_pools.clear()
 
 # %% ../../nbs/backends/postgres.ipynb #55841b50
 def open_url(
