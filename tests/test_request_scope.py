@@ -375,3 +375,46 @@ def test_async_commit_whose_reply_is_lost(proxied):
     if type(store).__name__ == "RedisWorkflowStateStore": assert (outcome, state, step) == ("written", {"n": 1}, "two")
     else:  # the server ran the pipelined batch before the reply was lost: all of it or none of it, never a part
         assert outcome == "unknown" and (state, step) in (({"n": 0}, None), ({"n": 1}, "two")), (outcome, state, step)
+
+
+# ---- PostgreSQL: a commit's statements are prepared on the server; a failed batch must not break the next call ----
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+def test_postgres_failed_batches_leave_prepared_statements_usable(pg_schema, use_async):
+    """With every statement prepared at once (prepare_threshold=0), commits whose pipelined batch fails (a merge that
+    another writer made too large meanwhile: the batch fails, the careful path raises StateTooLargeError) alternate
+    with commits that succeed. Each failure must leave the store usable: no "prepared statement does not exist"."""
+    url, schema = pg_schema
+    store = make_postgres_store(url, schema, max_state_bytes=2000, prepare_threshold=0, max_size=1)
+    other = make_postgres_store(url, schema, table=store.table)
+    async def scoped(i, grow):
+        async with store.request_scope("s"):
+            await store.aupdate_state("f", "s", {"n": i, "pad": "x" * 700})
+            await store.aset_current_step("f", "s", f"step{i}")
+            if grow: other.update_state("f", "s", {"big": "y" * 1400})  # meanwhile, another writer fills the session
+    def sync_scoped(i, grow):
+        with store.request_scope("s"):
+            store.update_state("f", "s", {"n": i, "pad": "x" * 700})
+            store.set_current_step("f", "s", f"step{i}")
+            if grow: other.update_state("f", "s", {"big": "y" * 1400})
+    async def run():
+        for i in range(12):
+            grow = i % 3 == 1
+            if grow:
+                with pytest.raises(StateTooLargeError): await scoped(i, grow)
+                other.clear_state("f", "s")
+            else: await scoped(i, grow)
+            assert (await store.aget_current_step("f", "s") == f"step{i}") == (not grow)  # a failed commit wrote nothing
+        await store.aclose()
+    try:
+        if use_async: asyncio.run(run())
+        else:
+            for i in range(12):
+                grow = i % 3 == 1
+                if grow:
+                    with pytest.raises(StateTooLargeError): sync_scoped(i, grow)
+                    other.clear_state("f", "s")
+                else: sync_scoped(i, grow)
+                assert (store.get_current_step("f", "s") == f"step{i}") == (not grow)
+    finally:
+        if not use_async: store.close()
+        other.close()

@@ -961,8 +961,11 @@ class PostgresWorkflowStateStore(_Connections, WorkflowStateStoreBase):
         if not self.native_async: return await super()._acommit(session_id, writes, cutoff)
         statements = list(self._commit_statements(session_id, writes))  # (checks the size of each update alone)
         async def at_once(conn):  # see `_commit`
-            async with conn.pipeline():
-                for query, p in statements: await conn.execute(query, p, prepare=False)
+            try:
+                async with conn.pipeline():
+                    for query, p in statements: await conn.execute(query, p)
+            except psycopg.Error:
+                await conn.close(); raise  # (see `_commit`: the connection's prepared statements may be miscounted)
         try: await self._acall(at_once)
         except psycopg.errors.DivisionByZero:  # a merge one statement cannot do: the careful path, in a worker thread
             await asyncio.to_thread(self._commit_one_by_one, session_id, writes)
@@ -975,10 +978,17 @@ class PostgresWorkflowStateStore(_Connections, WorkflowStateStoreBase):
         # size limit, or a step's dict to convert first) writes nothing and returns no row; here its statement
         # divides by that row count instead, which fails the batch, and the commit is redone statement by statement
         # in a transaction, as the calls outside a scope do it (row locks, conversions, StateTooLargeError).
+        # The statements are prepared on the server after a few runs (prepare_threshold), as every other call's are:
+        # a merge's statement is long, and planning it anew each time costs the server more than running it. When a
+        # batch fails, psycopg may count as prepared a statement of the batch that the server never prepared (the
+        # next run would fail: "prepared statement does not exist"), so the connection is closed: the next call
+        # gets a new one, with nothing prepared.
         def at_once(conn):
-            with conn.pipeline():  # (prepare=False: a statement psycopg would prepare in a batch that then fails is
-                # never prepared on the server, yet psycopg would count it as prepared: "prepared statement does not exist")
-                for query, p in self._commit_statements(session_id, writes): conn.execute(query, p, prepare=False)
+            try:
+                with conn.pipeline():
+                    for query, p in self._commit_statements(session_id, writes): conn.execute(query, p)
+            except psycopg.Error:
+                conn.close(); raise
         try: self._run(at_once)
         except psycopg.errors.DivisionByZero: self._commit_one_by_one(session_id, writes)
 
