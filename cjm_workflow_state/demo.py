@@ -24,7 +24,7 @@ from .core.base import (WorkflowStateStoreBase, format_timestamp, get_session_id
                                           set_session_id)
 from .errors import hide_secrets, redact_url
 from .stores import open_store
-from .stepflow import create_stepflow_router
+from .stepflow import create_stepflow_router, htmx_config
 
 # %% ../nbs/demo.ipynb #f58aab9a
 FLOW_ID = "project_request"  # Flow id of the demo wizard
@@ -330,7 +330,7 @@ def create_app(
     htmx = resources.files("cjm_workflow_state") / "static" / "htmx.min.js"
     htmx_src = "/static/htmx.min.js" if htmx.is_file() else HTMX_CDN  # the package ships it; a broken install falls back
     app = FastHTML(hdrs=(Meta(name="viewport", content="width=device-width, initial-scale=1"), Style(DEMO_CSS),
-                         Script(src=htmx_src)),
+                         htmx_config(), Script(src=htmx_src)),  # (htmx_config: a 503 shows its message)
                    default_hdrs=False, canonical=False, secret_key=secret_key, key_fname=key_fname,
                    on_shutdown=[store.close] if url is not None else None)
     app.state.store, key = store, store.session_key

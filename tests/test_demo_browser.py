@@ -137,6 +137,28 @@ def test_wizard_survives_restart_and_sessions_page(browser_page, tmp_path):
         page.click("#step-flow-next-btn")
         page.wait_for_selector("[data-step=budget]")
 
+        # The store cannot write (another process holds SQLite's write lock past the store's busy_timeout): Next
+        # answers 503, and the page shows its message (htmx_config swaps it in). Once the lock is gone, a reload
+        # finds the wizard where it was, nothing lost.
+        import sqlite3
+        lock = sqlite3.connect(db, timeout=1, isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")
+        try:
+            page.check("input[name=budget][value='$5k to $20k']")  # (answers to write: the commit meets the lock)
+            page.fill("#field-deadline", (date.today() + timedelta(days=120)).isoformat())
+            page.check("input[name=priority][value='Firm deadline']")
+            statuses = []
+            page.on("response", lambda response: statuses.append(response.status))
+            page.click("#step-flow-next-btn")
+            page.wait_for_selector(".wfs-unavailable[role=alert]", timeout=30_000)  # (after busy_timeout, 5 s)
+            assert 503 in statuses, statuses
+            assert "unavailable for a moment" in page.inner_text(".wfs-unavailable")
+            shot("store-unavailable")
+        finally: lock.rollback(); lock.close()
+        page.reload()
+        page.wait_for_selector("[data-step=budget]")
+        assert "Engine dashboard" in page.inner_text("#so-far")
+
         # Step 3, then the review, which refuses to send without the confirmation box.
         page.check("input[name=budget][value='$5k to $20k']")
         page.fill("#field-deadline", (date.today() + timedelta(days=120)).isoformat())
