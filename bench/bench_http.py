@@ -45,6 +45,10 @@ makes is one autocommit statement on a bare `(flow_id, session_id, step, state_j
 with no recency index, timestamps, ttl, size limit, id validation or canonical encoding. It is not a usable store; it
 is the least work any SQLite store does when, as the issue requires, every call is its own transaction, so its ratio
 is the ceiling for the real store on the same machine in the same run.
+`--floor` with `--all` also adds the request-scope floors, "SQLite scoped floor", "Redis floor" and "PostgreSQL
+floor" (`FloorScopedStore`, below): per request one read of the session id's record and one write of it back, through
+the backend's own driver (sqlite3 on the event loop, redis.asyncio GET and SET, psycopg's AsyncConnection SELECT and
+upsert), with none of the store's checks, indexes or per-key merging: the ceiling for each store's ratio with scopes.
 Runtime: about (number of servers) x (2 + rounds x seconds) s plus start-up (~1 minute by default).
 """
 import argparse, json, os, re, shutil, socket, statistics, subprocess, sys, tempfile, time
@@ -100,6 +104,81 @@ if os.environ.get("BENCH_STORE"):
                 self.conn.execute("DELETE FROM s WHERE flow_id = ? AND session_id = ?", (flow_id, self._sid(sess)))
 
         store = FloorSQLiteStore(os.environ["BENCH_STORE"][len("floor:"):])
+    elif os.environ["BENCH_STORE"].startswith("scoped-floor-"):  # --floor with --all: the least a scoped store does
+        from contextvars import ContextVar
+
+        class FloorScopedStore:
+            """Per request one read of the session id's record and one write of it back (a request scope of two round
+            trips) through the backend's own driver, and nothing else: no id checks, canonical encoding, per-key
+            merge, recency index, ttl or size limit; the write replaces the record whole (so two requests of one
+            session at once lose keys). Not a usable store: the least any store with request scopes does on that
+            server, so its ratio to in-memory is the ceiling for the real store on the same machine in the same run."""
+            def __init__(self, engine): self.engine, self.scope = engine, ContextVar("floor_scope")
+            def _sid(self, sess):
+                if isinstance(sess, str): return sess
+                sid = sess.get("_wf")
+                if sid is None: sid = sess["_wf"] = os.urandom(8).hex()
+                return sid
+            def request_scope(self, sess): return FloorScope(self, self._sid(sess))
+            def _flow(self, flow_id, write=False):
+                scope = self.scope.get()
+                scope.dirty |= write
+                return scope.record.setdefault(flow_id, {"step": None, "state": {}})
+            def get_current_step(self, flow_id, sess): return self._flow(flow_id)["step"]
+            def set_current_step(self, flow_id, sess, step_id): self._flow(flow_id, True)["step"] = step_id
+            def get_state(self, flow_id, sess): return dict(self._flow(flow_id)["state"])
+            def update_state(self, flow_id, sess, updates): self._flow(flow_id, True)["state"].update(updates)
+            def clear_state(self, flow_id, sess): self._flow(flow_id, True)["state"] = {}
+
+        class FloorScope:
+            def __init__(self, store, sid): self.store, self.sid, self.errors, self.dirty = store, sid, [], False
+            async def __aenter__(self):
+                text = await self.store.engine.read(self.sid)
+                self.record, self.token = json.loads(text) if text else {}, self.store.scope.set(self)
+                return self
+            async def __aexit__(self, exc_type, exc, tb):
+                self.store.scope.reset(self.token)
+                if exc_type is None and self.dirty: await self.store.engine.write(self.sid, json.dumps(self.record))
+
+        class SQLiteEngine:  # on the event loop, as the SQLite store runs its scopes
+            def __init__(self, path):
+                import sqlite3
+                self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+                self.conn.execute("PRAGMA journal_mode=WAL"); self.conn.execute("PRAGMA synchronous=NORMAL")
+                self.conn.execute("CREATE TABLE IF NOT EXISTS r (id TEXT PRIMARY KEY, data TEXT) WITHOUT ROWID")
+            async def read(self, sid):
+                row = self.conn.execute("SELECT data FROM r WHERE id = ?", (sid,)).fetchone()
+                return row and row[0]
+            async def write(self, sid, text):
+                self.conn.execute("INSERT INTO r VALUES (?, ?) ON CONFLICT DO UPDATE SET data = excluded.data", (sid, text))
+
+        class RedisEngine:  # redis.asyncio: one GET and one SET
+            def __init__(self, url, prefix):
+                import redis.asyncio
+                self.redis, self.prefix = redis.asyncio.Redis.from_url(url), prefix
+            async def read(self, sid): return await self.redis.get(self.prefix + sid)
+            async def write(self, sid, text): await self.redis.set(self.prefix + sid, text)
+
+        class PostgresEngine:  # psycopg's AsyncConnection, autocommit: one SELECT and one upsert
+            def __init__(self, url, table):
+                import psycopg
+                self.psycopg, self.url, self.table, self.idle = psycopg, url, table, []
+                with psycopg.connect(url, autocommit=True) as conn:
+                    conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (id text PRIMARY KEY, data text)")
+            async def run(self, query, params):
+                conn = self.idle.pop() if self.idle else await self.psycopg.AsyncConnection.connect(self.url, autocommit=True)
+                try: return await (await conn.execute(query, params)).fetchone()
+                finally: self.idle.append(conn)
+            async def read(self, sid):
+                row = await self.run(f"SELECT data FROM {self.table} WHERE id = %s", (sid,))
+                return row and row[0]
+            async def write(self, sid, text):
+                await self.run(f"INSERT INTO {self.table} VALUES (%s, %s) ON CONFLICT (id) DO UPDATE SET data = "
+                               f"excluded.data RETURNING 1", (sid, text))
+
+        kind, target = os.environ["BENCH_STORE"][len("scoped-floor-"):].split(":", 1)
+        engines = {"sqlite": SQLiteEngine, "redis": RedisEngine, "postgres": PostgresEngine}
+        store = FloorScopedStore(engines[kind](*target.split("|")))
     else: store = open_store(os.environ["BENCH_STORE"], **json.loads(os.environ.get("BENCH_STORE_OPTIONS") or "{}"))
     stats = {"completions": 0}
     timings = {}  # with BENCH_PROFILE=1: store method -> [calls, seconds]
@@ -225,6 +304,25 @@ def server_stores(tmp: Path, proxies: list, cleanups: list) -> dict:
     return stores
 
 
+def floor_stores(tmp: Path, cleanups: list) -> dict:
+    """--floor with --all: name -> (store, environment) of the request-scope floors (`FloorScopedStore`): SQLite,
+    Redis and PostgreSQL on this host, each server's records under its own Redis prefix or PostgreSQL table."""
+    import uuid
+    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    pg_url = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    where = f"bench_floor_{uuid.uuid4().hex[:10]}"
+    def cleanup():
+        import psycopg, redis
+        client = redis.Redis.from_url(redis_url)
+        for key in client.scan_iter(match=where + ":*"): client.delete(key)
+        client.close()
+        with psycopg.connect(pg_url, autocommit=True) as conn: conn.execute(f"DROP TABLE IF EXISTS {where}")
+    cleanups.append(cleanup)
+    return {"SQLite scoped floor": (f"scoped-floor-sqlite:{tmp / 'scoped-floor.db'}", {}),
+            "Redis floor": (f"scoped-floor-redis:{redis_url}|{where}:", {}),
+            "PostgreSQL floor": (f"scoped-floor-postgres:{pg_url}|{where}", {})}
+
+
 def stop_server(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.terminate()
@@ -306,7 +404,9 @@ def main():
                         help="also run SQLite with wal_autocheckpoint=10000, and with WAL checkpoints in a background "
                              "thread (prototypes of proposed changes, made in this app, not in the store)")
     parser.add_argument("--floor", action="store_true",
-                        help="also run a bare SQLite store (one statement per call, no index): the floor for SQLite")
+                        help="also run a bare SQLite store (one statement per call, no index): the floor for SQLite; "
+                             "with --all also the request-scope floors of SQLite, Redis and PostgreSQL (one read and "
+                             "one write-back of a record per request, through the same drivers)")
     parser.add_argument("--all", action="store_true",
                         help="every backend: in-memory, SQLite, Redis and PostgreSQL (REDIS_URL, DATABASE_URL), the last "
                              "two also 0.25 ms away each way (a delay proxy), each with request scopes and without")
@@ -325,7 +425,8 @@ def main():
     started = time.perf_counter()
     kinds = {"in-memory": "InMemoryWorkflowStateStore", "SQLite": "SQLiteWorkflowStateStore",
              "SQLite+ck10k": "SQLiteWorkflowStateStore", "SQLite+bg": "SQLiteWorkflowStateStore",
-             "SQLite floor": "FloorSQLiteStore", "Redis": "RedisWorkflowStateStore",
+             "SQLite floor": "FloorSQLiteStore", "SQLite scoped floor": "FloorScopedStore",
+             "Redis floor": "FloorScopedStore", "PostgreSQL floor": "FloorScopedStore", "Redis": "RedisWorkflowStateStore",
              "PostgreSQL": "PostgresWorkflowStateStore"}
     proxies, cleanups = [], []
     with tempfile.TemporaryDirectory(prefix="cjm-wfs-bench-http-") as d:
@@ -336,6 +437,7 @@ def main():
             stores["SQLite+ck10k"] = (f"sqlite:///{tmp / 'bench-ck10k.db'}", {"BENCH_AUTOCHECKPOINT": "10000"})
             stores["SQLite+bg"] = (f"sqlite:///{tmp / 'bench-bg.db'}", {"BENCH_BG_CHECKPOINT": "1"})
         if args.floor: stores["SQLite floor"] = (f"floor:{tmp / 'floor.db'}", {})
+        if args.floor and args.all: stores.update(floor_stores(tmp, cleanups))
         servers = {}
         try:
             for name, (url, env) in stores.items():
@@ -394,6 +496,9 @@ def main():
             verdict = f"target >= {TARGETS[name]}: {'PASS' if ratio >= TARGETS[name] else 'FAIL'}"
             ok = ok and ratio >= TARGETS[name]
         elif name.endswith(NO_SCOPE): verdict = "(without request scopes: StepFlow's routes as they are)"
+        elif name.endswith("scoped floor") or name in ("Redis floor", "PostgreSQL floor"):
+            verdict = "(the floor: a load and a write-back and nothing else; the ceiling for the store)"
+        elif name == "SQLite floor": verdict = "(the floor without scopes: one bare statement per call)"
         else: verdict = "(prototype of a proposed change, not the store as shipped)"
         print(f"  {name} / in-memory (median of the rounds' ratios): {ratio:.2f}  {verdict}")
     print(f"  runtime {time.perf_counter() - started:.0f} s; servers stopped, temporary files removed")
