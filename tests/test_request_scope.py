@@ -418,3 +418,23 @@ def test_postgres_failed_batches_leave_prepared_statements_usable(pg_schema, use
     finally:
         if not use_async: store.close()
         other.close()
+
+
+def test_postgres_async_calls_wait_for_a_busy_connection_at_most_pool_timeout(pg_schema):
+    "max_size connections per event loop: a call finding them all busy waits up to pool_timeout, then is unavailable."
+    url, schema = pg_schema
+    store = make_postgres_store(url, schema, max_size=1, pool_timeout=0.5)
+    async def run():
+        await store.aupdate_state("f", "s", {"a": 1})
+        async def busy(conn): await conn.execute("SELECT pg_sleep(1.5)")
+        holder = asyncio.create_task(store._acall(busy))  # the only connection, for 1.5 s
+        await asyncio.sleep(0.2)
+        start = time.monotonic()
+        with pytest.raises(StoreUnavailableError, match="busy"): await store.aget_state("f", "s")
+        waited = time.monotonic() - start
+        await holder
+        assert await store.aget_state("f", "s") == {"a": 1}  # free again: served
+        await store.aclose()
+        return waited
+    waited = asyncio.run(run())
+    assert 0.4 < waited < 1.4, waited

@@ -427,8 +427,10 @@ class _LoopConnections:
 
     async def get(self) -> "psycopg.AsyncConnection":
         "An idle connection the server has not closed, or a new one; PoolTimeout if all are busy for `timeout` s."
-        try: await asyncio.wait_for(self.slots.acquire(), self.timeout)
-        except asyncio.TimeoutError: raise PoolTimeout(f"all {self.max_size} connections busy for {self.timeout:g} s") from None
+        if self.slots.locked():  # all in use: wait, at most `timeout` (wait_for costs a task: only when it must wait)
+            try: await asyncio.wait_for(self.slots.acquire(), self.timeout)
+            except asyncio.TimeoutError: raise PoolTimeout(f"all {self.max_size} connections busy for {self.timeout:g} s") from None
+        else: await self.slots.acquire()  # (returns at once)
         try:
             while self.idle:
                 conn = self.idle.pop()
