@@ -239,7 +239,8 @@ input:focus,select:focus,textarea:focus{outline:none;border-color:var(--primary)
 .choice:has(input:checked){border-color:var(--primary);background:var(--primary-soft)}
 .consent{display:flex;gap:.6rem;align-items:flex-start;font-weight:500;cursor:pointer}
 .consent input{margin-top:.3rem;width:1.05rem;height:1.05rem}
-.wfs-error p{margin:0}
+.wfs-error p,.wfs-notice p{margin:0}
+.wfs-notice{background:var(--primary-soft);color:#3538cd;border:1px solid #c7d7fe;border-radius:10px;padding:.7rem .9rem;margin:0 0 1.1rem}
 .alert,.wfs-error{background:var(--danger-soft);color:var(--danger);border:1px solid #fecdca;border-radius:10px;padding:.7rem .9rem;margin:0 0 1.1rem}
 .so-far{display:grid;gap:.3rem;background:var(--primary-soft);border-radius:10px;padding:.75rem 1rem;margin:0 0 1.4rem;font-size:.93rem}
 .so-far .k{display:inline-block;min-width:5.5rem;font-weight:600;color:var(--primary-dark)}

@@ -230,3 +230,58 @@ def test_wizard_survives_restart_and_sessions_page(browser_page, tmp_path):
         sessions = store.list_sessions("project_request")
         assert [s.label for s in sessions] == [None]
         assert store.get_state("project_request", sessions[0].session_id)["name"] == "Charles Babbage"
+
+
+def test_a_stale_tab_never_completes_the_wizard(browser_page, tmp_path):
+    """Two tabs of one browser (one cookie session): tab B moves the wizard on; tab A's older page, submitted with
+    other answers, writes nothing and shows where the wizard is, with a notice."""
+    context = browser_page.context.browser.new_context(viewport={"width": 1100, "height": 860})  # one cookie jar
+    tab_a, tab_b = context.new_page(), context.new_page()
+    for tab in (tab_a, tab_b): tab.set_default_timeout(15_000)
+    db = tmp_path / "demo.db"
+    server = DemoServer(tmp_path, f"sqlite:///{db}", _free_port()).start()
+    try:
+        tab_a.goto(server.url + "/")
+        tab_a.wait_for_selector("[data-step=contact]")
+        tab_a.fill("#field-name", "Ada Lovelace")
+        tab_a.fill("#field-email", "ada@example.com")
+        tab_a.click("#step-flow-next-btn")
+        tab_a.wait_for_selector("[data-step=project]")
+
+        tab_b.goto(server.url + "/")  # the same wizard, in a second tab
+        tab_b.wait_for_selector("[data-step=project]")
+        tab_b.fill("#field-project_title", "Engine dashboard")
+        tab_b.select_option("#field-project_kind", "Data pipeline")
+        tab_b.fill("#field-description", "A dashboard for the difference engine's operators.")
+        tab_b.click("#step-flow-next-btn")
+        tab_b.wait_for_selector("[data-step=budget]")
+
+        # Tab A still shows the project step: its submit is out of date.
+        tab_a.fill("#field-project_title", "Stale title")
+        tab_a.select_option("#field-project_kind", "Website")
+        tab_a.fill("#field-description", "Typed in the old tab.")
+        tab_a.click("#step-flow-next-btn")
+        tab_a.wait_for_selector(".wfs-stale")
+        assert "out of date" in tab_a.inner_text(".wfs-stale")
+        assert tab_a.locator("[data-step=budget]").count() == 1 and tab_a.locator("[data-step=project]").count() == 0
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        tab_a.screenshot(path=str(ARTIFACTS / "stale-tab.png"), full_page=True)
+
+        # Back in tab B, Back then Next from tab A's (now current) budget page: both tabs agree again.
+        tab_a.click("#step-flow-back-btn")
+        tab_a.wait_for_selector("[data-step=project]")
+        assert tab_a.input_value("#field-project_title") == "Engine dashboard"  # tab B's answer, kept
+        tab_b.click("#step-flow-next-btn")  # tab B's budget page: out of date now (tab A went back)
+        tab_b.wait_for_selector(".wfs-stale")
+        assert tab_b.locator("[data-step=project]").count() == 1
+    except BaseException:
+        print(server.log())
+        raise
+    finally:
+        server.kill()
+
+    from cjm_workflow_state import open_store
+    with open_store(f"sqlite:///{db}") as store:
+        (summary,) = store.list_sessions("project_request")
+        state = store.get_state("project_request", summary.session_id)
+        assert (state["project_title"], state["project_kind"], summary.current_step) == ("Engine dashboard", "Data pipeline", "project")

@@ -1,0 +1,169 @@
+"""Step-bound forms (issue 13): every step create_stepflow_router renders names the step it was rendered for, and
+`next_step` / `back_step` from a page that is out of date (another tab moved the wizard on, the back button, a double
+submit) write nothing and answer with the current step under a notice. Each tab here posts exactly what its own last
+rendered page held (its hidden fields and, for Back, its hx-vals), as a browser does; on every backend, with the
+routes in request scopes and without (a store that hides `request_scope`, as a third-party store has none)."""
+import json, re
+
+import pytest
+from starlette.testclient import TestClient
+
+from cjm_workflow_state import open_store
+from cjm_workflow_state.backends.memory import InMemoryWorkflowStateStore
+from cjm_workflow_state.stepflow import STALE_MESSAGE, STEP_FIELD
+from servers import make_postgres_store, postgres_schema, postgres_url, redis_url, unique_name
+from wizard import decode_session_cookie, make_wizard_app, step_of
+
+
+class NoScope:
+    "The store without `request_scope`: create_stepflow_router runs StepFlow's routes without scopes."
+    def __init__(self, inner): self._inner = inner
+    def __getattr__(self, name):
+        if name == "request_scope": raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
+@pytest.fixture(scope="module")
+def pg_schema():
+    postgres_url()
+    with postgres_schema("sf_stale") as found: yield found
+
+
+@pytest.fixture(params=[f"{b}-{s}" for b in ("memory", "sqlite", "redis", "postgres") for s in ("scoped", "unscoped")])
+def store(request, tmp_path):
+    backend, scoped = request.param.split("-")
+    prefix = None
+    if backend == "memory": inner = InMemoryWorkflowStateStore()
+    elif backend == "sqlite": inner = open_store(f"sqlite:///{tmp_path / 'stale.db'}")
+    elif backend == "redis": prefix = unique_name("sf_stale"); inner = open_store(redis_url(), prefix=prefix)
+    else: inner = make_postgres_store(*request.getfixturevalue("pg_schema"))
+    yield inner if scoped == "scoped" else NoScope(inner)
+    if prefix: inner.delete_all()
+    inner.close()
+
+
+class Tab:
+    "One browser tab of the wizard: it shares the browser's cookie jar and sends what its own page holds."
+    headers = {"HX-Request": "true"}
+
+    def __init__(self, wizard, http: TestClient): self.wizard, self.http, self.html = wizard, http, ""
+
+    def _shown(self, response) -> str:
+        assert response.status_code == 200, (response.status_code, response.text)
+        self.html = response.text
+        return self.html
+
+    def hidden(self) -> dict:
+        "The hidden fields of the page's form (posted with it)."
+        return dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', self.html))
+
+    def hx_vals(self) -> dict:
+        "The values htmx adds to every request the step's buttons make (hx-vals on the step's root element)."
+        found = re.findall(r"hx-vals='([^']*)'", self.html)
+        return json.loads(found[-1]) if found else {}
+
+    def open(self) -> str: return self._shown(self.http.get(self.wizard.url("start"), headers=self.headers))
+
+    def submit(self, **typed) -> str:
+        "Next on this page: its form's hidden fields and what the user typed."
+        return self._shown(self.http.post(self.wizard.url("next_step"), data={**self.hidden(), **typed}, headers=self.headers))
+
+    def back(self) -> str:
+        "Back on this page: a GET with the step's hx-vals, as htmx sends it."
+        return self._shown(self.http.get(self.wizard.url("back_step"), params=self.hx_vals(), headers=self.headers))
+
+
+def _tabs(store, n=2):
+    wizard = make_wizard_app(store)
+    http = TestClient(wizard.app)
+    return wizard, http, [Tab(wizard, http) for _ in range(n)]
+
+
+def _stored(wizard, http):
+    "(state, current step) the store holds for the browser's workflow session (from its signed cookie)."
+    store = wizard.store
+    sid = decode_session_cookie(http.cookies.get(wizard.app.session_cookie))[store.session_key]
+    return store.get_state(wizard.flow_id, sid), store.get_current_step(wizard.flow_id, sid)
+
+
+def _is_notice(html: str) -> bool: return STALE_MESSAGE in html and "wfs-stale" in html
+
+
+def test_every_step_is_bound_to_its_step(store):
+    wizard, http, (tab, _) = _tabs(store)
+    with http:
+        for expected, typed in (("name", None), ("email", {"name": "Ada"}), ("plan", {"email": "ada@example.com"})):
+            html = tab.submit(**typed) if typed else tab.open()
+            assert step_of(html) == expected
+            assert tab.hidden() == {STEP_FIELD: expected} and tab.hx_vals() == {STEP_FIELD: expected}
+            assert re.search(r'<form [^>]*hx-post="[^"]+/[a-z_]*next_step"[^>]*hx-vals=', html), html  # (StepFlow's own attributes kept)
+        assert STEP_FIELD not in _stored(wizard, http)[0]  # the field is never stored
+
+
+def test_a_stale_tab_never_completes_the_wizard(store):
+    "Issue 13's scenario: tab A's email form, submitted after tab B moved the wizard to confirm, changes nothing."
+    wizard, http, (a, b) = _tabs(store)
+    with http:
+        a.open(); assert step_of(a.submit(name="Ada Lovelace")) == "email"
+        assert step_of(b.open()) == "email"
+        assert step_of(b.submit(email="new@example.com")) == "plan"
+        assert step_of(b.submit(plan="pro")) == "confirm"
+        html = a.submit(email="old@example.com")  # the page A still shows
+        assert _is_notice(html) and step_of(html) == "confirm", html
+        assert wizard.completed == []
+        assert _stored(wizard, http) == ({"name": "Ada Lovelace", "email": "new@example.com", "plan": "pro"}, "confirm")
+        assert a.hidden() == {STEP_FIELD: "confirm"}  # A now shows the confirmation, bound to it
+        assert step_of(a.submit()) == "complete"
+        assert wizard.completed == [{"name": "Ada Lovelace", "email": "new@example.com", "plan": "pro"}]
+
+
+def test_a_double_submit_skips_no_step(store):
+    wizard, http, (tab, _) = _tabs(store)
+    with http:
+        tab.open(); tab.submit(name="Ada")
+        email_page = tab.html
+        assert step_of(tab.submit(email="ada@example.com")) == "plan"
+        tab.html = email_page  # the second click of a double-click sends the same page again
+        html = tab.submit(email="ada@example.com")
+        assert _is_notice(html) and step_of(html) == "plan"
+        assert _stored(wizard, http) == ({"name": "Ada", "email": "ada@example.com"}, "plan")
+
+
+def test_back_and_forth_loses_no_answer(store):
+    wizard, http, (a, b) = _tabs(store)
+    with http:
+        a.open(); a.submit(name="Ada"); a.submit(email="ada@example.com")
+        assert step_of(a.html) == "plan"
+        b.open()
+        assert step_of(b.back()) == "email"  # tab B goes back one step
+        html = a.back()  # tab A's Back, from its plan page: out of date, the wizard is on email now
+        assert _is_notice(html) and step_of(html) == "email"
+        assert _stored(wizard, http) == ({"name": "Ada", "email": "ada@example.com"}, "email")  # not moved to name
+        assert step_of(a.submit(email="lovelace@example.com")) == "plan"  # forward again from the page it now shows
+        assert step_of(b.submit(email="stale@example.com")) == "plan" and _is_notice(b.html)  # B's email page: stale
+        assert step_of(a.back()) == "email" and step_of(a.back()) == "name"
+        assert step_of(a.submit(name="Ada Lovelace")) == "email"
+        assert _stored(wizard, http) == ({"name": "Ada Lovelace", "email": "lovelace@example.com"}, "email")
+
+
+def test_a_post_without_the_field_behaves_as_before(store):
+    "A client that did not get our form (no step field): StepFlow's routes as they are, unguarded."
+    wizard, http, (tab, _) = _tabs(store)
+    with http:
+        tab.open(); tab.submit(name="Ada")
+        response = http.post(wizard.url("next_step"), data={"email": "ada@example.com"}, headers=Tab.headers)
+        assert response.status_code == 200 and step_of(response.text) == "plan" and not _is_notice(response.text)
+        response = http.get(wizard.url("back_step"), headers=Tab.headers)
+        assert step_of(response.text) == "email" and not _is_notice(response.text)
+
+
+def test_a_field_for_an_unknown_step_is_stale(store):
+    "A forged or garbled step field is not the current step: nothing is written."
+    wizard, http, (tab, _) = _tabs(store)
+    with http:
+        tab.open(); tab.submit(name="Ada")
+        for forged in ("", "nope", "email\x00", "e" * 10_000):
+            response = http.post(wizard.url("next_step"), data={STEP_FIELD: forged, "email": "x@example.com"},
+                                 headers=Tab.headers)
+            assert response.status_code == 200 and _is_notice(response.text) and step_of(response.text) == "email"
+        assert _stored(wizard, http) == ({"name": "Ada"}, "email")
