@@ -49,6 +49,8 @@ is the ceiling for the real store on the same machine in the same run.
 floor" (`FloorScopedStore`, below): per request one read of the session id's record and one write of it back, through
 the backend's own driver (sqlite3 on the event loop, redis.asyncio GET and SET, psycopg's AsyncConnection SELECT and
 upsert), with none of the store's checks, indexes or per-key merging: the ceiling for each store's ratio with scopes.
+"SQLite scoped floor, indexed" and "PostgreSQL floor, indexed" add the one index listing by recency needs (write time
+in milliseconds, then id), which every write moves, as in the real stores.
 Runtime: about (number of servers) x (2 + rounds x seconds) s plus start-up (~1 minute by default).
 """
 import argparse, json, os, re, shutil, socket, statistics, subprocess, sys, tempfile, time
@@ -140,17 +142,21 @@ if os.environ.get("BENCH_STORE"):
                 self.store.scope.reset(self.token)
                 if exc_type is None and self.dirty: await self.store.engine.write(self.sid, json.dumps(self.record))
 
+        # ", indexed": the record also carries its write time in milliseconds, in an index by (time, id), the least a
+        # store needs to list sessions by recency (the real stores keep such an index); every write moves its entry.
         class SQLiteEngine:  # on the event loop, as the SQLite store runs its scopes
-            def __init__(self, path):
+            def __init__(self, path, indexed=False):
                 import sqlite3
-                self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+                self.conn, self.indexed = sqlite3.connect(path, isolation_level=None, check_same_thread=False), indexed
                 self.conn.execute("PRAGMA journal_mode=WAL"); self.conn.execute("PRAGMA synchronous=NORMAL")
-                self.conn.execute("CREATE TABLE IF NOT EXISTS r (id TEXT PRIMARY KEY, data TEXT) WITHOUT ROWID")
+                self.conn.execute("CREATE TABLE IF NOT EXISTS r (id TEXT PRIMARY KEY, data TEXT, updated INTEGER) WITHOUT ROWID")
+                if indexed: self.conn.execute("CREATE INDEX IF NOT EXISTS r_updated ON r (updated, id)")
             async def read(self, sid):
                 row = self.conn.execute("SELECT data FROM r WHERE id = ?", (sid,)).fetchone()
                 return row and row[0]
             async def write(self, sid, text):
-                self.conn.execute("INSERT INTO r VALUES (?, ?) ON CONFLICT DO UPDATE SET data = excluded.data", (sid, text))
+                self.conn.execute("INSERT INTO r VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET data = excluded.data, "
+                                  "updated = excluded.updated", (sid, text, time.time_ns() // 1_000_000 if self.indexed else None))
 
         class RedisEngine:  # redis.asyncio: one GET and one SET
             def __init__(self, url, prefix):
@@ -160,11 +166,12 @@ if os.environ.get("BENCH_STORE"):
             async def write(self, sid, text): await self.redis.set(self.prefix + sid, text)
 
         class PostgresEngine:  # psycopg's AsyncConnection, autocommit: one SELECT and one upsert
-            def __init__(self, url, table):
+            def __init__(self, url, table, indexed=False):
                 import psycopg
-                self.psycopg, self.url, self.table, self.idle = psycopg, url, table, []
+                self.psycopg, self.url, self.table, self.idle, self.indexed = psycopg, url, table, [], indexed
                 with psycopg.connect(url, autocommit=True) as conn:
-                    conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (id text PRIMARY KEY, data text)")
+                    conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (id text PRIMARY KEY, data text, updated bigint)")
+                    if indexed: conn.execute(f"CREATE INDEX IF NOT EXISTS {table}_updated ON {table} (updated, id)")
             async def run(self, query, params):
                 conn = self.idle.pop() if self.idle else await self.psycopg.AsyncConnection.connect(self.url, autocommit=True)
                 try: return await (await conn.execute(query, params)).fetchone()
@@ -173,12 +180,14 @@ if os.environ.get("BENCH_STORE"):
                 row = await self.run(f"SELECT data FROM {self.table} WHERE id = %s", (sid,))
                 return row and row[0]
             async def write(self, sid, text):
-                await self.run(f"INSERT INTO {self.table} VALUES (%s, %s) ON CONFLICT (id) DO UPDATE SET data = "
-                               f"excluded.data RETURNING 1", (sid, text))
+                await self.run(f"INSERT INTO {self.table} VALUES (%s, %s, %s) ON CONFLICT (id) DO UPDATE SET data = "
+                               f"excluded.data, updated = excluded.updated RETURNING 1",
+                               (sid, text, time.time_ns() // 1_000_000 if self.indexed else None))
 
         kind, target = os.environ["BENCH_STORE"][len("scoped-floor-"):].split(":", 1)
         engines = {"sqlite": SQLiteEngine, "redis": RedisEngine, "postgres": PostgresEngine}
-        store = FloorScopedStore(engines[kind](*target.split("|")))
+        store = FloorScopedStore(engines[kind.removesuffix("-indexed")](*target.split("|"), **(
+            {"indexed": True} if kind.endswith("-indexed") else {})))
     else: store = open_store(os.environ["BENCH_STORE"], **json.loads(os.environ.get("BENCH_STORE_OPTIONS") or "{}"))
     stats = {"completions": 0}
     timings = {}  # with BENCH_PROFILE=1: store method -> [calls, seconds]
@@ -316,11 +325,14 @@ def floor_stores(tmp: Path, cleanups: list) -> dict:
         client = redis.Redis.from_url(redis_url)
         for key in client.scan_iter(match=where + ":*"): client.delete(key)
         client.close()
-        with psycopg.connect(pg_url, autocommit=True) as conn: conn.execute(f"DROP TABLE IF EXISTS {where}")
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f"DROP TABLE IF EXISTS {where}, {where}_i")
     cleanups.append(cleanup)
     return {"SQLite scoped floor": (f"scoped-floor-sqlite:{tmp / 'scoped-floor.db'}", {}),
+            "SQLite scoped floor, indexed": (f"scoped-floor-sqlite-indexed:{tmp / 'scoped-floor-i.db'}", {}),
             "Redis floor": (f"scoped-floor-redis:{redis_url}|{where}:", {}),
-            "PostgreSQL floor": (f"scoped-floor-postgres:{pg_url}|{where}", {})}
+            "PostgreSQL floor": (f"scoped-floor-postgres:{pg_url}|{where}", {}),
+            "PostgreSQL floor, indexed": (f"scoped-floor-postgres-indexed:{pg_url}|{where}_i", {})}
 
 
 def stop_server(proc: subprocess.Popen) -> None:
@@ -426,6 +438,7 @@ def main():
     kinds = {"in-memory": "InMemoryWorkflowStateStore", "SQLite": "SQLiteWorkflowStateStore",
              "SQLite+ck10k": "SQLiteWorkflowStateStore", "SQLite+bg": "SQLiteWorkflowStateStore",
              "SQLite floor": "FloorSQLiteStore", "SQLite scoped floor": "FloorScopedStore",
+             "SQLite scoped floor, indexed": "FloorScopedStore", "PostgreSQL floor, indexed": "FloorScopedStore",
              "Redis floor": "FloorScopedStore", "PostgreSQL floor": "FloorScopedStore", "Redis": "RedisWorkflowStateStore",
              "PostgreSQL": "PostgresWorkflowStateStore"}
     proxies, cleanups = [], []
@@ -496,6 +509,8 @@ def main():
             verdict = f"target >= {TARGETS[name]}: {'PASS' if ratio >= TARGETS[name] else 'FAIL'}"
             ok = ok and ratio >= TARGETS[name]
         elif name.endswith(NO_SCOPE): verdict = "(without request scopes: StepFlow's routes as they are)"
+        elif name.endswith("floor, indexed"):
+            verdict = "(the floor with a recency index, which listing by updated_at needs and every write moves)"
         elif name.endswith("scoped floor") or name in ("Redis floor", "PostgreSQL floor"):
             verdict = "(the floor: a load and a write-back and nothing else; the ceiling for the store)"
         elif name == "SQLite floor": verdict = "(the floor without scopes: one bare statement per call)"

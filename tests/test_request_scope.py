@@ -438,3 +438,39 @@ def test_postgres_async_calls_wait_for_a_busy_connection_at_most_pool_timeout(pg
         return waited
     waited = asyncio.run(run())
     assert 0.4 < waited < 1.4, waited
+
+
+@pytest.mark.parametrize("ttl", [None, 1])
+def test_postgres_a_step_commits_answers_and_step_in_one_statement(pg_schema, ttl, monkeypatch):
+    """A scope's update_state then set_current_step of one flow (a StepFlow step) is one upsert: on an absent, a live
+    and (with a ttl) an expired session it writes what the two statements wrote."""
+    url, schema = pg_schema
+    store = make_postgres_store(url, schema, ttl=ttl)
+    sent = []
+    commit_statements = type(store)._commit_statements
+    monkeypatch.setattr(store, "_commit_statements", lambda sid, writes: sent.append(list(commit_statements(store, sid, writes))) or sent[-1])
+    def step(updates, step_id, label=None):
+        with store.request_scope("s"):
+            store.update_state("f", "s", updates)
+            store.set_current_step("f", "s", step_id)
+    try:
+        step({"a": 1}, "one")  # absent: created with both
+        first = store.get_session_summary("f", "s")
+        assert (store.get_state("f", "s"), first.current_step, first.state_size_bytes) == ({"a": 1}, "one", len('{"a":1}'))
+        time.sleep(0.01)
+        step({"b": [2, {"x": None}]}, "two")  # live: merged, step replaced, created kept, updated moved
+        second = store.get_session_summary("f", "s")
+        assert (store.get_state("f", "s"), second.current_step) == ({"a": 1, "b": [2, {"x": None}]}, "two")
+        assert second.created_ts == first.created_ts and second.updated_ts > first.updated_ts
+        assert second.state_size_bytes == len('{"a":1,"b":[2,{"x":null}]}')
+        assert [len(statements) for statements in sent] == [1, 1]
+        if ttl:
+            time.sleep(1.2)  # expired: counts as absent, so the upsert starts it afresh
+            step({"c": 3}, "three")
+            third = store.get_session_summary("f", "s")
+            assert (store.get_state("f", "s"), third.current_step) == ({"c": 3}, "three")
+            assert third.created_ts > second.updated_ts
+        with store.request_scope("s"):  # a set_current_step not after a merge, and one of another flow: their own
+            store.set_current_step("f", "s", "four"); store.update_state("g", "s", {"z": 0}); store.set_current_step("f", "s", "five")
+        assert len(sent[-1]) == 3 and store.get_current_step("f", "s") == "five" and store.get_state("g", "s") == {"z": 0}
+    finally: store.close()

@@ -183,8 +183,9 @@ def _upsert(inserted: Dict[str, str], live: Dict[str, str], ttl: bool, where: st
     return (_insert(inserted) + "DO UPDATE SET\n  " + ",\n  ".join(sets + ["updated_at = {stamp}"])
             + (f"\nWHERE {'t.updated_at < {cutoff} OR ' if ttl else ''}({where}) RETURNING 1" if where else ""))
 
-def _merge_sql(n: int, ttl: bool) -> str:
-    "Merge n top-level members: new keys go after the last, replaced ones keep their position."
+def _merge_sql(n: int, ttl: bool, fields: Tuple[str, ...] = ()) -> str:
+    """Merge n top-level members: new keys go after the last, replaced ones keep their position. With `fields`
+    ("step", "label"), the same statement also does `_set_fields(fields, "any")` (a scope's commit: see `_commit`)."""
     K = _Keys(n)
     n_items = f"t.n_items + {K.count} - {K.sum('(t.meta ? {k})::int')}"
     items_len = f"""t.items_len + %(len)s - {K.sum("coalesce((t.meta->{k}->>'len')::bigint, 0)")}"""
@@ -193,6 +194,8 @@ def _merge_sql(n: int, ttl: bool) -> str:
     live = dict(state="t.state || excluded.state",
                 meta="t.meta || " + K.obj(_entry("coalesce(t.meta->{k}->'seq', to_jsonb(t.next_seq + {i}))", "{l}")),
                 n_items=n_items, items_len=items_len, next_seq=f"t.next_seq + {K.count}")
+    columns = {_FIELD_COLUMNS[f]: f"%({f})s" for f in fields}
+    inserted.update(columns); live.update(columns)
     # size formula: see cjm_workflow_state.core.codec.state_size
     return _upsert(inserted, live, ttl, where=f"2 + {items_len} + greatest({n_items} - 1, 0) <= {{max_state_bytes}}")
 
@@ -338,7 +341,6 @@ for (_field, _desc), _order in _LIST_ORDER.items():
     _QUERIES[f"list_{_field}_{'desc' if _desc else 'asc'}"] = (
         "SELECT session_id, " + _SUMMARY_COLS + " FROM {table} WHERE flow_id = %(f)s" + _after + "{live} ORDER BY "
         + _order + " LIMIT %(limit)s OFFSET %(offset)s")
-
 
 # %% ../../nbs/backends/postgres.ipynb #6d038bcf
 _RECONNECT_TIMEOUT = 1.0  # Seconds psycopg_pool keeps retrying one failed connection attempt in the background
@@ -776,10 +778,12 @@ class PostgresWorkflowStateStore(_Connections, WorkflowStateStoreBase):
         """A generated statement, built once, then cached: `kind` "merge", "merge_into" or "remove" of `arg` keys (one
         statement serves every number over _SCALAR_MAX), or `_set_fields`'s `when` for the field names `arg`."""
         if type(arg) is int and arg > _SCALAR_MAX: arg = _SCALAR_MAX + 1
+        if kind == "merge_fields" and arg[0] > _SCALAR_MAX: arg = (_SCALAR_MAX + 1, arg[1])
         q = self._sql.get((kind, arg))
         if q is None:
             ttl = bool(self.ttl)
             if kind == "merge": q = _merge_sql(arg, ttl)
+            elif kind == "merge_fields": q = _merge_sql(arg[0], ttl, arg[1])  # (arg: (n, field names))
             elif kind == "merge_into": q = _merge_into_sql(arg, ttl)
             elif kind == "remove": q = _remove_sql(arg)
             else: q = _fields_sql(arg, kind, ttl)
@@ -964,8 +968,10 @@ class PostgresWorkflowStateStore(_Connections, WorkflowStateStoreBase):
         statements = list(self._commit_statements(session_id, writes))  # (checks the size of each update alone)
         async def at_once(conn):  # see `_commit`
             try:
-                async with conn.pipeline():
-                    for query, p in statements: await conn.execute(query, p)
+                if len(statements) == 1: await conn.execute(*statements[0])
+                else:
+                    async with conn.pipeline():
+                        for query, p in statements: await conn.execute(query, p)
             except psycopg.Error:
                 await conn.close(); raise  # (see `_commit`: the connection's prepared statements may be miscounted)
         try: await self._acall(at_once)
@@ -984,11 +990,15 @@ class PostgresWorkflowStateStore(_Connections, WorkflowStateStoreBase):
         # a merge's statement is long, and planning it anew each time costs the server more than running it. When a
         # batch fails, psycopg may count as prepared a statement of the batch that the server never prepared (the
         # next run would fail: "prepared statement does not exist"), so the connection is closed: the next call
-        # gets a new one, with nothing prepared.
+        # gets a new one, with nothing prepared. A batch of one statement (a StepFlow step: see `_commit_statements`)
+        # is sent without the pipeline, which costs the client more CPU than the statement.
+        statements = list(self._commit_statements(session_id, writes))
         def at_once(conn):
             try:
-                with conn.pipeline():
-                    for query, p in self._commit_statements(session_id, writes): conn.execute(query, p)
+                if len(statements) == 1: conn.execute(*statements[0])
+                else:
+                    with conn.pipeline():
+                        for query, p in statements: conn.execute(query, p)
             except psycopg.Error:
                 conn.close(); raise
         try: self._run(at_once)
@@ -1005,8 +1015,14 @@ class PostgresWorkflowStateStore(_Connections, WorkflowStateStoreBase):
         self._run(one_by_one)
 
     def _commit_statements(self, session_id, writes) -> Iterator[Tuple[str, dict]]:
-        "A scope's writes as statements, a merge's made to fail when it cannot write (see `_commit`)."
-        for primitive, flow_id, args in writes:
+        """A scope's writes as statements, a merge's made to fail when it cannot write (see `_commit`). A merge followed
+        by a `_set_fields(..., "any")` of the same flow (a StepFlow step: its answers, then its step pointer) is one
+        statement: the same upsert also sets the fields (one statement less for the client to send and the server to
+        run; all or nothing, as the batch is)."""
+        i = 0
+        while i < len(writes):
+            primitive, flow_id, args = writes[i]
+            i += 1
             if primitive == "set_fields": yield self._fields_statement(flow_id, session_id, *args)
             elif primitive == "delete": yield self._sql["delete"], dict(f=flow_id, s=session_id)
             else:
@@ -1015,6 +1031,13 @@ class PostgresWorkflowStateStore(_Connections, WorkflowStateStoreBase):
                 if rm: yield self._statement("remove", len(rm)), self._remove_params(flow_id, session_id, rm)
                 if encoded:
                     query, p = self._merge_statement(flow_id, session_id, encoded, into)
+                    then = writes[i] if i < len(writes) else None
+                    if into is None and then and then[0] == "set_fields" and then[1] == flow_id and then[2][1] == "any":
+                        fields = then[2][0]
+                        query = self._statement("merge_fields", (len(encoded), tuple(fields)))
+                        p.update(fields)
+                        if "label" in p: p["label"] = _label_in(p["label"])
+                        i += 1
                     yield f"WITH written AS ({query}) SELECT 1 / count(*) FROM written", p
 
     def _purge_expired(self, cutoff):  # one DELETE, by the server's clock (a skewed admin host deletes nothing live)
