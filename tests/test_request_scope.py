@@ -474,3 +474,32 @@ def test_postgres_a_step_commits_answers_and_step_in_one_statement(pg_schema, tt
             store.set_current_step("f", "s", "four"); store.update_state("g", "s", {"z": 0}); store.set_current_step("f", "s", "five")
         assert len(sent[-1]) == 3 and store.get_current_step("f", "s") == "five" and store.get_state("g", "s") == {"z": 0}
     finally: store.close()
+
+
+def test_sqlite_a_step_on_a_live_session_commits_as_one_statement(tmp_path):
+    """update_state then set_current_step of a session the scope found live: one UPDATE, no BEGIN/COMMIT. When the
+    session changed meanwhile (deleted, grown past the limit), the UPDATE changes nothing and the transaction decides."""
+    statements = []
+    class Traced(SQLiteWorkflowStateStore):
+        def _cx(self):
+            conn, lock = super()._cx()
+            conn.set_trace_callback(statements.append)
+            return conn, lock
+    store, other = Traced(tmp_path / "s.db", max_state_bytes=300), SQLiteWorkflowStateStore(tmp_path / "s.db")
+    def step(updates, step_id, meanwhile=lambda: None):
+        statements.clear()
+        with store.request_scope("s"):
+            store.update_state("f", "s", updates)
+            store.set_current_step("f", "s", step_id)
+            meanwhile()
+        return [sql.split()[0].upper() for sql in statements]
+    try:
+        assert "BEGIN" in step({"a": 1}, "one")  # a new session: the transaction
+        assert step({"b": 2}, "two") == ["SELECT", "UPDATE"]  # live: load, one UPDATE
+        assert (store.get_state("f", "s"), store.get_current_step("f", "s")) == ({"a": 1, "b": 2}, "two")
+        assert "BEGIN" in step({"c": 3}, "three", lambda: other.delete_session("f", "s"))  # gone meanwhile: created anew
+        assert (store.get_state("f", "s"), store.get_current_step("f", "s")) == ({"c": 3}, "three")
+        with pytest.raises(StateTooLargeError):  # grown meanwhile past the limit: refused whole
+            step({"d": "x" * 100}, "four", lambda: other.update_state("f", "s", {"big": "y" * 200}))
+        assert (store.get_state("f", "s"), store.get_current_step("f", "s")) == ({"c": 3, "big": "y" * 200}, "three")
+    finally: store.close(); other.close()

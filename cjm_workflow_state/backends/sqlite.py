@@ -7,6 +7,7 @@ __all__ = ['SCHEMA_VERSION', 'MIN_SQLITE_VERSION', 'SQLiteWorkflowStateStore', '
 
 # %% ../../nbs/backends/sqlite.ipynb #2bad9038
 import hashlib, json, operator, os, re, sqlite3, threading, time, warnings, weakref
+from contextvars import ContextVar
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -95,12 +96,13 @@ def _merge_sql(
     same_ms: bool,  # Keep updated_ms (the row was last written in this millisecond) instead of setting it
     ttl: bool,  # Whether the store has a ttl (then expired rows are not touched)
     now: str = _NOW_SQL,  # SQL expression of the store's clock (see `_NOW_SQL`)
-) -> str:  # The UPDATE statement; parameters: the merge's, then flow_id, session_id, size bound, [ttl]
+    step: bool = False,  # Also set current_step (a request scope's commit of a StepFlow step: see `_commit`)
+) -> str:  # The UPDATE statement; parameters: the merge's, [the step], then flow_id, session_id, size bound, [ttl]
     """The single-statement merge of a live session's state, stamped (and its expiry decided) by the clock read
     inside the statement."""
     # json_set leaves an array or a scalar as it is: such a text (never written by a store) must not take the update
     # as if it were applied; the transaction path refuses it
-    return _stamped(_update_sql(f"state_json = {_merge_expr(*shape)}", same_ms,
+    return _stamped(_update_sql(f"state_json = {_merge_expr(*shape)}" + (", current_step = ?" if step else ""), same_ms,
                                 " AND state_size <= ? AND substr(state_json, 1, 1) = '{'"), ttl, now)
 
 def _plan_merge(
@@ -532,6 +534,9 @@ if hasattr(os, "register_at_fork"): os.register_at_fork(after_in_child=_after_fo
 # What `SQLiteWorkflowStateStore._run` returns of a statement's cursor
 _ONE, _ALL = sqlite3.Cursor.fetchone, sqlite3.Cursor.fetchall  # a read's first row (or None), or all its rows
 _CHANGED = operator.attrgetter("rowcount")  # how many rows a write (its own transaction) changed
+# (store, session id, flows found) of the last `_load` in this context (a request's task or thread): whether a scope's
+# commit may try the one-statement path (see `_commit_step`). A hint only: a wrong one costs a statement, never a write.
+_LOADED: ContextVar[Optional[tuple]] = ContextVar("cjm_workflow_state_sqlite_loaded", default=None)
 
 # %% ../../nbs/backends/sqlite.ipynb #29ee12f3
 class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
@@ -750,12 +755,12 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
         shape, params, bound = plan
         return self._merge_statement(conn, shape, params + (flow_id, session_id, bound) + self._ttl_param, same_ms) > 0
 
-    def _merge_statement(self, conn, shape, params, same_ms) -> int:
+    def _merge_statement(self, conn, shape, params, same_ms, step: bool = False) -> int:
         "Run the one-statement merge (see `_merge_sql`); how many rows it changed (0: the transaction path must merge)."
         ttl = self.ttl is not None
         try:
-            return ((same_ms and conn.execute(_merge_sql(shape, True, ttl, self._now_sql), params).rowcount)
-                    or conn.execute(_merge_sql(shape, False, ttl, self._now_sql), params).rowcount)
+            return ((same_ms and conn.execute(_merge_sql(shape, True, ttl, self._now_sql, step), params).rowcount)
+                    or conn.execute(_merge_sql(shape, False, ttl, self._now_sql, step), params).rowcount)
         except sqlite3.OperationalError as e:
             if getattr(e, "sqlite_errorcode", 0) != 1 or str(e).startswith(("no such table", "no such column")): raise
             return 0  # a plain SQLITE_ERROR, nothing written: say SQLite's JSON functions refusing a text nested deeper
@@ -837,11 +842,31 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
     def _load(self, session_id, cutoff):
         params = (session_id,) if cutoff is None else (session_id, cutoff)
         rows = self._run(_READS[cutoff is not None]["load"], params, _ALL, writing=False)
-        return {row[0]: (make_summary(row[0], session_id, *row[1:6]), row[6]) for row in rows}
+        found = {row[0]: (make_summary(row[0], session_id, *row[1:6]), row[6]) for row in rows}
+        _LOADED.set((self, session_id, frozenset(found)))  # (for `_commit_step`, in this request's context only)
+        return found
 
     def _commit(self, session_id, writes, cutoff):
-        self._run(_transaction, (self._commit_tx, session_id, writes))
+        if not self._commit_step(session_id, writes): self._run(_transaction, (self._commit_tx, session_id, writes))
         self._last_write = None  # (`_set_fields`' guess: the commit's stamps are not predicted)
+
+    def _commit_step(self, session_id, writes) -> bool:
+        """A StepFlow step's writes (update_state, then set_current_step, of one flow) as one UPDATE of the live
+        session, which is atomic on its own: no BEGIN and COMMIT, three statements fewer. False (nothing written) when
+        it does not apply; the transaction then does the writes."""
+        if len(writes) != 2 or writes[0][0] != "merge" or writes[1][0] != "set_fields" or writes[0][1] != writes[1][1]:
+            return False
+        (_, flow_id, (encoded, into, remove)), (_, _, (fields, when)) = writes
+        if into is not None or when != "any" or set(fields) != {"step"} or not self._json_merge: return False
+        # only for a session the scope found live (the UPDATE changes no other: a new session would cost a statement
+        # more, then the transaction)
+        loaded = _LOADED.get()
+        if loaded is None or loaded[0] is not self or loaded[1] != session_id or flow_id not in loaded[2]: return False
+        plan = _plan_merge(encoded, None, remove, self.max_state_bytes)
+        if plan is None: return False
+        shape, params, bound = plan
+        params += (fields["step"], flow_id, session_id, bound) + self._ttl_param
+        return self._run(self._merge_statement, (shape, params, False, True)) == 1
 
     def _commit_tx(self, conn, session_id, writes):
         "Apply a scope's writes in order, inside the caller's transaction (all or none)."
