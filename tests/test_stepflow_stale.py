@@ -10,7 +10,7 @@ from starlette.testclient import TestClient
 
 from cjm_workflow_state import open_store
 from cjm_workflow_state.backends.memory import InMemoryWorkflowStateStore
-from cjm_workflow_state.stepflow import STALE_MESSAGE, STEP_FIELD
+from cjm_workflow_state.stepflow import STALE_MESSAGE, STEP_FIELD, VERSION_FIELD
 from servers import make_postgres_store, postgres_schema, postgres_url, redis_url, unique_name
 from wizard import decode_session_cookie, make_wizard_app, step_of
 
@@ -95,9 +95,11 @@ def test_every_step_is_bound_to_its_step(store):
         for expected, typed in (("name", None), ("email", {"name": "Ada"}), ("plan", {"email": "ada@example.com"})):
             html = tab.submit(**typed) if typed else tab.open()
             assert step_of(html) == expected
-            assert tab.hidden() == {STEP_FIELD: expected} and tab.hx_vals() == {STEP_FIELD: expected}
+            hidden = tab.hidden()
+            assert hidden[STEP_FIELD] == expected and re.fullmatch(r"[0-9a-f]{24}", hidden[VERSION_FIELD])
+            assert tab.hx_vals() == hidden  # (htmx sends the same with Back and Cancel)
             assert re.search(r'<form [^>]*hx-post="[^"]+/[a-z_]*next_step"[^>]*hx-vals=', html), html  # (StepFlow's own attributes kept)
-        assert STEP_FIELD not in _stored(wizard, http)[0]  # the field is never stored
+        assert not any(k.startswith("__") for k in _stored(wizard, http)[0])  # the fields are never stored
 
 
 def test_a_stale_tab_never_completes_the_wizard(store):
@@ -112,7 +114,7 @@ def test_a_stale_tab_never_completes_the_wizard(store):
         assert _is_notice(html) and step_of(html) == "confirm", html
         assert wizard.completed == []
         assert _stored(wizard, http) == ({"name": "Ada Lovelace", "email": "new@example.com", "plan": "pro"}, "confirm")
-        assert a.hidden() == {STEP_FIELD: "confirm"}  # A now shows the confirmation, bound to it
+        assert a.hidden()[STEP_FIELD] == "confirm"  # A now shows the confirmation, bound to it
         assert step_of(a.submit()) == "complete"
         assert wizard.completed == [{"name": "Ada Lovelace", "email": "new@example.com", "plan": "pro"}]
 
@@ -167,3 +169,107 @@ def test_a_field_for_an_unknown_step_is_stale(store):
                                  headers=Tab.headers)
             assert response.status_code == 200 and _is_notice(response.text) and step_of(response.text) == "email"
         assert _stored(wizard, http) == ({"name": "Ada"}, "email")
+
+
+def test_a_page_whose_step_is_current_again_but_shows_older_answers_is_stale(store):
+    "Tab A's confirmation lists plan pro; tab B goes back, picks free and returns: A's Sign up must not complete."
+    wizard, http, (a, b) = _tabs(store)
+    with http:
+        a.open(); a.submit(name="Ada"); a.submit(email="ada@example.com")
+        assert step_of(a.submit(plan="pro")) == "confirm"
+        b.open()
+        assert step_of(b.back()) == "plan" and step_of(b.submit(plan="free")) == "confirm"
+        html = a.submit()  # the step is confirm again, but A's page shows plan pro
+        assert _is_notice(html) and step_of(html) == "confirm" and wizard.completed == []
+        assert "plan: free" in html  # A now sees what it confirms
+        assert step_of(a.submit()) == "complete"
+        assert wizard.completed == [{"name": "Ada", "email": "ada@example.com", "plan": "free"}]
+
+
+def test_a_stale_cancel_clears_nothing(store):
+    wizard, http, (a, b) = _tabs(store)
+    with http:
+        a.open(); a.submit(name="Ada")
+        b.open(); b.submit(email="ada@example.com")
+        response = http.get(wizard.url("reset"), params=a.hx_vals(), headers=Tab.headers)  # A's Cancel, as htmx sends it
+        assert response.status_code == 200 and _is_notice(response.text) and step_of(response.text) == "plan"
+        assert _stored(wizard, http) == ({"name": "Ada", "email": "ada@example.com"}, "plan")
+        response = http.get(wizard.url("reset"), params=b.hx_vals(), headers=Tab.headers)  # B's, from the current page
+        assert not _is_notice(response.text) and step_of(response.text) == "name"
+        assert _stored(wizard, http)[0] == {}
+
+
+def test_a_stored_step_the_flow_no_longer_has_is_left_to_stepflow(store):
+    "A step renamed in a deploy while a user was on it: StepFlow starts the flow again, and the page it gives works."
+    wizard, http, (tab, _) = _tabs(store)
+    with http:
+        tab.open(); tab.submit(name="Ada")
+        sid = decode_session_cookie(http.cookies.get(wizard.app.session_cookie))[store.session_key]
+        store.set_current_step(wizard.flow_id, sid, "old_email")
+        assert step_of(tab.submit(email="ada@example.com")) == "name"  # StepFlow's own answer: the first step
+        assert step_of(tab.submit(name="Ada")) == "email" and not _is_notice(tab.html)  # and its page works
+
+
+def test_the_demo_binds_pages_to_their_request(tmp_path):
+    """The demo keeps several requests per browser: tab A's page of request 1, submitted after tab B started request
+    2 and brought it to the same step, writes nothing into request 2."""
+    from cjm_workflow_state.demo import FLOW_ID, create_app
+    demo = InMemoryWorkflowStateStore()
+    http, hx = TestClient(create_app(demo, secret_key="stale-tests")), {"HX-Request": "true"}
+    def fields(html): return dict(re.findall(r'<input type="hidden" name="(__wfs_[a-z]+)" value="([^"]*)"', html))
+    contact = {"name": "Ada Lovelace", "email": "ada@example.com", "company": "Analytical Engines"}
+    with http:
+        page = http.get("/").text
+        page_a = http.post("/wizard/next_step", data={**fields(page), **contact}, headers=hx).text  # request 1: project
+        http.post("/sessions/new", follow_redirects=False)  # tab B: a new request
+        page_b = http.get("/").text
+        page_b = http.post("/wizard/next_step", data={**fields(page_b), **contact}, headers=hx).text  # request 2: project
+        assert fields(page_a)[STEP_FIELD] == fields(page_b)[STEP_FIELD] == "project"
+        html = http.post("/wizard/next_step", data={**fields(page_a), "project_title": "From tab A",
+                                                    "project_kind": "Website", "description": "Typed in tab A."},
+                         headers=hx).text
+        assert _is_notice(html)
+        assert all("project_title" not in demo.get_state(FLOW_ID, s.session_id) for s in demo.list_sessions(FLOW_ID))
+
+
+def test_hx_vals_of_the_flow_are_kept():
+    "A flow that puts hx-vals of its own on a step keeps them; the step fields are added."
+    from cjm_fasthtml_interactions.patterns.step_flow import StepFlow
+    from wizard import SECRET_KEY, _steps
+    from fasthtml.common import FastHTML
+    from cjm_workflow_state.stepflow import create_stepflow_router
+    class TenantFlow(StepFlow):
+        def render_step_content(self, *args, **kwargs):
+            return super().render_step_content(*args, **kwargs)(hx_vals=json.dumps({"tenant": "acme"}))
+    flow = TenantFlow("signup", _steps(), state_store=InMemoryWorkflowStateStore())
+    app = FastHTML(secret_key=SECRET_KEY)
+    create_stepflow_router(flow, "/wizard").to_app(app)
+    html = TestClient(app).get("/wizard/start", headers=Tab.headers).text
+    vals = json.loads(re.findall(r"hx-vals='([^']*)'", html)[-1])
+    assert vals["tenant"] == "acme" and vals[STEP_FIELD] == "name" and VERSION_FIELD in vals
+
+
+def test_a_stale_page_gets_the_steps_on_enter_answer():
+    """cjm-fasthtml-interactions 0.0.38: a step's on_enter hook may show something instead of the step (a gate); the
+    stale answer shows what StepFlow would, so a stale tab is not handed the form the gate stands in front of."""
+    from cjm_fasthtml_interactions.patterns.step_flow import Step, StepFlow
+    if not hasattr(Step, "on_enter"): pytest.skip("on_enter hooks need cjm-fasthtml-interactions 0.0.38 (Python 3.12)")
+    from fasthtml.common import Div, FastHTML, P
+    from wizard import SECRET_KEY, Wizard, _steps
+    from cjm_workflow_state.stepflow import create_stepflow_router
+    steps = _steps()
+    steps[-1].on_enter = lambda state, request, sess: (Div(P("Pro needs approval."), data_step="gate")
+                                                        if state.get("plan") == "pro" else None)
+    completed = []
+    flow = StepFlow("signup", steps, state_store=InMemoryWorkflowStateStore(),
+                    on_complete=lambda state, request: completed.append(state) or Div("done", data_step="complete"))
+    app = FastHTML(secret_key=SECRET_KEY)
+    create_stepflow_router(flow, "/wizard").to_app(app)
+    wizard, http = Wizard(app, flow, flow.state_store, "/wizard"), TestClient(app)
+    a, b = Tab(wizard, http), Tab(wizard, http)
+    with http:
+        a.open(); a.submit(name="Ada")
+        b.open(); b.submit(email="ada@example.com")
+        assert step_of(b.submit(plan="pro")) == "gate"
+        html = a.submit(email="x@example.com")
+        assert _is_notice(html) and step_of(html) == "gate" and completed == []
