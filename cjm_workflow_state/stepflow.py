@@ -14,6 +14,8 @@ from fasthtml.common import APIRouter, Div, FT, Input, Meta, P
 from starlette.responses import HTMLResponse
 from cjm_fasthtml_interactions.patterns.step_flow import StepFlow
 
+from .core.codec import encode_json
+from .core.scope import _SCOPES
 from .errors import StateTooLargeError, StoreUnavailableError
 
 _log = logging.getLogger("cjm_workflow_state")
@@ -122,13 +124,20 @@ VERSION_FIELD = "__wfs_version"  # Form field naming what the page showed: the s
 STALE_MESSAGE = "This page was out of date; here is where you are. Nothing from that page was saved."
 
 def _version(flow: StepFlow, sess) -> str:
-    """A digest of what a page of the flow shows for this session: its workflow session id, current step and state
-    (inside a request scope, read from the snapshot plus the request's own writes: no I/O). Any write in between by
-    another tab or request changes it."""
-    store = flow.state_store
-    session_id = sess.get(getattr(store, "session_key", None)) if hasattr(sess, "get") else None
-    seen = json.dumps([session_id, flow.get_current_step_id(sess), flow.get_workflow_state(sess)],
-                      sort_keys=True, separators=(",", ":"), default=repr)
+    """A digest of what a page of the flow shows for this session: its workflow session id, stored step and state
+    text. Any write in between, by another tab or request, changes it. Inside a request scope it reads the scope's
+    view (the snapshot plus the request's writes) as it stands, without decoding the state; outside one, the store
+    (the same canonical text: a store keeps its state canonical)."""
+    store, flow_id = flow.state_store, flow.flow_id
+    key = getattr(store, "session_key", None)
+    session_id = sess.get(key) if key is not None and hasattr(sess, "get") else None
+    scope = next((s for s in reversed(_SCOPES.get()) if s.store is store and s.live and s.session_id == session_id), None)
+    if scope is not None: step, text = scope.current_step(flow_id), scope.state_text(flow_id) or "{}"
+    else:
+        step, state = store.get_current_step(flow_id, sess), store.get_state(flow_id, sess)
+        try: text = encode_json(state)
+        except (TypeError, ValueError): text = json.dumps(state, sort_keys=True, default=repr)  # (not our store's values)
+    seen = f"{session_id}\x00{step}\x00{text}"
     return hashlib.blake2b(seen.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
 
 def _bind_forms_to_steps(flow: StepFlow) -> None:

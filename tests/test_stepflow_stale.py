@@ -273,3 +273,21 @@ def test_a_stale_page_gets_the_steps_on_enter_answer():
         assert step_of(b.submit(plan="pro")) == "gate"
         html = a.submit(email="x@example.com")
         assert _is_notice(html) and step_of(html) == "gate" and completed == []
+
+
+def test_a_page_the_app_renders_itself_is_current(store):
+    """A step the app renders outside the router (its own page, outside any request scope, as the demo's home page)
+    carries the same version the routes compute in their scopes: submitting it is not stale, whatever the answers."""
+    wizard, http, (tab, _) = _tabs(store)
+    flow = wizard.flow
+    with http:
+        tab.open(); tab.submit(name="Ada \u00e9\u4e2d\U0001f600 \"q\" \\ 1.5e300")
+        sid = decode_session_cookie(http.cookies.get(wizard.app.session_cookie))[store.session_key]
+        store.update_state(wizard.flow_id, sid, {"extra": {"b": [1.0, -0.0, 1e-7, None, True], "a": "x"}})
+        class Request: pass  # (the steps' render functions read only the context's state)
+        page = flow.render_step_content(flow.get_step("email"), flow.create_context(Request(), {store.session_key: sid},
+                                        flow.get_step("email")), next_route="/wizard/next_step")
+        from fasthtml.common import to_xml
+        tab.html = to_xml(page)
+        html = tab.submit(email="ada@example.com")
+        assert not _is_notice(html) and step_of(html) == "plan", html
