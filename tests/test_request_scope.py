@@ -503,3 +503,81 @@ def test_sqlite_a_step_on_a_live_session_commits_as_one_statement(tmp_path):
             step({"d": "x" * 100}, "four", lambda: other.update_state("f", "s", {"big": "y" * 200}))
         assert (store.get_state("f", "s"), store.get_current_step("f", "s")) == ({"c": 3, "big": "y" * 200}, "three")
     finally: store.close(); other.close()
+
+
+# ---- from a hostile review: event loops one after another, opposite write orders, closing mid-flight ----
+@pytest.mark.parametrize("backend", ["redis", "postgres"])
+def test_event_loops_one_after_another_free_their_connections(backend, request):
+    """asyncio.run again and again, with more concurrent calls than connections: each finished loop's connections
+    are let go (a loop used to stay referenced by its own pool: up to max_size connections leaked per loop)."""
+    import gc
+    if backend == "redis":
+        from cjm_workflow_state.backends.redis import RedisWorkflowStateStore
+        store = RedisWorkflowStateStore(redis_url(), prefix=unique_name("loops"))
+    else: store = make_postgres_store(*request.getfixturevalue("pg_schema"), max_size=2)
+    async def once(i): await asyncio.gather(*[store.aupdate_state("f", "s", {f"k{i}_{j}": j}) for j in range(6)])
+    try:
+        for i in range(12): asyncio.run(once(i))
+        gc.collect()
+        assert len(store._async_pools) <= 1  # the last loop's, until the next loop's first call
+        assert len(store.get_state("f", "s")) == 12 * 6
+    finally:
+        if backend == "redis": store.delete_all()
+        store.close()
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+def test_postgres_scopes_writing_two_flows_in_opposite_orders_do_not_deadlock(pg_schema, use_async):
+    "Scopes writing flows f then g and g then f at once: each commit locks its rows in one order, so none deadlocks."
+    url, schema = pg_schema
+    store = make_postgres_store(url, schema, max_size=8)
+    store.update_state("f", "s", {"x": 0}); store.update_state("g", "s", {"x": 0})
+    order = {0: ("f", "g"), 1: ("g", "f")}
+    def sync_scope(i):
+        for j in range(10):
+            with store.request_scope("s"):
+                for flow in order[i % 2]: store.update_state(flow, "s", {f"t{i}": j})
+    async def async_scope(i):
+        for j in range(10):
+            async with store.request_scope("s"):
+                for flow in order[i % 2]: await store.aupdate_state(flow, "s", {f"t{i}": j})
+    try:
+        if use_async:
+            async def run():
+                await asyncio.gather(*[async_scope(i) for i in range(6)])
+                await store.aclose()
+            asyncio.run(run())
+        else:
+            threads = [threading.Thread(target=sync_scope, args=(i,)) for i in range(6)]
+            errors = []
+            for t in threads: t.run = (lambda run: lambda: _collect(run, errors))(t.run)
+            for t in threads: t.start()
+            for t in threads: t.join()
+            assert not errors, errors
+        check = make_postgres_store(url, schema, table=store.table)
+        assert check.get_state("f", "s") == check.get_state("g", "s") == {"x": 0, **{f"t{i}": 9 for i in range(6)}}
+        check.close()
+    finally:
+        if not use_async: store.close()
+
+
+def _collect(run, errors):
+    try: run()
+    except BaseException as e: errors.append(e)
+
+
+def test_sqlite_close_while_calls_are_in_flight(tmp_path):
+    "Closing the store while worker threads run calls on their connections: they finish or fail cleanly, no crash."
+    from cjm_workflow_state.errors import StoreUnavailableError
+    store = SQLiteWorkflowStateStore(tmp_path / "close.db")
+    async def run():
+        async def writer(i):
+            for j in range(200):
+                try: await asyncio.to_thread(store.update_state, "f", f"s{i}", {"n": j})
+                except StoreUnavailableError: return
+        tasks = [asyncio.create_task(writer(i)) for i in range(8)]
+        await asyncio.sleep(0.05)
+        await asyncio.to_thread(store.close)
+        await asyncio.gather(*tasks)
+    asyncio.run(run())
+    store.close()

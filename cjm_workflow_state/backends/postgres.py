@@ -6,7 +6,7 @@
 __all__ = ['SCHEMA_VERSION', 'DEFAULT_TABLE', 'DEFAULT_CONNINFO', 'PostgresWorkflowStateStore', 'open_url']
 
 # %% ../../nbs/backends/postgres.ipynb #16b0e3f1
-import asyncio, os, re, select, threading, weakref
+import asyncio, collections, os, re, select, threading, weakref
 from datetime import timedelta
 from json.encoder import encode_basestring_ascii as _encode_key  # `encode_json(key)` for a str key, faster
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
@@ -69,6 +69,12 @@ def _removed_keys(encoded: Dict[str, str], into: Optional[str], remove: Iterable
     "The keys a merge removes, as stored (a key the merge also writes is not removed)."
     kept = encoded if into is None else (into,)
     return [_encode_key(k) for k in dict.fromkeys(remove) if k not in kept]
+
+def _by_flow(writes: list) -> list:
+    """A scope's writes with each flow's together, flows in id order, each flow's in call order. Writes to different
+    flows touch different rows and commute; a commit that locks its rows in one global order cannot deadlock with
+    another such commit (two scopes writing f then g, and g then f, did: psycopg DeadlockDetected)."""
+    return sorted(writes, key=lambda write: write[1])  # (sorted is stable)
 
 # %% ../../nbs/backends/postgres.ipynb #b24623e9
 _DDL = [
@@ -420,19 +426,40 @@ class _LoopConnections:
     Not psycopg_pool's `AsyncConnectionPool`: that pool runs background tasks on the loop (its scheduler and
     workers), which `asyncio.run` cancels and awaits as it ends, and in CI under Python 3.12 a test hung there
     (psycopg_pool has had such bugs: a cancellation lost in the pool, psycopg#1345, #1401). This one runs no task of
-    its own: it acts only inside the calls that use it, so ending the loop has nothing to wait for."""
+    its own: it acts only inside the calls that use it, so ending the loop has nothing to wait for. Nor does it keep
+    a reference to the loop (an `asyncio.Semaphore` would, once a call has waited on it): the store finds it by its
+    loop in a `WeakKeyDictionary`, so a finished loop, its entry and its idle connections are freed together."""
 
     def __init__(self, conninfo: str, kwargs: dict, max_size: int, timeout: float):
         self.conninfo, self.kwargs, self.max_size, self.timeout = conninfo, kwargs, max_size, timeout
         self.idle: List[psycopg.AsyncConnection] = []
-        self.slots = asyncio.Semaphore(max_size)
+        self.in_use, self.waiting = 0, collections.deque()  # (futures of the calls waiting for a slot, in turn)
+
+    async def _slot(self) -> None:
+        "Take a slot; wait up to `timeout` when all `max_size` are taken (PoolTimeout)."
+        if self.in_use < self.max_size and not self.waiting: self.in_use += 1; return
+        handed = asyncio.get_running_loop().create_future()  # set by `_free` when it hands this call its slot
+        self.waiting.append(handed)
+        try: await asyncio.wait_for(handed, self.timeout)
+        except BaseException as e:
+            if handed.done() and not handed.cancelled(): self._free()  # handed over just as it gave up: pass it on
+            else:
+                try: self.waiting.remove(handed)
+                except ValueError: pass
+            if isinstance(e, asyncio.TimeoutError):
+                raise PoolTimeout(f"all {self.max_size} connections busy for {self.timeout:g} s") from None
+            raise
+
+    def _free(self) -> None:
+        "Give a slot back: to the first call still waiting, else to the pool."
+        while self.waiting:
+            handed = self.waiting.popleft()
+            if not handed.done(): handed.set_result(None); return
+        self.in_use -= 1
 
     async def get(self) -> "psycopg.AsyncConnection":
         "An idle connection the server has not closed, or a new one; PoolTimeout if all are busy for `timeout` s."
-        if self.slots.locked():  # all in use: wait, at most `timeout` (wait_for costs a task: only when it must wait)
-            try: await asyncio.wait_for(self.slots.acquire(), self.timeout)
-            except asyncio.TimeoutError: raise PoolTimeout(f"all {self.max_size} connections busy for {self.timeout:g} s") from None
-        else: await self.slots.acquire()  # (returns at once)
+        await self._slot()
         try:
             while self.idle:
                 conn = self.idle.pop()
@@ -440,14 +467,14 @@ class _LoopConnections:
                 await conn.close()
             return await psycopg.AsyncConnection.connect(self.conninfo, **self.kwargs)
         except BaseException:
-            self.slots.release(); raise
+            self._free(); raise
 
     async def put(self, conn: "psycopg.AsyncConnection") -> None:
         "Keep a connection for reuse, or close it if it is broken or was left in a transaction (a cancelled call)."
         try:
             if conn.info.transaction_status == TransactionStatus.IDLE: self.idle.append(conn)
             else: await conn.close()
-        finally: self.slots.release()
+        finally: self._free()
 
     def close(self) -> None:
         "Close the idle connections; needs no loop (libpq's PQfinish, which is all `AsyncConnection.close` does)."
@@ -586,7 +613,10 @@ class _Connections:
         if isinstance(e, PoolClosed): raise self._unavailable(e) from e
         if not isinstance(e, psycopg.Error): return False
         state = getattr(e, "sqlstate", None)
-        if state in _ROLLED_BACK and tries["rolled_back"] < 3: tries["rolled_back"] += 1; return True
+        if state in _ROLLED_BACK:  # nothing of it happened: run it again, a few times
+            if tries["rolled_back"] < 3: tries["rolled_back"] += 1; return True
+            raise self._error(StoreUnavailableError, f": the server rolled the call back {tries['rolled_back'] + 1} "
+                f"times ({self._describe(e)}); nothing of it was written: try again") from e
         if state == "42P01": raise self._table_missing(e) from None
         if todo := _cannot_fix(e):  # the statement did nothing
             raise self._error(BackendError, f" refused the call: {self._describe(e)}; {todo}") from None
@@ -622,6 +652,8 @@ class _Connections:
         loop = asyncio.get_running_loop()
         connections = self._async_pools.get(loop)
         if connections is None:
+            for finished in [other for other in list(self._async_pools) if other.is_closed()]:  # (their connections too)
+                self._async_pools.pop(finished).close()
             connections = self._async_pools[loop] = _LoopConnections(
                 self._conninfo, self._kwargs, self._pool.max_size, self._pool.timeout)
         return connections
@@ -715,7 +747,7 @@ class PostgresWorkflowStateStore(_Connections, WorkflowStateStoreBase):
                  max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,  # Cap on one session's serialised state
                  session_key: str = DEFAULT_SESSION_KEY,  # Cookie-session key holding the workflow session id
                  min_size: int = 1,  # Connections the pool keeps open
-                 max_size: int = 10,  # Most connections the pool opens (per process)
+                 max_size: int = 10,  # Most connections the pool opens (per process; each event loop's async calls have as many again)
                  prepare_threshold: Optional[int] = 5,  # Executions before psycopg prepares a statement on the server; None: never (PgBouncer in transaction mode)
                  connect_timeout: float = 5.0,  # Seconds to establish a connection
                  pool_timeout: float = 5.0,  # Seconds a call waits for a connection before raising StoreUnavailableError
@@ -965,6 +997,7 @@ class PostgresWorkflowStateStore(_Connections, WorkflowStateStoreBase):
 
     async def _acommit(self, session_id, writes, cutoff):
         if not self.native_async: return await super()._acommit(session_id, writes, cutoff)
+        writes = _by_flow(writes)
         statements = list(self._commit_statements(session_id, writes))  # (checks the size of each update alone)
         async def at_once(conn):  # see `_commit`
             try:
@@ -992,6 +1025,7 @@ class PostgresWorkflowStateStore(_Connections, WorkflowStateStoreBase):
         # next run would fail: "prepared statement does not exist"), so the connection is closed: the next call
         # gets a new one, with nothing prepared. A batch of one statement (a StepFlow step: see `_commit_statements`)
         # is sent without the pipeline, which costs the client more CPU than the statement.
+        writes = _by_flow(writes)
         statements = list(self._commit_statements(session_id, writes))
         def at_once(conn):
             try:

@@ -284,6 +284,9 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
         loop = asyncio.get_running_loop()
         pool = self._async_pools.get(loop)
         if pool is None:
+            # A pool's connections refer to their loop, so a finished loop is never freed from this weak mapping by
+            # itself: forget the pools of closed loops (their connections are closed when collected)
+            for finished in [other for other in list(self._async_pools) if other.is_closed()]: del self._async_pools[finished]
             pool = self._async_pools[loop] = redis_async.ConnectionPool.from_url(self._url, **self._async_options)
         return pool
 

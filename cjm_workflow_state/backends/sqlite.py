@@ -6,7 +6,7 @@
 __all__ = ['SCHEMA_VERSION', 'MIN_SQLITE_VERSION', 'SQLiteWorkflowStateStore', 'open_url']
 
 # %% ../../nbs/backends/sqlite.ipynb #2bad9038
-import hashlib, json, operator, os, re, sqlite3, threading, time, warnings, weakref
+import contextlib, hashlib, json, operator, os, re, sqlite3, threading, time, warnings, weakref
 from contextvars import ContextVar
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
@@ -519,9 +519,10 @@ _IOERR = 10  # an I/O error: a write's outcome is unknown (its commit may have r
 _FILE_STORES = weakref.WeakSet()  # file-backed stores, whose connections a forked child must not use
 _ABANDONED = []  # connections inherited across fork: kept referenced so the child never uses or closes them
 
-def _close_quietly(conns: dict, conn: sqlite3.Connection) -> None:
+def _close_quietly(conns: dict, conn: sqlite3.Connection, locks: Optional[dict] = None) -> None:
     "Close a thread's connection once the thread is gone."
     conns.pop(conn, None)
+    if locks is not None: locks.pop(conn, None)
     try: conn.close()
     except Exception: pass
 
@@ -571,6 +572,7 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
         self.db_path = self.path  # 0.0.3's attribute name
         self._ttl_param = () if self.ttl is None else (self.ttl,)  # parameter of a write statement's liveness condition
         self._local, self._conns, self._shared, self._mutex = threading.local(), {}, None, threading.Lock()
+        self._locks = {}  # every open connection -> the lock its calls hold (see `_close`; dropped there)
         # self._conns: every open connection -> the finalizer that closes it when its thread ends (None: shared)
         self._q = _writes(self.ttl is not None, self._now_sql)  # the write statements, reading the store's clock
         self._last_write = None  # (flow_id, session_id, ms) of this store's last write: predicts same_ms
@@ -624,9 +626,10 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
                     except BaseException: conn.close(); raise
                     if self._clock is not time.time: conn.create_function("wf_clock", 0, self._clock)
                     cx = (conn, threading.Lock())
+                    self._locks[conn] = cx[1]
                     self._schema_ready = True
                     if self.memory: self._shared, self._conns[conn] = cx, None
-                    else: self._conns[conn] = weakref.finalize(threading.current_thread(), _close_quietly, self._conns, conn)
+                    else: self._conns[conn] = weakref.finalize(threading.current_thread(), _close_quietly, self._conns, conn, self._locks)
             except sqlite3.Error as e: raise self._error(e, writing=False) from None  # no session data written yet
         self._local.cx = cx
         return cx
@@ -639,6 +642,10 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
         except AttributeError: conn, lock = self._cx()
         try:
             with lock: return fetch(conn.execute(what, args)) if fetch else what(conn, *args)
+        except sqlite3.ProgrammingError as e:
+            if "closed database" not in str(e): raise
+            raise StoreUnavailableError(f"SQLite database {self.path}: the store was closed while this call waited for "
+                                        f"its connection; nothing was written") from None
         except sqlite3.Error as e: raise self._error(e, writing) from None
 
     def _forget_connections(self) -> None:
@@ -646,7 +653,7 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
         for conn, finalizer in list(self._conns.items()):
             if finalizer is not None: finalizer.detach()  # never closed by the child, even when a thread object goes
             _ABANDONED.append(conn)
-        self._local, self._conns, self._mutex = threading.local(), {}, threading.Lock()
+        self._local, self._conns, self._mutex, self._locks = threading.local(), {}, threading.Lock(), {}
 
     def _error(self,
                e: sqlite3.Error,  # What sqlite3 raised
@@ -884,8 +891,11 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
             conns, self._conns, self._shared, self._local = list(self._conns.items()), {}, None, threading.local()
         for conn, finalizer in conns:
             if finalizer is not None: finalizer.detach()
-            try: conn.close()
-            except Exception: pass
+            # under the connection's lock: a call another thread is running on it finishes first (closing a
+            # connection while a statement runs on it crashes the process); a call that then finds it closed says so
+            with self._locks.pop(conn, contextlib.nullcontext()):
+                try: conn.close()
+                except Exception: pass
 
 # %% ../../nbs/backends/sqlite.ipynb #11fbef97
 def open_url(
