@@ -15,7 +15,6 @@ from starlette.responses import HTMLResponse
 from cjm_fasthtml_interactions.patterns.step_flow import StepFlow
 
 from .core.codec import encode_json
-from .core.scope import _SCOPES
 from .errors import StateTooLargeError, StoreUnavailableError
 
 _log = logging.getLogger("cjm_workflow_state")
@@ -131,7 +130,8 @@ def _version(flow: StepFlow, sess) -> str:
     store, flow_id = flow.state_store, flow.flow_id
     key = getattr(store, "session_key", None)
     session_id = sess.get(key) if key is not None and hasattr(sess, "get") else None
-    scope = next((s for s in reversed(_SCOPES.get()) if s.store is store and s.live and s.session_id == session_id), None)
+    find_scope = getattr(store, "_scope_for", None)  # (our stores' lookup of their open scope; a third-party store has none)
+    scope = find_scope(session_id) if find_scope is not None and session_id is not None else None
     if scope is not None: step, text = scope.current_step(flow_id), scope.state_text(flow_id) or "{}"
     else:
         step, state = store.get_current_step(flow_id, sess), store.get_state(flow_id, sess)
