@@ -22,8 +22,9 @@ except ImportError as e:  # the optional driver is missing
     raise ImportError(f'PostgresWorkflowStateStore needs psycopg 3 and psycopg_pool ({e}): '
                       f'pip install "cjm-workflow-state[postgres]"') from e
 
-from ..core.base import (DEFAULT_MAX_STATE_BYTES, DEFAULT_SESSION_KEY, SessionSummary,
-    WorkflowStateStoreBase, decode_json, encode_json, item_text, make_summary, merge_json_object, state_size)
+from cjm_workflow_state.core.base import (DEFAULT_MAX_STATE_BYTES, DEFAULT_SESSION_KEY, SessionSummary,
+    WorkflowStateStoreBase, _for_running_loop, decode_json, encode_json, item_text, make_summary, merge_json_object,
+    state_size)
 from ..errors import BackendError, StoreUnavailableError, hide_secrets
 
 # %% ../../nbs/backends/postgres.ipynb #f615bf4d
@@ -649,14 +650,8 @@ class _Connections:
 
     def _loop_connections(self) -> _LoopConnections:
         "This event loop's connections for the async calls (a psycopg AsyncConnection belongs to the loop that made it)."
-        loop = asyncio.get_running_loop()
-        connections = self._async_pools.get(loop)
-        if connections is None:
-            for finished in [other for other in list(self._async_pools) if other.is_closed()]:  # (their connections too)
-                self._async_pools.pop(finished).close()
-            connections = self._async_pools[loop] = _LoopConnections(
-                self._conninfo, self._kwargs, self._pool.max_size, self._pool.timeout)
-        return connections
+        return _for_running_loop(self._async_pools, lambda: _LoopConnections(
+            self._conninfo, self._kwargs, self._pool.max_size, self._pool.timeout), drop=_LoopConnections.close)
 
     def _write_row(self, query: str, params) -> Optional[tuple]:
         "The first row a write returns (None when it returns none); never repeated (see `_call`)."

@@ -26,7 +26,7 @@ except ImportError as e:  # the driver is an optional extra
     raise ImportError('RedisWorkflowStateStore needs the redis client: pip install "cjm-workflow-state[redis]"') from e
 
 from ..core.base import (DEFAULT_MAX_STATE_BYTES, DEFAULT_SESSION_KEY, SessionSummary,
-    WorkflowStateStoreBase, encode_json, make_summary, state_size)
+    WorkflowStateStoreBase, _for_running_loop, encode_json, make_summary, state_size)
 from ..errors import BackendError, StoreUnavailableError, redact_url
 
 # %% ../../nbs/backends/redis.ipynb #eef610c1
@@ -281,14 +281,9 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
 
     def _apool(self):
         "This event loop's `redis.asyncio` connection pool (a pool's connections belong to the loop that made them)."
-        loop = asyncio.get_running_loop()
-        pool = self._async_pools.get(loop)
-        if pool is None:
-            # A pool's connections refer to their loop, so a finished loop is never freed from this weak mapping by
-            # itself: forget the pools of closed loops (their connections are closed when collected)
-            for finished in [other for other in list(self._async_pools) if other.is_closed()]: del self._async_pools[finished]
-            pool = self._async_pools[loop] = redis_async.ConnectionPool.from_url(self._url, **self._async_options)
-        return pool
+        # (a closed loop's pool is dropped; its connections are closed when collected)
+        return _for_running_loop(self._async_pools,
+                                 lambda: redis_async.ConnectionPool.from_url(self._url, **self._async_options))
 
     def _check_repeat(self, first_sent: float) -> None:
         """A write repeated after its connection dropped is trusted only while the first run's record (`once`)

@@ -126,6 +126,23 @@ _SCOPED_CALLS = {  # the protocol calls a `native_async` backend's async twins m
     **dict.fromkeys(["get_current_step", "get_state", "get_step_state", "session_exists"], "read"),
     **dict.fromkeys(["set_current_step", "update_state", "clear_state", "update_step_state", "clear_step_state"], "write")}
 
+def _for_running_loop(
+    entries: "weakref.WeakKeyDictionary",  # event loop -> a backend's async connections of that loop
+    make: Callable[[], Any],  # Makes this loop's entry, on its first use
+    drop: Optional[Callable[[Any], None]] = None,  # Called with each entry of a closed loop as it is removed
+) -> Any:  # This event loop's entry
+    """The running event loop's entry of a loop-keyed mapping (a driver's async connections belong to the loop that
+    made them). An entry refers to its loop (its connections do), so a finished loop never leaves the weak mapping by
+    itself: the entries of closed loops are removed when a new loop makes its first call."""
+    loop = asyncio.get_running_loop()
+    entry = entries.get(loop)
+    if entry is None:
+        for finished in [other for other in list(entries) if other.is_closed()]:
+            gone = entries.pop(finished)
+            if drop is not None: drop(gone)
+        entry = entries[loop] = make()
+    return entry
+
 def _check_page_size(page_size) -> None:
     if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
         raise ValueError(f"page_size must be an int >= 1, got {page_size!r}")
