@@ -18,7 +18,10 @@ does the same preparation in a scratch copy of the repository (the checkout is n
    `error` output or a traceback in a cell;
 4. every link into the site (relative `.ipynb`/`.html` links, the absolute `doc_host/doc_baseurl` links nbdev
    writes for backticked names, `#anchors`) must reach an existing page and heading, and every `[source]` link
-   into this repository must name an existing file and line.
+   into this repository must name an existing file and line;
+5. `tools/check_api_docs.py`: every public name has an API entry and an example with a stored output, no example
+   lacks its output, and no cell nbdev runs for the docs mixes imports with other code.
+Quiet on success (one summary line); each problem is one line on stderr.
 Requires: nbdev, nbconvert (pip install nbconvert).
 """
 import argparse, html.parser, json, os, re, shutil, subprocess, sys, tempfile
@@ -118,6 +121,8 @@ def process(work: Path, problems: Problems) -> Path:
     files += [nbs / n for n in ("_quarto.yml", "_brand.yml") if (nbs / n).exists()]
     jobs = [j for j in (_proc_file(f, cache=cache, path=nbs) for f in files) if j]
     ctx = multiprocessing.get_context("spawn")
+    # check_api_docs reports nbdev's "imports and other code" warning per cell, as a problem: not again, 20 lines each
+    os.environ["PYTHONWARNINGS"] = "ignore:Found cells containing imports and other code:UserWarning"
     with ProcessPoolExecutor(max_workers=min(2, os.cpu_count() or 1), mp_context=ctx) as pool:
         futures = {pool.submit(nbdev.serve_drv.main, job): job for job in jobs}
     for future, job in futures.items():
@@ -282,6 +287,9 @@ def main(argv=None) -> int:
             nb, hrefs = render(proc, rel, out_dir, problems)
             if not title_of(nb): problems.add(f"nbs/{rel}", "no title: start the notebook with a '# Title' markdown cell")
             pages[rel] = (nb, hrefs)
+        sys.path.insert(0, str(ROOT / "tools"))
+        import check_api_docs
+        problems.extend(p for nb in check_api_docs.all_notebooks() for p in check_api_docs.check(nb))
         site_url = f"{cfg.doc_host.rstrip('/')}{cfg.doc_baseurl}"
         checked = check_links(pages, site_url, cfg.git_url, scratch, problems)
         print(f"check_docs: {len(pages)} pages rendered, {checked} internal links checked"
