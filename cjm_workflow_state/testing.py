@@ -40,10 +40,11 @@ def conformance_checks() -> Dict[str, Callable]:  # Check name -> check(make_sto
     """Every conformance check, by name, for running them one at a time (e.g. pytest parametrisation)."""
     return dict(_CHECKS)
 
-# %% ../nbs/testing.ipynb #ea30e96d
+# %% ../nbs/testing.ipynb #03d0afbe
 class CheckNotRun(Exception):
     "Raised by a check that could not test anything with the given factory (it says why); `check_store` reports it as not run."
 
+# %% ../nbs/testing.ipynb #54a039ac
 def _fresh(make_store, **options):
     "A new store from the factory, checked to be empty."
     store = make_store(**options)
@@ -59,6 +60,7 @@ def _refused(call: Callable, error: type = ValueError, contains: Optional[str] =
         assert contains is None or contains in str(e), f"{contains!r} is not in the error message: {e}"
     else: raise AssertionError(f"expected {error.__name__}")
 
+# %% ../nbs/testing.ipynb #ca2f317c
 TRICKY_IDS = ["a", "a:b", "a:b:c", "%", "_", "a%", "it's", 'say "hi"', "{slot}", "ünï-cødé ✓", "x" * 256,
               "a\\b", "SELECT * FROM t; --", "*", "[a]"]  # Ids that break stores which glue keys together
 
@@ -185,7 +187,7 @@ def check_bad_values(make_store):
         test_fail(lambda: store.update_state("flow", "fresh", {"x": object()}), contains="x")
         test_eq(store.session_exists("flow", "fresh"), False)
 
-# %% ../nbs/testing.ipynb #5037f053
+# %% ../nbs/testing.ipynb #91c2f50e
 def _nested(depth: int, leaf="leaf"):
     "A value `depth` containers deep (dicts and lists in turn)."
     value = leaf
@@ -199,6 +201,7 @@ def _call_at_stack_depth(frames: int, fn):
     def down(n): return fn() if n <= 0 else down(n - 1)
     return down(frames - depth - 1)
 
+# %% ../nbs/testing.ipynb #5aa474a0
 @conformance_check
 def check_depth_limit(make_store):
     "States nest at most MAX_STATE_DEPTH containers deep, checked at write whatever the caller's stack; they read back from deep stacks."
@@ -218,9 +221,11 @@ def check_depth_limit(make_store):
         test_eq(store.session_exists("flow", "fresh"), False)
         test_eq(sorted(store.get_state("flow", "s")), ["_step_st", "deep", "limit", "top"])
 
+# %% ../nbs/testing.ipynb #f1f54ea1
 class _Colour(enum.StrEnum):
     RED = "red"
 
+# %% ../nbs/testing.ipynb #4a1b518c
 @conformance_check
 def check_nested_keys(make_store):
     "Dict keys are `str` at every depth: a nested int/float/bool/None key is refused naming the top-level key."
@@ -364,13 +369,14 @@ def check_id_isolation(make_store):
         test_eq(store.get_state("a:b", "a"), {"i": pairs.index(("a:b", "a"))})
         test_eq(store.get_state("a", "a"), {})
 
-# %% ../nbs/testing.ipynb #0c539688
+# %% ../nbs/testing.ipynb #cde1d424
 class _Ids(str, enum.Enum):  # str(member) is "_Ids.FLOW", not its value: ids must use the value
     FLOW = "flow"; SESSION = "sess-1"; OTHER = "sess-2"; NEW = "sess-3"; STEP = "upload"; LABEL = "Draft"
 
 class _Id(str):
     def __str__(self): return "not the id"
 
+# %% ../nbs/testing.ipynb #41cdf095
 @conformance_check
 def check_str_subclass_ids(make_store):
     "Ids and labels that are `str` subclasses (a `StrEnum` member) are accepted everywhere and stored as the plain `str`."
@@ -443,13 +449,14 @@ def check_step_state(make_store):
         store.update_step_state("flow", "fresh", "st", {"x": 1})
         test_eq(store.get_state("flow", "fresh"), {"_step_st": {"x": 1}})
 
-# %% ../nbs/testing.ipynb #8df318e2
+# %% ../nbs/testing.ipynb #9003de8e
 _TS = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
 
 def _parse_ts(text: str) -> datetime:
     assert _TS.match(text), f"timestamp {text!r} is not 'YYYY-MM-DD HH:MM:SS'"
     return datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc)
 
+# %% ../nbs/testing.ipynb #2e2961ed
 @conformance_check
 def check_create_session(make_store):
     "`create_session` makes an empty labelled session; an existing id raises `ValueError` and nothing is overwritten."
@@ -614,7 +621,7 @@ def check_rotate_session_id(make_store):
         test_eq((store.get_state("checkout", sess), store.get_current_step("signup", sess)), ({"cart": [1]}, "two"))
         test_eq((store.get_state("checkout", old), store.get_current_step("signup", old)), ({}, None))
 
-# %% ../nbs/testing.ipynb #b02f6ea5
+# %% ../nbs/testing.ipynb #be32d34e
 TTL = 1.0  # Seconds, for the expiry checks
 
 class FakeClock:
@@ -632,6 +639,7 @@ class FakeClock:
         "Move the clock forward."
         self.now += seconds
 
+# %% ../nbs/testing.ipynb #17b5409b
 class _Timeline:
     "`sleep` and `monotonic` for a ttl check: on a `FakeClock` given to the store, or on the real clock."
     def __init__(self, store):
@@ -648,6 +656,7 @@ def _timed(make_store, **options):
     store = _fresh(make_store, **options)
     return store, _Timeline(store)
 
+# %% ../nbs/testing.ipynb #6901c257
 @conformance_check
 def check_ttl(make_store):
     "A session not written for longer than `ttl` reads as absent everywhere; a write keeps it alive; reads do not."
@@ -744,9 +753,10 @@ def check_ttl_rule(make_store):
             store.delete_session("flow", "t")
             test_eq(store.session_exists("flow", "t"), False)
 
-# %% ../nbs/testing.ipynb #baa02488
+# %% ../nbs/testing.ipynb #3431897b
 def _by_id(records): return sorted(records, key=lambda r: (r["flow_id"], r["session_id"]))
 
+# %% ../nbs/testing.ipynb #680599ce
 @conformance_check
 def check_export_restore(make_store):
     "`export_sessions` yields every live session once with its whole record; `restore_session` writes it back as is."
@@ -867,8 +877,7 @@ def check_export_order_and_round_trip(make_store):
             test_eq((s.label, s.current_step, s.created_ts, s.updated_ts, s.state_size_bytes),
                     (r["label"], r["current_step"], r["created_ts"], r["updated_ts"], len(encode_json(r["state"]))))
 
-
-# %% ../nbs/testing.ipynb #66b2c21c
+# %% ../nbs/testing.ipynb #044c3bbc
 def _run_threads(n: int, target: Callable[[int], None]) -> None:
     "Run target(i) in n threads started together; re-raise the first error."
     errors, barrier = [], threading.Barrier(n)
@@ -880,6 +889,7 @@ def _run_threads(n: int, target: Callable[[int], None]) -> None:
     for t in threads: t.join(120)
     if errors: raise errors[0]
 
+# %% ../nbs/testing.ipynb #e9b0989a
 @conformance_check
 def check_concurrent_updates(make_store):
     "Threads updating different keys of one session at once never lose each other's keys (one shared store)."
@@ -915,7 +925,7 @@ def check_close(make_store):
         store.update_state("flow", "s", {"k": 1})
     store.close()
 
-# %% ../nbs/testing.ipynb #1c431d48
+# %% ../nbs/testing.ipynb #fe98c8b7
 def _round_trip(value): return json.loads(json.dumps(value))
 
 def _hypothesis():
@@ -924,6 +934,7 @@ def _hypothesis():
         raise ImportError('the model-based check needs hypothesis: pip install "cjm-workflow-state[testing]"') from None
     return hypothesis
 
+# %% ../nbs/testing.ipynb #a9c0da6b
 def state_machine(make_store) -> type:  # A hypothesis state machine class bound to `make_store`
     "The model-based test of `make_store`'s stores, as a hypothesis `RuleBasedStateMachine`."
     _hypothesis()
@@ -1083,7 +1094,7 @@ def check_store(
                              + "\n".join(failures))
     return not_run
 
-# %% ../nbs/testing.ipynb #98fdb962
+# %% ../nbs/testing.ipynb #3393ca03
 _BYSTANDER = "scope-bystander"  # The session id of the scope around calls that name no session: they commit it first
 
 class _Wrapped:
@@ -1099,11 +1110,12 @@ class _Wrapped:
     def __exit__(self, *exc): self.close()
     def close(self): self.store.close()
 
-def _routed(name: str):
+def _routed(cls: type, name: str, how: str):
     def call(self, *args, **kwargs): return self._route(name, getattr(self.store, name), args, kwargs)
-    call.__name__ = name
+    call.__name__, call.__qualname__, call.__doc__ = name, f"{cls.__name__}.{name}", f"The store's `{name}`, {how}."
     return call
 
+# %% ../nbs/testing.ipynb #3ef9770d
 class ScopedCalls(_Wrapped):
     """A store wrapper for the suite: each call runs inside `store.request_scope(...)` of the session it names (or of
     a bystander session id), so reads come from the scope's snapshot and writes commit at its exit."""
@@ -1121,6 +1133,7 @@ class ScopedCalls(_Wrapped):
         except (TypeError, ValueError): return method(*args, **kwargs)  # a bad session: the call says so itself
         with scope: return method(*args, **kwargs)
 
+# %% ../nbs/testing.ipynb #8e8819aa
 class AsyncCalls(_Wrapped):
     """A store wrapper for the suite: each call goes through the store's async API (`aget_state` for `get_state`,
     ...), run to completion on an event loop of the calling thread."""
@@ -1149,12 +1162,15 @@ class AsyncCalls(_Wrapped):
         return pull()
 
     def close(self):
+        "Close the store through `aclose`, then the event loops the calls ran on (closing twice is allowed)."
         try: self._loop().run_until_complete(self.store.aclose())
         finally:
             for loop in self._loops:
                 if not loop.is_closed(): loop.close()
 
+# %% ../nbs/testing.ipynb #c230b4b2
 _NO_SESSION = {"list_sessions", "count_sessions", "list_flows", "export_sessions", "purge_expired"}
 for _name in PUBLIC_METHODS:
     if not _name.startswith("__") and _name != "close":
-        setattr(ScopedCalls, _name, _routed(_name)); setattr(AsyncCalls, _name, _routed(_name))
+        setattr(ScopedCalls, _name, _routed(ScopedCalls, _name, "called inside a request scope of the session it names"))
+        setattr(AsyncCalls, _name, _routed(AsyncCalls, _name, f"called as its async twin `a{_name}`, awaited on this thread's event loop"))
