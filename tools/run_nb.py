@@ -5,13 +5,13 @@ each example with its result.
     python tools/run_nb.py nbs/core/ids.ipynb ...     # runs the Redis and PostgreSQL cells too
     python tools/run_nb.py --skip postgres nbs/x.ipynb # leaves the cells of a flag untouched (outputs kept)
 
-Cells `nbdev_test` skips (`#| eval: false`, and the flags named with --skip; `slow` unless --slow) keep the
+`show_doc` cells are stored without output: nbdev renders them when it builds the docs. Cells `nbdev_test` skips (`#| eval: false`, and the flags named with --skip; `slow` unless --slow) keep the
 outputs they had. A notebook whose run raises is not written: the error is printed and the exit code is 1.
 Afterwards run `nbdev_clean` (it keeps outputs, drops execution counts and metadata) and read the diff: outputs that
 hold a temporary path, a time or a random id change on every run, so prefer examples whose output is stable.
 Servers: REDIS_URL and DATABASE_URL, as for `bash tools/test.sh`.
 """
-import argparse, os, sys
+import argparse, os, re, sys
 from pathlib import Path
 
 from execnb.nbio import read_nb, write_nb
@@ -43,6 +43,8 @@ def run(path: Path, skip_flags: set) -> bool:
         return False
     finally:
         os.chdir(cwd)
+    for cell in nb.cells:  # nbdev renders show_doc itself when it builds the docs; stored, its [source] line churns
+        if cell.cell_type == "code" and re.search(r"^show_doc\(", cell.source, re.M): cell.outputs = []
     write_nb(nb, path)
     return True
 
