@@ -4,20 +4,21 @@
 
 # %% auto #0
 __all__ = ['FLOW_ID', 'DEFAULT_STORE_URL', 'DEMO_MAX_STATE_BYTES', 'PROJECT_KINDS', 'BUDGETS', 'PRIORITIES', 'SENT_AT',
-           'REFERENCE', 'SAVED_KEY', 'MAX_SAVED', 'STEP_FIELDS', 'DEMO_CSS', 'HTMX_CDN', 'FormField', 'field_error',
-           'step_errors', 'render_field', 'so_far', 'review_summary', 'make_steps', 'render_confirmation', 'create_app',
-           'main']
+           'REFERENCE', 'SAVED_KEY', 'MAX_SAVED', 'STEP_FIELDS', 'DEMO_CSS', 'FAVICON_SVG', 'HTMX_CDN',
+           'CANCEL_CONFIRM', 'PROG', 'FormField', 'field_error', 'step_errors', 'render_field', 'so_far',
+           'review_summary', 'make_steps', 'render_confirmation', 'create_app', 'serve', 'main']
 
 # %% ../nbs/demo.ipynb #29bd80e2
-import re, sys, time, uuid
+import errno, functools, re, socket, sys, time, uuid
 from dataclasses import dataclass
 from datetime import date
 from importlib import resources
 from typing import Any, Callable, Dict, List, Optional, Union
 
-from fastcore.script import call_parse
+from fastcore.script import anno_parser
 from fasthtml.common import *
 from starlette.responses import FileResponse, Response
+from cjm_fasthtml_interactions.core.html_ids import InteractionHtmlIds
 from cjm_fasthtml_interactions.patterns.step_flow import Step, StepFlow
 
 from .core.base import (WorkflowStateStoreBase, format_timestamp, get_session_id, is_valid_id,
@@ -48,6 +49,7 @@ class FormField:
     required: bool = True  # Whether an empty value is an error
     hint: str = ""  # Help text under the input
     check: Optional[Callable[[str], Optional[str]]] = None  # Extra rule: value -> error message, or None when fine
+    missing: str = ""  # Message when a required field is left empty (default: "Please answer: <label>")
 
 # %% ../nbs/demo.ipynb #4abd7df3
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
@@ -62,19 +64,25 @@ def _check_deadline(v):
     except ValueError: return "Pick a date"
     return None if d >= date.today() else "Pick a date that is not in the past"
 
+# %% ../nbs/demo.ipynb #eecdf22b
 STEP_FIELDS: Dict[str, List[FormField]] = {  # Step id -> the fields it asks for
-    "contact": [FormField("name", "Your name", hint="So we know who to thank."),
-                FormField("email", "Email", kind="email", check=_check_email, hint="We reply within two working days."),
+    "contact": [FormField("name", "Your name", hint="So we know who to thank.", missing="Please enter your name"),
+                FormField("email", "Email", kind="email", check=_check_email, hint="We reply within two working days.",
+                          missing="Please enter your email address"),
                 FormField("company", "Company", required=False, hint="If you are asking on behalf of one.")],
-    "project": [FormField("project_title", "Project title", hint="A few words, e.g. \"Booking site for our bakery\"."),
-                FormField("project_kind", "What are we building?", kind="select", options=PROJECT_KINDS),
+    "project": [FormField("project_title", "Project title", hint="A few words, e.g. \"Booking site for our bakery\".",
+                          missing="Please give the project a title"),
+                FormField("project_kind", "What are we building?", kind="select", options=PROJECT_KINDS,
+                          missing="Please choose what we are building"),
                 FormField("description", "Describe the project", kind="textarea", check=_check_description,
-                          hint="Who will use it, what should it do, what exists already?")],
-    "budget": [FormField("budget", "Budget", kind="radio", options=BUDGETS),
-               FormField("deadline", "Deadline", kind="date", check=_check_deadline),
-               FormField("priority", "How firm is the deadline?", kind="radio", options=PRIORITIES)],
+                          hint="Who will use it, what should it do, what exists already?",
+                          missing="Please describe the project")],
+    "budget": [FormField("budget", "Budget", kind="radio", options=BUDGETS, missing="Please choose a budget"),
+               FormField("deadline", "Deadline", kind="date", check=_check_deadline, missing="Please pick a deadline"),
+               FormField("priority", "How firm is the deadline?", kind="radio", options=PRIORITIES,
+                         missing="Please choose how firm the deadline is")],
     "review": [FormField("consent", "These details are correct, and you may contact me about this request",
-                         kind="consent")],
+                         kind="consent", missing="Please confirm to send the request")],
 }
 
 # %% ../nbs/demo.ipynb #879f34b3
@@ -85,8 +93,7 @@ def field_error(
     """Check one submitted value against its field's rules."""
     v = "" if value is None else str(value).strip()
     if not v:
-        if not field.required: return None
-        return "Please confirm to send the request" if field.kind == "consent" else f"{field.label} is required"
+        return None if not field.required else field.missing or f"Please answer: {field.label}"
     if len(v) > 2000: return "Please keep this under 2000 characters"
     if field.kind == "consent" and v != "yes": return "Please confirm to send the request"
     if field.options and v not in field.options: return "Choose one of the options"
@@ -137,11 +144,12 @@ def render_field(
     return Div(Label(field.label, Span(" (optional)", cls="muted") if not field.required else None, fr=fid),
                control, note, cls="field" + (" has-error" if err else ""))
 
-# %% ../nbs/demo.ipynb #534c8345
+# %% ../nbs/demo.ipynb #5a6423e5
 def _answer(state, name):
     v = state.get(name)
     return str(v).strip() if v is not None and str(v).strip() else None
 
+# %% ../nbs/demo.ipynb #534c8345
 def so_far(
     state: Dict[str, Any],  # Workflow state
 ):  # A compact card of the contact and project answers (None when there are none)
@@ -164,7 +172,7 @@ def review_summary(
                                      for x in (Dt(f.label), Dd(_answer(state, f.name) or "—"))]), cls="review-group")
                  for title, sid in groups], cls="review")
 
-# %% ../nbs/demo.ipynb #073e56bb
+# %% ../nbs/demo.ipynb #ab396852
 _INTROS = {
     "contact": "Tell us who you are. Your answers are saved on every step: close the tab, come back later, carry on.",
     "project": "What should we build?",
@@ -184,6 +192,7 @@ def _render_step(step_id, title):
                    cls="step-body", data_step=step_id)
     return render
 
+# %% ../nbs/demo.ipynb #073e56bb
 def make_steps(
 ) -> List[Step]:  # The wizard's steps, in order
     """The four steps of the project-request wizard."""
@@ -290,9 +299,31 @@ border:1px solid var(--border);border-radius:10px;padding:.55rem;box-shadow:0 10
 .footer{padding-top:0;font-size:.85rem;color:var(--muted);text-align:center}
 code{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:.85em;background:#e9ebf2;border-radius:6px;padding:.1rem .35rem}
 @media (max-width:640px){.card{padding:1.25rem}.steps .step{font-size:.7rem}.bar{flex-wrap:wrap}}
+@media (max-width:640px){
+.table-card{padding:.25rem 1rem}
+.table-wrap{overflow-x:visible}
+#sessions,#sessions tbody,#sessions tr,#sessions td{display:block;width:auto}
+#sessions thead{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}
+#sessions tr{position:relative;padding:.9rem 0;border-bottom:1px solid var(--border)}
+#sessions tr:last-child{border-bottom:0}
+#sessions td{border:0;padding:.15rem 0;background:none}
+#sessions tr.current{background:#fafaff;border-radius:8px;padding:.9rem .6rem}
+.label-cell{min-width:0;overflow-wrap:anywhere}
+td.when br{display:none} td.when small::before{content:" · "}
+td.actions-cell{width:auto;white-space:normal;padding-top:.6rem}
+.row-actions{justify-content:flex-start;flex-wrap:wrap}
+details.rename{position:static}
+.rename form{left:0;right:0;width:auto;top:auto}
+}
 """
 
-# %% ../nbs/demo.ipynb #bff7d4e9
+# %% ../nbs/demo.ipynb #4e82e368
+FAVICON_SVG = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32">'  # The tab icon: the logo, a diamond on the brand gradient
+               '<defs><linearGradient id="g" x1="0" y1="0" x2="1" y2="1"><stop offset="0" stop-color="#6366f1"/>'
+               '<stop offset="1" stop-color="#8b5cf6"/></linearGradient></defs>'
+               '<rect width="32" height="32" rx="8" fill="url(#g)"/><path d="M16 7l9 9-9 9-9-9z" fill="#fff"/></svg>')
+
+# %% ../nbs/demo.ipynb #668018bf
 def _ago(ts):
     secs = max(0, time.time() - (ts or 0))
     for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
@@ -303,6 +334,7 @@ def _ago(ts):
 
 def _reference(session_id): return "PR-" + re.sub(r"[^0-9A-Za-z]", "", session_id)[:8].upper()
 
+# %% ../nbs/demo.ipynb #bff7d4e9
 def render_confirmation(
     state: Dict[str, Any],  # Workflow state of a submitted request
 ):  # The thank-you page body
@@ -317,9 +349,26 @@ def render_confirmation(
                    A("Saved requests", href="/sessions", cls="btn btn-outline"), cls="actions"),
                cls="confirmation", id="confirmation")
 
-# %% ../nbs/demo.ipynb #70a29e9f
+# %% ../nbs/demo.ipynb #5624a515
 HTMX_CDN = "https://cdn.jsdelivr.net/npm/htmx.org@2.0.7/dist/htmx.min.js"  # Used only if the bundled copy is missing
+CANCEL_CONFIRM = "Cancel this request? Every answer you gave will be deleted."  # What Cancel asks before wiping the answers
 
+# %% ../nbs/demo.ipynb #e57d20ab
+def _confirm_cancel(flow: StepFlow, question: str) -> None:
+    "Make the Cancel button of every step `flow` renders ask `question` first (`hx-confirm`); one attribute on this flow object."
+    render = flow.render_step_content
+    def ask(node):
+        if not isinstance(node, FT): return
+        if node.attrs.get("id") == InteractionHtmlIds.STEP_FLOW_CANCEL_BTN: node(hx_confirm=question)
+        for child in node.children: ask(child)
+    @functools.wraps(render)  # (keeps what create_stepflow_router marked on it)
+    def render_step_content(*args, **kwargs):
+        content = render(*args, **kwargs)
+        ask(content)
+        return content
+    flow.render_step_content = render_step_content
+
+# %% ../nbs/demo.ipynb #70a29e9f
 def create_app(
     store: Union[str, WorkflowStateStoreBase] = "memory://",  # A store, or a URL for `open_store` (then closed on shutdown)
     secret_key: Optional[str] = None,  # Cookie-signing key (None: FastHTML keeps one in `key_fname`)
@@ -331,6 +380,7 @@ def create_app(
     htmx = resources.files("cjm_workflow_state") / "static" / "htmx.min.js"
     htmx_src = "/static/htmx.min.js" if htmx.is_file() else HTMX_CDN  # the package ships it; a broken install falls back
     app = FastHTML(hdrs=(Meta(name="viewport", content="width=device-width, initial-scale=1"), Style(DEMO_CSS),
+                         Link(rel="icon", type="image/svg+xml", href="/favicon.svg"),
                          htmx_config(), Script(src=htmx_src)),  # (htmx_config: a 503 shows its message)
                    default_hdrs=False, canonical=False, secret_key=secret_key, key_fname=key_fname,
                    on_shutdown=[store.close] if url is not None else None)
@@ -348,6 +398,7 @@ def create_app(
     flow = app.state.flow = StepFlow(FLOW_ID, make_steps(), state_store=store, on_complete=on_complete,
                                      show_progress=True)
     create_stepflow_router(flow, prefix="/wizard").to_app(app)
+    _confirm_cancel(flow, CANCEL_CONFIRM)  # after the router: every step it or `/` renders asks before Cancel
     nav = dict(next_route="/wizard/next_step", back_route="/wizard/back_step", cancel_route="/wizard/reset")
 
     # ---- whose requests: the ids this browser's signed cookie holds, and no others ----
@@ -380,6 +431,10 @@ def create_app(
     @app.get("/static/htmx.min.js")
     def htmx_js():
         return FileResponse(str(htmx), media_type="text/javascript", headers={"Cache-Control": "public, max-age=86400"})
+
+    @app.get("/favicon.svg")
+    def favicon_svg(): return Response(FAVICON_SVG, media_type="image/svg+xml", headers={"Cache-Control": "public, max-age=86400"})
+    app.get("/favicon.ico")(favicon_svg)  # where browsers and crawlers look without reading the page
 
     @app.get("/")
     def index(req, sess):
@@ -468,17 +523,51 @@ def create_app(
 
     return app
 
+# %% ../nbs/demo.ipynb #f1c644de
+def _port_problem(
+    host: str,  # Interface to listen on
+    port: int,  # Port to listen on
+) -> Optional[str]:  # Why the demo could not listen there, or None when it can
+    "Bind a test socket on every address of `host` as uvicorn will (address reuse on, so a port in TIME_WAIT is free)."
+    if not 0 < port < 65536: return f"port {port} is not a port number; choose one from 1 to 65535 with --port"
+    try: addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as e: return f"cannot listen on host {host!r} ({e}); choose another with --host"
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6: s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try: s.bind(address)
+            except OSError as e:
+                if e.errno == errno.EADDRINUSE:
+                    return (f"port {port} on {host} is already in use; stop the program using it, "
+                            f"or choose another port with --port (e.g. --port {port + 1 if port < 65535 else 5001})")
+                return f"cannot listen on {host} port {port} ({e.strerror}); choose another with --port or --host"
+    return None
+
 # %% ../nbs/demo.ipynb #59f1eedd
-@call_parse
-def main(
+PROG = "cjm-workflow-demo"  # The program's name in `--help` and its messages, however it is started
+
+def serve(
     store: str = DEFAULT_STORE_URL,  # Store URL: sqlite:///file.db, redis://host:6379/0, postgresql://user@host/db or memory://
     host: str = "127.0.0.1",  # Interface to listen on (127.0.0.1: only this machine can connect)
     port: int = 5001,  # Port to listen on
 ):
-    """Serve the project-request demo (`python -m cjm_workflow_state.demo` or `cjm-workflow-demo`)."""
+    """Serve the project-request demo until Ctrl-C (`cjm-workflow-demo` or `python -m cjm_workflow_state.demo`)."""
     import uvicorn
+    if problem := _port_problem(host, port): sys.exit(f"{PROG}: {problem}")  # before anything is created or announced
     try: app = create_app(store)
     except (ValueError, TypeError, ImportError, ConnectionError) as e:  # the message may quote the URL: not its password
-        sys.exit(f"cjm-workflow-demo: {hide_secrets(str(e), store)}")
+        sys.exit(f"{PROG}: {hide_secrets(str(e), store)}")
     print(f"Project request demo: http://{host}:{port}  (store: {redact_url(store)}; Ctrl-C stops it)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+def main(
+    argv: Optional[List[str]] = None,  # Arguments after the program name (default: `sys.argv[1:]`)
+):
+    """The `cjm-workflow-demo` command: `serve` with the options of `argv` (`--store`, `--host`, `--port`)."""
+    args = anno_parser(serve, prog=PROG).parse_args(sys.argv[1:] if argv is None else argv)
+    serve(store=args.store, host=args.host, port=args.port)
+
+# %% ../nbs/demo.ipynb #f2b1c0d8
+#| eval: false
+if __name__ == "__main__": main()  # python -m cjm_workflow_state.demo

@@ -43,17 +43,19 @@ def create_stepflow_router(
                      for entry in router.routes]
     return router
 
-# %% ../nbs/stepflow.ipynb #0ccf923a
+# %% ../nbs/stepflow.ipynb #3c49fb8e
 class _Refused(Exception):
     "A write of the request was refused (StepFlow may have caught it): the scope must write nothing."
     def __init__(self, error: Exception): self.error = error
 
+# %% ../nbs/stepflow.ipynb #0ccf923a
 REFUSED_MESSAGES = {  # What a user reads when a step's answers could not be saved (the log has the store's error)
     StateTooLargeError: "Your answers are too long to save. Shorten them and try again; nothing of this step was saved.",
     Exception: "Your answers could not be saved. Change them and try again; nothing of this step was saved.",
 }
 UNAVAILABLE_MESSAGE = "The wizard is unavailable for a moment. Nothing you entered earlier is lost: try again shortly."
 
+# %% ../nbs/stepflow.ipynb #e4ada8c3
 def _refused_message(error: Exception) -> str:
     return next(text for kind, text in REFUSED_MESSAGES.items() if isinstance(error, kind))
 
@@ -122,6 +124,7 @@ STEP_FIELD = "__wfs_step"  # Form field naming the step a form was rendered for 
 VERSION_FIELD = "__wfs_version"  # Form field naming what the page showed: the session, its step and its answers (a digest)
 STALE_MESSAGE = "This page was out of date; here is where you are. Nothing from that page was saved."
 
+# %% ../nbs/stepflow.ipynb #6f3f4ca8
 def _version(flow: StepFlow, sess) -> str:
     """A digest of what a page of the flow shows for this session: its workflow session id, stored step and state
     text. Any write in between, by another tab or request, changes it. Inside a request scope it reads the scope's
@@ -181,13 +184,14 @@ async def _is_stale(flow: StepFlow, request, sess) -> bool:
     if flow.get_step(current) is None: return False
     return (step is not None and step != current) or (version is not None and version != _version(flow, sess))
 
-# %% ../nbs/stepflow.ipynb #2bba91fa
+# %% ../nbs/stepflow.ipynb #e36348c5
 # htmx 2's default `responseHandling`, with a 503 swapped in before the other errors (the first matching rule wins)
 _HTMX_RESPONSE_HANDLING = [
     {"code": "204", "swap": False}, {"code": "[23]..", "swap": True},
     {"code": "503", "swap": True, "error": True},  # the router's "unavailable" message (see `_unavailable`)
     {"code": "[45]..", "swap": False, "error": True}, {"code": "...", "swap": False}]
 
+# %% ../nbs/stepflow.ipynb #2bba91fa
 def htmx_config(
     **settings: Any,  # Other htmx config settings to include (e.g. `defaultSwapStyle="outerHTML"`)
 ) -> Meta:  # `<meta name="htmx-config" content="...">`, for the page's `hdrs`

@@ -285,3 +285,103 @@ def test_a_stale_tab_never_completes_the_wizard(browser_page, tmp_path):
         (summary,) = store.list_sessions("project_request")
         state = store.get_state("project_request", summary.session_id)
         assert (state["project_title"], state["project_kind"], summary.current_step) == ("Engine dashboard", "Data pipeline", "project")
+
+
+def _fill_contact(page, name="Ada Lovelace", email="ada@example.com"):
+    page.wait_for_selector("[data-step=contact]")
+    page.fill("#field-name", name)
+    page.fill("#field-email", email)
+    page.click("#step-flow-next-btn")
+    page.wait_for_selector("[data-step=project]")
+
+
+def _overflow(page) -> int:
+    "How many CSS pixels the page is wider than the viewport (0: no horizontal scrolling)."
+    return page.evaluate("Math.max(document.documentElement.scrollWidth, document.body.scrollWidth) - window.innerWidth")
+
+
+def test_phone_width_sessions_page_fits(browser_page, tmp_path):
+    """Issue 12: at 390 px the saved-requests table fits the screen (no horizontal scrolling of the page or of the
+    table), its buttons and the rename box are on screen; the page has an icon (no request 404s)."""
+    page = browser_page.context.browser.new_page(viewport={"width": 390, "height": 844})
+    page.set_default_timeout(15_000)
+    missing = []
+    page.on("response", lambda response: missing.append(response.url) if response.status == 404 else None)
+    server = DemoServer(tmp_path, f"sqlite:///{tmp_path / 'demo.db'}", _free_port()).start()
+    try:
+        page.goto(server.url + "/")
+        _fill_contact(page, "Ada Augusta King, Countess of Lovelace", "ada.lovelace@analytical-engines.example.com")
+        page.fill("#field-project_title", "Dashboard for the difference engine's operators and maintainers")
+        page.select_option("#field-project_kind", "Data pipeline")
+        page.fill("#field-description", "A dashboard for the difference engine's operators.")
+        page.click("#step-flow-next-btn")
+        page.wait_for_selector("[data-step=budget]")
+        assert _overflow(page) <= 0, "the wizard is wider than the screen"
+        page.click("#new-request")
+        _fill_contact(page, "Charles Babbage", "charles@example.com")
+        page.goto(server.url + "/sessions")
+        page.wait_for_selector("#sessions")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "sessions-390px.png"), full_page=True)
+        assert _overflow(page) <= 0, f"the page scrolls sideways by {_overflow(page)} px"
+        assert page.evaluate("(() => { const w = document.querySelector('#sessions').parentElement;"
+                             " return w.scrollWidth - w.clientWidth; })()") <= 0, "the table scrolls inside its box"
+        rows = page.locator("#sessions tbody tr")
+        assert rows.count() == 2
+        for i in range(2):
+            for button in ("Resume", "Rename", "Delete"):
+                box = rows.nth(i).locator(".btn", has_text=button).bounding_box()
+                assert box and box["x"] >= 0 and box["x"] + box["width"] <= 390, (i, button, box)
+        rows.nth(0).locator("summary", has_text="Rename").click()
+        form = rows.nth(0).locator(".rename form")
+        form.wait_for()
+        box = form.bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 390, box
+        assert _overflow(page) <= 0, "the rename box widens the page"
+        page.screenshot(path=str(ARTIFACTS / "sessions-390px-rename.png"), full_page=True)
+        assert not missing, missing
+    except BaseException:
+        print(server.log())
+        raise
+    finally:
+        server.kill()
+        page.close()
+
+
+def test_cancel_asks_first(browser_page, tmp_path):
+    "Issue 12: Cancel asks before wiping the answers; dismissed, nothing changes; accepted, the request starts over."
+    page = browser_page
+    db = tmp_path / "demo.db"
+    server = DemoServer(tmp_path, f"sqlite:///{db}", _free_port()).start()
+    asked = []
+    try:
+        page.goto(server.url + "/")
+        _fill_contact(page)
+        def answer(accept):
+            def handle(dialog):
+                asked.append((dialog.type, dialog.message))
+                dialog.accept() if accept else dialog.dismiss()
+            page.once("dialog", handle)
+        answer(False)
+        page.click("#step-flow-cancel-btn")
+        page.wait_for_timeout(500)  # (a request, if one were sent, has its answer by now)
+        assert len(asked) == 1 and asked[0][0] == "confirm", asked
+        assert page.locator("[data-step=project]").count() == 1 and "Ada Lovelace" in page.inner_text("#so-far")
+        page.reload()  # the store still has the answers
+        page.wait_for_selector("[data-step=project]")
+        assert "Ada Lovelace" in page.inner_text("#so-far")
+
+        answer(True)
+        page.click("#step-flow-cancel-btn")
+        page.wait_for_selector("[data-step=contact]")
+        assert len(asked) == 2 and asked[1][0] == "confirm", asked
+        assert page.input_value("#field-name") == ""
+    except BaseException:
+        print(server.log())
+        raise
+    finally:
+        server.kill()
+    from cjm_workflow_state import open_store
+    with open_store(f"sqlite:///{db}") as store:
+        for s in store.list_sessions("project_request"):
+            assert "name" not in store.get_state("project_request", s.session_id)

@@ -169,12 +169,19 @@ def test_footer_and_start_up_line_hide_the_password(monkeypatch):
     import uvicorn
     monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
     out = io.StringIO()
-    with redirect_stdout(out): demo.main(store=url, host="127.0.0.1", port=5999)
+    with redirect_stdout(out): demo.serve(store=url, host="127.0.0.1", port=_free_port())
     assert "s3cret" not in out.getvalue() and "127.0.0.1:6379" in out.getvalue()
 
 
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_start_up_error_hides_the_password():
-    with pytest.raises(SystemExit) as e: demo.main(store="mongodb://root:s3cret@db.example/admin", host="h", port=1)
+    with pytest.raises(SystemExit) as e: demo.serve(store="mongodb://root:s3cret@db.example/admin", host="127.0.0.1", port=_free_port())
     assert "s3cret" not in str(e.value) and "mongodb" in str(e.value)
 
 
@@ -193,3 +200,76 @@ def test_a_full_browser_refuses_a_new_request_rather_than_drop_one(app):
     first = min(store.list_sessions(FLOW_ID), key=lambda s: s.created_ts).session_id
     client.post("/sessions/delete", data={"session_id": first})
     assert client.post("/sessions/new", follow_redirects=False).headers["location"] == "/"
+
+
+# ---- issue 12: start-up, favicon, messages, Cancel -----------------------------------------------
+def _run_demo(args, cwd, command=None):
+    import subprocess
+    import sys
+    return subprocess.run((command or [sys.executable, "-m", "cjm_workflow_state.demo"]) + args, cwd=cwd,
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_a_taken_port_is_refused_before_anything_is_created(tmp_path):
+    import socket
+    with socket.socket() as held:  # another program listens on the port
+        held.bind(("127.0.0.1", 0))
+        held.listen(1)
+        port = held.getsockname()[1]
+        r = _run_demo(["--port", str(port)], tmp_path)
+    assert r.returncode != 0, (r.stdout, r.stderr)
+    assert str(port) in r.stderr and "--port" in r.stderr, r.stderr
+    assert "http://" not in r.stdout + r.stderr, r.stdout  # the URL is never announced
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no database, no cookie key
+
+
+def _console_script():
+    import shutil
+    import sys
+    from pathlib import Path
+
+    found = Path(sys.executable).parent / "cjm-workflow-demo"
+    return [str(found)] if found.exists() else [shutil.which("cjm-workflow-demo") or pytest.skip("no cjm-workflow-demo script")]
+
+
+@pytest.mark.parametrize("how", ["python -m", "console script"])
+def test_help_names_the_program(how, tmp_path):
+    r = _run_demo(["--help"], tmp_path, None if how == "python -m" else _console_script())
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("usage: cjm-workflow-demo "), r.stdout
+    assert "demo.py" not in r.stdout and "--port" in r.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_favicon(app):
+    client = TestClient(app)
+    r = client.get("/favicon.ico")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("image/"), (r.status_code, r.headers)
+    page = client.get("/").text
+    link = re.search(r'<link[^>]*rel="icon"[^>]*>', page)
+    assert link, "the page names its icon"
+    href = re.search(r'href="([^"]+)"', link.group(0)).group(1)
+    icon = client.get(href)
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/")
+
+
+def test_required_field_messages_read_well(app):
+    for fields in demo.STEP_FIELDS.values():
+        for f in fields:
+            if not f.required: continue
+            message = demo.field_error(f, "")
+            assert message and "is required" not in message and f"{f.label} is" not in message, message
+            assert message.startswith("Please"), message
+    client = TestClient(app)
+    for data in (CONTACT, PROJECT): client.post("/wizard/next_step", data=data, headers=HX)
+    page = client.post("/wizard/next_step", data={"budget": "", "deadline": "", "priority": ""}, headers=HX).text
+    assert 'data-step="budget"' in page and "is required" not in page
+    assert "Please choose how firm the deadline is" in page and "Please choose a budget" in page
+
+
+def test_cancel_asks_before_wiping_the_answers(app):
+    client = TestClient(app)
+    first = client.post("/wizard/next_step", data=CONTACT, headers=HX).text  # the project step, as htmx gets it
+    for page in (first, client.get("/").text, client.get("/wizard/start").text):
+        button = re.search(r'<button[^>]*id="step-flow-cancel-btn"[^>]*>', page)
+        assert button and re.search(r'hx-confirm="[^"]+"', button.group(0)), page
