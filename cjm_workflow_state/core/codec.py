@@ -59,7 +59,7 @@ _encode_c = _make_fast_encoder()
 _SCALARS = {str: encode_basestring_ascii, int: int.__repr__, bool: {True: "true", False: "false"}.get,
             type(None): {None: "null"}.get}  # Exact types whose canonical JSON needs no encoder
 
-# %% ../../nbs/core/codec.ipynb #651be7cf
+# %% ../../nbs/core/codec.ipynb #4a7f86ef
 _LEAVES = frozenset({str, int, float, bool, type(None)})  # Exact types that hold nothing to walk into
 
 def _check_nesting(
@@ -132,6 +132,7 @@ def _check_encoded(
     if "\\ud" in text: _check_strings(key, value, levels)  # (nesting included)
     elif "{" in text or text.count("[") >= levels: _check_nesting(key, value, levels)
 
+# %% ../../nbs/core/codec.ipynb #baf46dfe
 def encode_updates(
     updates: Mapping,  # State updates: str keys, JSON-serialisable values
     level: int = 0,  # How many containers the values will sit in (1 for a step's own state)

@@ -10,6 +10,8 @@ import asyncio, functools, inspect
 from contextvars import ContextVar
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from fastcore.basics import patch
+
 from .codec import encode_json
 
 # %% ../../nbs/core/scope.ipynb #8dd96aa6
@@ -73,23 +75,6 @@ class RequestScope:
         writes = self._leave(exc_type is not None)
         if writes: await self.store._acommit(self.session_id, writes, self.store._cutoff())
 
-    # -- committing early: for the calls the snapshot cannot serve --
-    def flush(self,
-              end: bool = False,  # Also end the snapshot: later calls run as they would outside a scope
-             ) -> None:
-        """Commit the writes buffered so far (the store's other calls see them from then on)."""
-        writes, self._writes = self._writes, []
-        if end: self.live = False
-        if writes: self.store._commit(self.session_id, writes, self.store._cutoff())
-
-    async def aflush(self,
-                     end: bool = False,  # Also end the snapshot: later calls run as they would outside a scope
-                    ) -> None:
-        """`flush`, awaitable."""
-        writes, self._writes = self._writes, []
-        if end: self.live = False
-        if writes: await self.store._acommit(self.session_id, writes, self.store._cutoff())
-
     # -- the snapshot plus the scope's own writes --
     def _written(self, flow_id: str):
         "The view holding `flow_id`'s session, copied in from the snapshot on the flow's first write."
@@ -115,36 +100,6 @@ class RequestScope:
         found = self._loaded.get(flow_id)
         return (True, found[0].current_step, found[1]) if found else (False, None, None)
 
-    def state_text(self, flow_id: str) -> Optional[str]:
-        """The flow's state as JSON object text, or None when it holds no session."""
-        return self._found(flow_id)[2]
-
-    def current_step(self, flow_id: str) -> Optional[str]:
-        """The flow's current step, or None."""
-        return self._found(flow_id)[1]
-
-    def exists(self, flow_id: str) -> bool:
-        """Whether the flow holds a session for the scope's id."""
-        return self._found(flow_id)[0]
-
-    # -- buffered writes: checked and applied to the view at once (same errors as outside a scope), committed at exit --
-    def merge(self, flow_id: str, encoded: Dict[str, str], into: Optional[str], remove: tuple) -> None:
-        """Buffer a `_merge` (its size limit checked against the view now, and again at commit)."""
-        self._written(flow_id)._merge(flow_id, self.session_id, encoded, into, remove, None)
-        self._writes.append(("merge", flow_id, (encoded, into, remove)))
-
-    def set_fields(self, flow_id: str, fields: Dict[str, Optional[str]], when: str) -> bool:
-        """Buffer a `_set_fields`; whether it writes, as the view sees the session."""
-        written = self._written(flow_id)._set_fields(flow_id, self.session_id, fields, when, None)
-        if written: self._writes.append(("set_fields", flow_id, (fields, when)))
-        return written
-
-    def delete(self, flow_id: str) -> bool:
-        """Buffer a `_delete`; whether the session existed, as the view sees it."""
-        existed = self._written(flow_id)._delete(flow_id, self.session_id, None)
-        self._writes.append(("delete", flow_id, ()))
-        return existed
-
 # %% ../../nbs/core/scope.ipynb #02650241
 def request_scoped(
     store,  # The store whose request scope the handler runs in
@@ -162,3 +117,76 @@ def request_scoped(
                 return await (handler(*args, **kwargs) if is_async else asyncio.to_thread(handler, *args, **kwargs))
         return scoped
     return decorate
+
+# %% ../../nbs/core/scope.ipynb #f47927fc
+@patch
+def flush(self: RequestScope,
+          end: bool = False,  # Also end the snapshot: later calls run as they would outside a scope
+         ) -> None:
+    """Commit the writes buffered so far (the store's other calls see them from then on)."""
+    writes, self._writes = self._writes, []
+    if end: self.live = False
+    if writes: self.store._commit(self.session_id, writes, self.store._cutoff())
+
+@patch
+async def aflush(self: RequestScope,
+                 end: bool = False,  # Also end the snapshot: later calls run as they would outside a scope
+                ) -> None:
+    """`flush`, awaitable."""
+    writes, self._writes = self._writes, []
+    if end: self.live = False
+    if writes: await self.store._acommit(self.session_id, writes, self.store._cutoff())
+
+# %% ../../nbs/core/scope.ipynb #00e61490
+@patch
+def state_text(self: RequestScope,
+               flow_id: str,  # Workflow identifier
+              ) -> Optional[str]:  # The state as JSON object text, or None
+    """The flow's state as JSON object text, or None when it holds no session."""
+    return self._found(flow_id)[2]
+
+@patch
+def current_step(self: RequestScope,
+                 flow_id: str,  # Workflow identifier
+                ) -> Optional[str]:  # The current step id, or None
+    """The flow's current step, or None."""
+    return self._found(flow_id)[1]
+
+@patch
+def exists(self: RequestScope,
+           flow_id: str,  # Workflow identifier
+          ) -> bool:  # True if the flow holds a live session for the scope's id
+    """Whether the flow holds a session for the scope's id."""
+    return self._found(flow_id)[0]
+
+# %% ../../nbs/core/scope.ipynb #9a310c4a
+@patch
+def merge(self: RequestScope,
+          flow_id: str,  # Workflow identifier
+          encoded: Dict[str, str],  # Members to merge, as `encode_updates` gives them
+          into: Optional[str],  # Merge into the dict at this state key (a step's key), or None for the top level
+          remove: tuple,  # State keys to remove
+         ) -> None:
+    """Buffer a `_merge` (its size limit checked against the view now, and again at commit)."""
+    self._written(flow_id)._merge(flow_id, self.session_id, encoded, into, remove, None)
+    self._writes.append(("merge", flow_id, (encoded, into, remove)))
+
+@patch
+def set_fields(self: RequestScope,
+               flow_id: str,  # Workflow identifier
+               fields: Dict[str, Optional[str]],  # "step" and/or "label" and their new values
+               when: str,  # "any", "live" or "absent", as for the `_set_fields` primitive
+              ) -> bool:  # True if it writes
+    """Buffer a `_set_fields`; whether it writes, as the view sees the session."""
+    written = self._written(flow_id)._set_fields(flow_id, self.session_id, fields, when, None)
+    if written: self._writes.append(("set_fields", flow_id, (fields, when)))
+    return written
+
+@patch
+def delete(self: RequestScope,
+           flow_id: str,  # Workflow identifier
+          ) -> bool:  # True if the session existed (as the view sees it)
+    """Buffer a `_delete`; whether the session existed, as the view sees it."""
+    existed = self._written(flow_id)._delete(flow_id, self.session_id, None)
+    self._writes.append(("delete", flow_id, ()))
+    return existed
