@@ -164,3 +164,100 @@ def test_purge_expired_and_delete(sqlite_export, tmp_path):
     assert cli("flows", url).stdout == "signup\t1\n"
     assert cli("delete", url, "signup", "live-one").returncode == 0
     assert cli("flows", url).stdout == ""
+
+
+# ---- issue 12: --version, one line numbering, empty input, mistyped paths, --sort label -------------------------
+GOOD = '{"flow_id": "f", "session_id": "s", "state": {}}'
+
+
+def test_version():
+    import cjm_workflow_state
+    p = cli("--version")
+    assert (p.returncode, p.stdout, p.stderr) == (0, f"cjm-workflow-state {cjm_workflow_state.__version__}\n", ""), p
+    assert "--version" in cli("--help").stdout
+
+
+@pytest.mark.parametrize("stdin, expected", [
+    # a session spread over two lines: the JSON stops after the last character of physical line 3 (column 54), where
+    # JSON's own count says line 2, column 1
+    (GOOD + '\n\n{"flow_id": "f", "session_id": "t", "state": {"a": 1,\n "b": 2}}\n',
+     "stdin line 3: not JSON (Expecting property name enclosed in double quotes at column 54, after the last character"),
+    ("\n" + GOOD + " ,\n", f"stdin line 2: not JSON (Extra data at column {len(GOOD) + 2})"),
+    (GOOD + "\r\n\r\nx\r\n", "stdin line 3: not JSON (Expecting value at column 1)"),
+    (GOOD + '\n{"flow_id": "f", "session_id": "s", "state": {"k": "a\x01"}}\n',
+     "stdin line 2: not JSON (Invalid control character at column 54)"),
+])
+def test_import_errors_name_the_physical_line_only(stdin, expected):
+    import re
+    err = one_line_error(cli("import", "memory://", stdin=stdin), 1)
+    assert expected in err, err
+    assert re.findall(r"line \d+", err) == [expected.split(":")[0].removeprefix("stdin ")], err  # one numbering, once
+
+
+def test_import_error_for_bytes_that_are_not_utf8_names_the_line():
+    import types
+    data = (GOOD + '\n\n{"flow_id": "f\xff", "session_id": "s", "state": {}}\n').encode("latin-1")
+    p = subprocess.run([sys.executable, "-m", "cjm_workflow_state.cli", "import", "memory://"], input=data,
+                       capture_output=True, cwd=tempfile.gettempdir(), timeout=120)
+    err = one_line_error(types.SimpleNamespace(returncode=p.returncode, stderr=p.stderr.decode()), 1)
+    assert "stdin line 3: not UTF-8 text (byte 0xff at column 15)" in err, err
+
+
+def test_import_help_says_how_lines_are_numbered():
+    out = " ".join(cli("import", "--help").stdout.split())
+    assert "line numbers count every line of the input from 1, blank lines too" in out, out
+
+
+def test_import_progress_counts_the_lines_the_errors_name():
+    import io, re
+    from cjm_workflow_state import cli as cli_module
+    class Terminal(io.StringIO):
+        def isatty(self): return True
+    err = Terminal()
+    code = cli_module.main(["import", "memory://"], stdin=io.StringIO(GOOD + "\n\nnot json\n"), stderr=err)
+    assert code == 1
+    assert re.findall(r"checked (\d+) (\w+)", err.getvalue())[-1] == ("2", "lines"), err.getvalue()
+    assert "stdin line 3: not JSON" in err.getvalue()
+
+
+@pytest.mark.parametrize("stdin, expected", [
+    ("", "no sessions to import (the input is empty); nothing imported"),
+    (None, "no sessions to import (the input is empty); nothing imported"),  # < /dev/null
+    ("\n  \n\t\r\n", "no sessions to import (the input's 3 lines are all blank); nothing imported"),
+])
+def test_import_of_nothing_fails_and_creates_nothing(stdin, expected, tmp_path):
+    args = [sys.executable, "-m", "cjm_workflow_state.cli", "import", f"sqlite:///{tmp_path}/new.db"]
+    p = subprocess.run(args, input=stdin, stdin=subprocess.DEVNULL if stdin is None else None, capture_output=True,
+                       text=True, cwd=tempfile.gettempdir(), timeout=120)
+    assert one_line_error(p, 1) == f"cjm-workflow-state: stdin: {expected}\n"
+    assert list(tmp_path.iterdir()) == []  # no empty database left behind
+
+
+@pytest.mark.parametrize("args", [("flows",), ("list", "signup"), ("show", "signup", "s"), ("delete", "signup", "s"),
+                                  ("purge-expired", "--ttl", "1d"), ("export",)])
+def test_commands_on_a_store_refuse_a_missing_folder(args, tmp_path):
+    for url, shown in [("sqlite:///typo/app.db", "typo"), (f"sqlite:///{tmp_path}/typo/app.db", f"{tmp_path}/typo")]:
+        err = one_line_error(cli(args[0], url, *args[1:], cwd=tmp_path), 1)
+        assert f"no SQLite database at '{shown}/app.db'" in err and f"the folder '{shown}' does not exist" in err, err
+        assert list(tmp_path.iterdir()) == []  # nothing created
+
+
+def test_import_refuses_a_missing_folder_and_creates_a_new_file(tmp_path):
+    err = one_line_error(cli("import", "sqlite:///typo/app.db", stdin=GOOD + "\n", cwd=tmp_path), 1)
+    assert "the folder 'typo' does not exist" in err and "mkdir -p typo" in err, err
+    assert list(tmp_path.iterdir()) == []
+    p = cli("import", "sqlite:///app.db", stdin=GOOD + "\n", cwd=tmp_path)  # a new file in an existing folder: made
+    assert (p.returncode, p.stderr) == (0, "imported 1 session\n") and (tmp_path / "app.db").exists()
+    assert cli("flows", "sqlite:///app.db", cwd=tmp_path).stdout == "f\t1\n"
+
+
+def test_list_sort_label_puts_unlabelled_sessions_last(tmp_path):
+    url = f"sqlite:///{tmp_path}/app.db"
+    with open_store(url) as store:
+        for sid, label in [("a", None), ("b", "Zoe"), ("c", "Ada"), ("d", None), ("e", "Max")]:
+            store.restore_session("f", sid, {}, label=label, created_ts=1_700_000_000.0, updated_ts=1_700_000_000.0)
+    ids = lambda p: [line.split()[0] for line in p.stdout.splitlines()[1:]]
+    assert ids(cli("list", url, "f", "--sort", "label")) == ["c", "e", "b", "a", "d"]
+    assert ids(cli("list", url, "f", "--sort", "label", "--limit", "2")) == ["c", "e"]
+    assert ids(cli("list", url, "f", "--sort", "label", "--limit", "4")) == ["c", "e", "b", "a"]
+    assert "unlabelled sessions last" in " ".join(cli("list", "--help").stdout.split())
