@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, AsyncIterator, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
+from fastcore.basics import patch
+
 from ..errors import BackendError, SessionExistsError, StateTooLargeError
 from .ids import *
 from .ids import _CONTROL_CHARS
@@ -121,7 +123,7 @@ def check_order_by(
         raise ValueError(f"order_by must be one of {', '.join(ORDER_FIELDS)}; got {order_by!r}")
     return order_by
 
-# %% ../../nbs/core/base.ipynb #0596f960
+# %% ../../nbs/core/base.ipynb #c48c715e
 _SCOPED_CALLS = {  # the protocol calls a `native_async` backend's async twins make in one load or one commit
     **dict.fromkeys(["get_current_step", "get_state", "get_step_state", "session_exists"], "read"),
     **dict.fromkeys(["set_current_step", "update_state", "clear_state", "update_step_state", "clear_step_state"], "write")}
@@ -147,6 +149,7 @@ def _check_page_size(page_size) -> None:
     if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
         raise ValueError(f"page_size must be an int >= 1, got {page_size!r}")
 
+# %% ../../nbs/core/base.ipynb #1e7d86b7
 class WorkflowStateStoreBase:
     """The full store API on top of eight storage primitives; subclass it to write a backend (see "Writing a backend")."""
     server_time = False  # True when the backend stamps writes and expires sessions by its server's clock, not `clock`
@@ -343,450 +346,510 @@ class WorkflowStateStoreBase:
         for scope in _SCOPES.get():
             if scope.store is self and scope.live: scope.flush(end=scope.session_id in session_ids)
 
-    # ---- the WorkflowStateStore protocol ---------------------------------------------------
-    def get_current_step(self,
-                         flow_id: str,  # Workflow identifier
-                         sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
-                        ) -> Optional[str]:  # Current step id, or None
-        """Get the current step id of a workflow session."""
-        flow_id, session_id = check_id(flow_id, "flow_id"), self._sid(sess)
-        if _SCOPES.get() and (scope := self._scope_for(session_id)): return scope.current_step(flow_id)
-        return self._get_step(flow_id, session_id, self._cutoff())
+    # ---- context managers: `with store:` / `async with store:` close it --------------------------
+    def __enter__(self): return self
+    def __exit__(self, *exc): self.close()
+    async def __aenter__(self): return self
+    async def __aexit__(self, *exc): await self.aclose()
 
-    def set_current_step(self,
-                         flow_id: str,  # Workflow identifier
-                         sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
-                         step_id: str,  # Step id to make current
-                        ) -> None:
-        """Set the current step id of a workflow session."""
-        try:
-            flow_id, step_id, session_id = check_id(flow_id, "flow_id"), check_id(step_id, "step_id"), self._sid(sess)
-            if _SCOPES.get() and (scope := self._scope_for(session_id)): scope.set_fields(flow_id, {"step": step_id}, "any")
-            else: self._set_fields(flow_id, session_id, {"step": step_id}, "any", self._cutoff())
-        except Exception as e: self._write_refused(e)
-
-    def get_state(self,
-                  flow_id: str,  # Workflow identifier
-                  sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
-                 ) -> Dict[str, Any]:  # A deep, independent copy of the state ({} when unknown)
-        """Get the whole workflow state."""
-        flow_id, session_id = check_id(flow_id, "flow_id"), self._sid(sess)
-        if _SCOPES.get() and (scope := self._scope_for(session_id)): text = scope.state_text(flow_id)
-        else: text = self._get_state_text(flow_id, session_id, self._cutoff())
-        return self._decode_state(flow_id, session_id, text)
-
-    def update_state(self,
+# %% ../../nbs/core/base.ipynb #058f39dd
+@patch
+def get_current_step(self: WorkflowStateStoreBase,
                      flow_id: str,  # Workflow identifier
                      sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
-                     updates: Mapping,  # Top-level keys to set (`dict.update` semantics)
+                    ) -> Optional[str]:  # Current step id, or None
+    """Get the current step id of a workflow session."""
+    flow_id, session_id = check_id(flow_id, "flow_id"), self._sid(sess)
+    if _SCOPES.get() and (scope := self._scope_for(session_id)): return scope.current_step(flow_id)
+    return self._get_step(flow_id, session_id, self._cutoff())
+
+@patch
+def set_current_step(self: WorkflowStateStoreBase,
+                     flow_id: str,  # Workflow identifier
+                     sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
+                     step_id: str,  # Step id to make current
                     ) -> None:
-        """Shallow-merge `updates` into the state, atomically; nothing is written if any value is invalid."""
-        try:
-            flow_id = check_id(flow_id, "flow_id")
-            encoded = encode_updates(updates)
-            if not encoded: return
-            session_id = self._sid(sess)
-            if _SCOPES.get() and (scope := self._scope_for(session_id)): scope.merge(flow_id, encoded, None, ())
-            else: self._merge(flow_id, session_id, encoded, None, (), self._cutoff())
-        except Exception as e: self._write_refused(e)
+    """Set the current step id of a workflow session."""
+    try:
+        flow_id, step_id, session_id = check_id(flow_id, "flow_id"), check_id(step_id, "step_id"), self._sid(sess)
+        if _SCOPES.get() and (scope := self._scope_for(session_id)): scope.set_fields(flow_id, {"step": step_id}, "any")
+        else: self._set_fields(flow_id, session_id, {"step": step_id}, "any", self._cutoff())
+    except Exception as e: self._write_refused(e)
 
-    def clear_state(self,
+# %% ../../nbs/core/base.ipynb #913f14d6
+@patch
+def get_state(self: WorkflowStateStoreBase,
+              flow_id: str,  # Workflow identifier
+              sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
+             ) -> Dict[str, Any]:  # A deep, independent copy of the state ({} when unknown)
+    """Get the whole workflow state."""
+    flow_id, session_id = check_id(flow_id, "flow_id"), self._sid(sess)
+    if _SCOPES.get() and (scope := self._scope_for(session_id)): text = scope.state_text(flow_id)
+    else: text = self._get_state_text(flow_id, session_id, self._cutoff())
+    return self._decode_state(flow_id, session_id, text)
+
+@patch
+def update_state(self: WorkflowStateStoreBase,
+                 flow_id: str,  # Workflow identifier
+                 sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
+                 updates: Mapping,  # Top-level keys to set (`dict.update` semantics)
+                ) -> None:
+    """Shallow-merge `updates` into the state, atomically; nothing is written if any value is invalid."""
+    try:
+        flow_id = check_id(flow_id, "flow_id")
+        encoded = encode_updates(updates)
+        if not encoded: return
+        session_id = self._sid(sess)
+        if _SCOPES.get() and (scope := self._scope_for(session_id)): scope.merge(flow_id, encoded, None, ())
+        else: self._merge(flow_id, session_id, encoded, None, (), self._cutoff())
+    except Exception as e: self._write_refused(e)
+
+# %% ../../nbs/core/base.ipynb #41bc5301
+@patch
+def clear_state(self: WorkflowStateStoreBase,
+                flow_id: str,  # Workflow identifier
+                sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
+               ) -> None:
+    """Forget the session entirely (step, state, label). Idempotent."""
+    flow_id, session_id = check_id(flow_id, "flow_id"), self._sid(sess)
+    if _SCOPES.get() and (scope := self._scope_for(session_id)): scope.delete(flow_id)
+    else: self._delete(flow_id, session_id, self._cutoff())
+
+# %% ../../nbs/core/base.ipynb #f5d59456
+@patch
+def get_step_state(self: WorkflowStateStoreBase,
+                   flow_id: str,  # Workflow identifier
+                   sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
+                   step_id: str,  # Step identifier
+                  ) -> Dict[str, Any]:  # The step's own state ({} when unset)
+    """Get the state stored under `_step_<step_id>`."""
+    value = self.get_state(flow_id, sess).get(step_key(step_id))
+    return value if isinstance(value, dict) else {}
+
+@patch
+def update_step_state(self: WorkflowStateStoreBase,
+                      flow_id: str,  # Workflow identifier
+                      sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
+                      step_id: str,  # Step identifier
+                      updates: Mapping,  # Keys to set in the step's state
+                     ) -> None:
+    """Shallow-merge `updates` into the step's state, atomically."""
+    try:
+        flow_id = check_id(flow_id, "flow_id")
+        key, encoded = step_key(step_id), encode_updates(updates, level=1)  # the values sit inside the step's dict
+        if not encoded: return
+        session_id = self._sid(sess)
+        if _SCOPES.get() and (scope := self._scope_for(session_id)): scope.merge(flow_id, encoded, key, ())
+        else: self._merge(flow_id, session_id, encoded, key, (), self._cutoff())
+    except Exception as e: self._write_refused(e)
+
+@patch
+def clear_step_state(self: WorkflowStateStoreBase,
+                     flow_id: str,  # Workflow identifier
+                     sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
+                     step_id: str,  # Step identifier
+                    ) -> None:
+    """Remove the step's state, keeping the rest of the session."""
+    flow_id, key, session_id = check_id(flow_id, "flow_id"), step_key(step_id), self._sid(sess)
+    if _SCOPES.get() and (scope := self._scope_for(session_id)): scope.merge(flow_id, {}, None, (key,))
+    else: self._merge(flow_id, session_id, {}, None, (key,), self._cutoff())
+
+# %% ../../nbs/core/base.ipynb #978bebff
+@patch
+def create_session(self: WorkflowStateStoreBase,
+                   flow_id: str,  # Workflow identifier
+                   session_id: Optional[str] = None,  # Id to use (a uuid4 string when None)
+                   label: Optional[str] = None,  # Human-readable label
+                  ) -> str:  # The new session's id
+    """Create an empty session; an id that already holds data raises `SessionExistsError` (a `ValueError`)."""
+    flow_id = check_id(flow_id, "flow_id")
+    session_id = str(uuid.uuid4()) if session_id is None else check_id(session_id, "session_id")
+    if _SCOPES.get(): self._outside_scope(session_id)
+    if not self._set_fields(flow_id, session_id, {"label": check_label(label)}, "absent", self._cutoff()):
+        raise SessionExistsError(f"session {session_id!r} of flow {flow_id!r} already exists; "
+                                 f"pass another session_id, or None for a fresh one")
+    return session_id
+
+@patch
+def session_exists(self: WorkflowStateStoreBase,
+                   flow_id: str,  # Workflow identifier
+                   session_id: Union[str, MutableMapping],  # Session id (or session mapping)
+                  ) -> bool:  # True if the session holds a step, state or label
+    """Whether a live session exists."""
+    flow_id, session_id = check_id(flow_id, "flow_id"), self._sid(session_id)
+    if _SCOPES.get() and (scope := self._scope_for(session_id)): return scope.exists(flow_id)
+    return self._summary(flow_id, session_id, self._cutoff()) is not None
+
+# %% ../../nbs/core/base.ipynb #95d2e777
+@patch
+def get_session_summary(self: WorkflowStateStoreBase,
+                        flow_id: str,  # Workflow identifier
+                        session_id: Union[str, MutableMapping],  # Session id (or session mapping)
+                       ) -> Optional[SessionSummary]:  # Metadata, or None if absent
+    """Metadata of one session."""
+    flow_id, session_id = check_id(flow_id, "flow_id"), self._sid(session_id)
+    if _SCOPES.get(): self._outside_scope()  # (its times are the commit's)
+    return self._summary(flow_id, session_id, self._cutoff())
+
+# %% ../../nbs/core/base.ipynb #6d217e6e
+@patch
+def list_sessions(self: WorkflowStateStoreBase,
+                  flow_id: str,  # Workflow identifier
+                  order_by: str = "updated_at",  # "updated_at", "created_at" or "label"
+                  descending: bool = True,  # Newest / last first
+                  limit: Optional[int] = None,  # Page size (None: all)
+                  offset: int = 0,  # Sessions to skip
+                 ) -> List[SessionSummary]:  # One page of the flow's sessions
+    """List a flow's sessions, a page at a time."""
+    flow_id = check_id(flow_id, "flow_id"); check_order_by(order_by)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise ValueError(f"limit must be None or an int >= 0, got {limit!r}")
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"offset must be an int >= 0, got {offset!r}")
+    if limit == 0: return []
+    if _SCOPES.get(): self._outside_scope()
+    return self._list(flow_id, self._cutoff(), order_by, bool(descending), limit, offset)
+
+@patch
+def count_sessions(self: WorkflowStateStoreBase,
+                   flow_id: str,  # Workflow identifier
+                  ) -> int:  # How many live sessions the flow holds
+    """Count a flow's sessions (without reading them)."""
+    flow_id = check_id(flow_id, "flow_id")
+    if _SCOPES.get(): self._outside_scope()
+    return self._count(flow_id, self._cutoff())
+
+# %% ../../nbs/core/base.ipynb #0b1b4cef
+@patch
+def set_session_label(self: WorkflowStateStoreBase,
+                      flow_id: str,  # Workflow identifier
+                      session_id: Union[str, MutableMapping],  # Session id (or session mapping)
+                      label: Optional[str],  # New label, or None to clear it
+                     ) -> bool:  # False if the session does not exist (nothing is written)
+    """Set a session's label."""
+    flow_id, session_id, label = check_id(flow_id, "flow_id"), self._sid(session_id), check_label(label)
+    if _SCOPES.get() and (scope := self._scope_for(session_id)): return scope.set_fields(flow_id, {"label": label}, "live")
+    return self._set_fields(flow_id, session_id, {"label": label}, "live", self._cutoff())
+
+# %% ../../nbs/core/base.ipynb #6943ade5
+@patch
+def delete_session(self: WorkflowStateStoreBase,
+                   flow_id: str,  # Workflow identifier
+                   session_id: Union[str, MutableMapping],  # Session id (or session mapping)
+                  ) -> bool:  # True if a session was deleted
+    """Delete a session. Idempotent."""
+    flow_id, session_id = check_id(flow_id, "flow_id"), self._sid(session_id)
+    if _SCOPES.get() and (scope := self._scope_for(session_id)): return scope.delete(flow_id)
+    return self._delete(flow_id, session_id, self._cutoff())
+
+# %% ../../nbs/core/base.ipynb #7a9f2659
+@patch
+def list_flows(self: WorkflowStateStoreBase) -> List[str]:  # Flow ids holding at least one live session, sorted
+    """List the flows that hold data."""
+    if _SCOPES.get(): self._outside_scope()
+    return self._list_flows(self._cutoff())
+
+# %% ../../nbs/core/base.ipynb #daed7729
+@patch
+def rekey_session(self: WorkflowStateStoreBase,
+                  old_session_id: str,  # Session id whose data moves
+                  new_session_id: str,  # Fresh session id to move it to
+                 ) -> int:  # How many flows moved
+    """Move every flow's data of a session id to a new id, atomically (all flows or none)."""
+    old_session_id, new_session_id = check_id(old_session_id, "old_session_id"), check_id(new_session_id, "new_session_id")
+    if old_session_id == new_session_id:
+        raise ValueError("new_session_id must differ from old_session_id")
+    if _SCOPES.get(): self._outside_scope(old_session_id, new_session_id)
+    return self._rekey(old_session_id, new_session_id, self._cutoff())
+
+# %% ../../nbs/core/base.ipynb #f6e8b77f
+@patch
+def restore_session(self: WorkflowStateStoreBase,
                     flow_id: str,  # Workflow identifier
-                    sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
+                    session_id: str,  # Session identifier
+                    state: Mapping,  # The whole state
+                    current_step: Optional[str] = None,  # Current step id
+                    label: Optional[str] = None,  # Label
+                    created_ts: Optional[float] = None,  # Creation time, epoch seconds (now when None)
+                    updated_ts: Optional[float] = None,  # Last write, epoch seconds (created_ts when None)
                    ) -> None:
-        """Forget the session entirely (step, state, label). Idempotent."""
-        flow_id, session_id = check_id(flow_id, "flow_id"), self._sid(sess)
-        if _SCOPES.get() and (scope := self._scope_for(session_id)): scope.delete(flow_id)
-        else: self._delete(flow_id, session_id, self._cutoff())
+    """Write a whole session as given, timestamps included, replacing any existing one (import and backup restore).
+    Everything is checked first (ids, state, label, timestamps within the years 1970-9999); nothing is written
+    if anything is refused."""
+    flow_id, session_id = check_id(flow_id, "flow_id"), check_id(session_id, "session_id")
+    if current_step is not None: current_step = check_id(current_step, "current_step")
+    encoded = encode_updates(state)
+    self._check_size(state_size(len(encoded), sum(len(item_text(k, v)) for k, v in encoded.items())))
+    label = check_label(label)
+    record = f"session {session_id!r} of flow {flow_id!r}"
+    created = self._now() if created_ts is None else check_timestamp(created_ts, f"created_ts of {record}")
+    updated = created if updated_ts is None else check_timestamp(updated_ts, f"updated_ts of {record}")
+    if _SCOPES.get(): self._outside_scope(session_id)
+    self._restore(flow_id, session_id, encoded, current_step, label, created, updated)
 
-    # ---- step-scoped state ------------------------------------------------------------------
-    def get_step_state(self,
+@patch
+def export_sessions(self: WorkflowStateStoreBase,
+                    flow_id: Optional[str] = None,  # Only this flow (every flow when None)
+                    page_size: int = 500,  # Sessions fetched per page
+                   ) -> Iterator[Dict[str, Any]]:  # Dicts: flow_id, session_id, label, current_step, created_ts, updated_ts, state
+    """Iterate over every live session with its whole state, for backup and migration (see `restore_session`).
+    Every session live for the whole export is yielded exactly once, whatever is written, deleted or expires
+    meanwhile: pages follow the session id, not an offset that vanished sessions would shift."""
+    _check_page_size(page_size)
+    flows = [check_id(flow_id, "flow_id")] if flow_id is not None else self.list_flows()
+    if _SCOPES.get(): self._outside_scope()
+    return self._export(flows, page_size)
+
+# %% ../../nbs/core/base.ipynb #bf84d3b1
+@patch
+def _export(self: WorkflowStateStoreBase, flows: List[str], page_size: int) -> Iterator[Dict[str, Any]]:
+    for flow in flows:
+        for page in self._pages(flow, self._cutoff(), page_size):
+            for s in page:
+                text = self._get_state_text(flow, s.session_id, self._cutoff())
+                if text is None: continue  # deleted or expired since the page was read
+                yield dict(flow_id=flow, session_id=s.session_id, label=s.label, current_step=s.current_step,
+                           created_ts=s.created_ts, updated_ts=s.updated_ts,
+                           state=self._decode_state(flow, s.session_id, text))
+
+# %% ../../nbs/core/base.ipynb #81f1079c
+@patch
+def purge_expired(self: WorkflowStateStoreBase) -> int:  # How many sessions were removed
+    """Remove the sessions not written for longer than `ttl`, reclaiming their space (0 without a ttl)."""
+    if self.ttl is None: return 0
+    if _SCOPES.get(): self._outside_scope()
+    return self._purge_expired(self._cutoff())
+
+# %% ../../nbs/core/base.ipynb #f4304a5e
+@patch
+def close(self: WorkflowStateStoreBase) -> None:
+    """Release connections and other resources."""
+    self._close()
+
+# %% ../../nbs/core/base.ipynb #d533cadd
+@patch
+def request_scope(self: WorkflowStateStoreBase,
+                  sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
+                 ) -> RequestScope:  # Use with `async with` (or `with` in sync code)
+    """One request's view of a session id: on entry, every flow's session of that id is loaded in one call;
+    inside, this store's calls on that id read the snapshot plus the scope's own writes (no I/O), and writes are
+    checked at once and buffered; on a clean exit they commit together (atomically where the backend's `_commit`
+    is), and on an exception nothing is written. A call the snapshot cannot serve (listing, another session id,
+    ...) commits what is buffered first."""
+    return RequestScope(self, self._sid(sess))
+
+# %% ../../nbs/core/base.ipynb #27c0d9fe
+@patch
+async def aget_current_step(self: WorkflowStateStoreBase,
+                            flow_id: str,  # Workflow identifier
+                            sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
+                           ) -> Optional[str]:  # Current step id, or None
+    """`get_current_step`, awaitable."""
+    return await self._call_async(self.get_current_step, sess, flow_id, sess)
+
+@patch
+async def aset_current_step(self: WorkflowStateStoreBase,
+                            flow_id: str,  # Workflow identifier
+                            sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
+                            step_id: str,  # Step id to make current
+                           ) -> None:
+    """`set_current_step`, awaitable."""
+    return await self._call_async(self.set_current_step, sess, flow_id, sess, step_id)
+
+@patch
+async def aget_state(self: WorkflowStateStoreBase,
+                     flow_id: str,  # Workflow identifier
+                     sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
+                    ) -> Dict[str, Any]:  # A deep, independent copy of the state ({} when unknown)
+    """`get_state`, awaitable."""
+    return await self._call_async(self.get_state, sess, flow_id, sess)
+
+@patch
+async def aupdate_state(self: WorkflowStateStoreBase,
+                        flow_id: str,  # Workflow identifier
+                        sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
+                        updates: Mapping,  # Top-level keys to set (`dict.update` semantics)
+                       ) -> None:
+    """`update_state`, awaitable."""
+    return await self._call_async(self.update_state, sess, flow_id, sess, updates)
+
+@patch
+async def aclear_state(self: WorkflowStateStoreBase,
                        flow_id: str,  # Workflow identifier
                        sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
-                       step_id: str,  # Step identifier
-                      ) -> Dict[str, Any]:  # The step's own state ({} when unset)
-        """Get the state stored under `_step_<step_id>`."""
-        value = self.get_state(flow_id, sess).get(step_key(step_id))
-        return value if isinstance(value, dict) else {}
+                      ) -> None:
+    """`clear_state`, awaitable."""
+    return await self._call_async(self.clear_state, sess, flow_id, sess)
 
-    def update_step_state(self,
+@patch
+async def aget_step_state(self: WorkflowStateStoreBase,
                           flow_id: str,  # Workflow identifier
                           sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
                           step_id: str,  # Step identifier
-                          updates: Mapping,  # Keys to set in the step's state
-                         ) -> None:
-        """Shallow-merge `updates` into the step's state, atomically."""
-        try:
-            flow_id = check_id(flow_id, "flow_id")
-            key, encoded = step_key(step_id), encode_updates(updates, level=1)  # the values sit inside the step's dict
-            if not encoded: return
-            session_id = self._sid(sess)
-            if _SCOPES.get() and (scope := self._scope_for(session_id)): scope.merge(flow_id, encoded, key, ())
-            else: self._merge(flow_id, session_id, encoded, key, (), self._cutoff())
-        except Exception as e: self._write_refused(e)
+                         ) -> Dict[str, Any]:  # The step's own state ({} when unset)
+    """`get_step_state`, awaitable."""
+    return await self._call_async(self.get_step_state, sess, flow_id, sess, step_id)
 
-    def clear_step_state(self,
-                         flow_id: str,  # Workflow identifier
-                         sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
-                         step_id: str,  # Step identifier
-                        ) -> None:
-        """Remove the step's state, keeping the rest of the session."""
-        flow_id, key, session_id = check_id(flow_id, "flow_id"), step_key(step_id), self._sid(sess)
-        if _SCOPES.get() and (scope := self._scope_for(session_id)): scope.merge(flow_id, {}, None, (key,))
-        else: self._merge(flow_id, session_id, {}, None, (key,), self._cutoff())
+@patch
+async def aupdate_step_state(self: WorkflowStateStoreBase,
+                             flow_id: str,  # Workflow identifier
+                             sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
+                             step_id: str,  # Step identifier
+                             updates: Mapping,  # Keys to set in the step's state
+                            ) -> None:
+    """`update_step_state`, awaitable."""
+    return await self._call_async(self.update_step_state, sess, flow_id, sess, step_id, updates)
 
-    # ---- session management -----------------------------------------------------------------
-    def create_session(self,
-                       flow_id: str,  # Workflow identifier
-                       session_id: Optional[str] = None,  # Id to use (a uuid4 string when None)
-                       label: Optional[str] = None,  # Human-readable label
-                      ) -> str:  # The new session's id
-        """Create an empty session; an id that already holds data raises `SessionExistsError` (a `ValueError`)."""
-        flow_id = check_id(flow_id, "flow_id")
-        session_id = str(uuid.uuid4()) if session_id is None else check_id(session_id, "session_id")
-        if _SCOPES.get(): self._outside_scope(session_id)
-        if not self._set_fields(flow_id, session_id, {"label": check_label(label)}, "absent", self._cutoff()):
-            raise SessionExistsError(f"session {session_id!r} of flow {flow_id!r} already exists; "
-                                     f"pass another session_id, or None for a fresh one")
-        return session_id
-
-    def session_exists(self,
-                       flow_id: str,  # Workflow identifier
-                       session_id: Union[str, MutableMapping],  # Session id (or session mapping)
-                      ) -> bool:  # True if the session holds a step, state or label
-        """Whether a live session exists."""
-        flow_id, session_id = check_id(flow_id, "flow_id"), self._sid(session_id)
-        if _SCOPES.get() and (scope := self._scope_for(session_id)): return scope.exists(flow_id)
-        return self._summary(flow_id, session_id, self._cutoff()) is not None
-
-    def get_session_summary(self,
-                            flow_id: str,  # Workflow identifier
-                            session_id: Union[str, MutableMapping],  # Session id (or session mapping)
-                           ) -> Optional[SessionSummary]:  # Metadata, or None if absent
-        """Metadata of one session."""
-        flow_id, session_id = check_id(flow_id, "flow_id"), self._sid(session_id)
-        if _SCOPES.get(): self._outside_scope()  # (its times are the commit's)
-        return self._summary(flow_id, session_id, self._cutoff())
-
-    def list_sessions(self,
-                      flow_id: str,  # Workflow identifier
-                      order_by: str = "updated_at",  # "updated_at", "created_at" or "label"
-                      descending: bool = True,  # Newest / last first
-                      limit: Optional[int] = None,  # Page size (None: all)
-                      offset: int = 0,  # Sessions to skip
-                     ) -> List[SessionSummary]:  # One page of the flow's sessions
-        """List a flow's sessions, a page at a time."""
-        flow_id = check_id(flow_id, "flow_id"); check_order_by(order_by)
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-            raise ValueError(f"limit must be None or an int >= 0, got {limit!r}")
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise ValueError(f"offset must be an int >= 0, got {offset!r}")
-        if limit == 0: return []
-        if _SCOPES.get(): self._outside_scope()
-        return self._list(flow_id, self._cutoff(), order_by, bool(descending), limit, offset)
-
-    def count_sessions(self,
-                       flow_id: str,  # Workflow identifier
-                      ) -> int:  # How many live sessions the flow holds
-        """Count a flow's sessions (without reading them)."""
-        flow_id = check_id(flow_id, "flow_id")
-        if _SCOPES.get(): self._outside_scope()
-        return self._count(flow_id, self._cutoff())
-
-    def set_session_label(self,
-                          flow_id: str,  # Workflow identifier
-                          session_id: Union[str, MutableMapping],  # Session id (or session mapping)
-                          label: Optional[str],  # New label, or None to clear it
-                         ) -> bool:  # False if the session does not exist (nothing is written)
-        """Set a session's label."""
-        flow_id, session_id, label = check_id(flow_id, "flow_id"), self._sid(session_id), check_label(label)
-        if _SCOPES.get() and (scope := self._scope_for(session_id)): return scope.set_fields(flow_id, {"label": label}, "live")
-        return self._set_fields(flow_id, session_id, {"label": label}, "live", self._cutoff())
-
-    def delete_session(self,
-                       flow_id: str,  # Workflow identifier
-                       session_id: Union[str, MutableMapping],  # Session id (or session mapping)
-                      ) -> bool:  # True if a session was deleted
-        """Delete a session. Idempotent."""
-        flow_id, session_id = check_id(flow_id, "flow_id"), self._sid(session_id)
-        if _SCOPES.get() and (scope := self._scope_for(session_id)): return scope.delete(flow_id)
-        return self._delete(flow_id, session_id, self._cutoff())
-
-    def list_flows(self) -> List[str]:  # Flow ids holding at least one live session, sorted
-        """List the flows that hold data."""
-        if _SCOPES.get(): self._outside_scope()
-        return self._list_flows(self._cutoff())
-
-    def rekey_session(self,
-                      old_session_id: str,  # Session id whose data moves
-                      new_session_id: str,  # Fresh session id to move it to
-                     ) -> int:  # How many flows moved
-        """Move every flow's data of a session id to a new id, atomically (all flows or none)."""
-        old_session_id, new_session_id = check_id(old_session_id, "old_session_id"), check_id(new_session_id, "new_session_id")
-        if old_session_id == new_session_id:
-            raise ValueError("new_session_id must differ from old_session_id")
-        if _SCOPES.get(): self._outside_scope(old_session_id, new_session_id)
-        return self._rekey(old_session_id, new_session_id, self._cutoff())
-
-    def restore_session(self,
-                        flow_id: str,  # Workflow identifier
-                        session_id: str,  # Session identifier
-                        state: Mapping,  # The whole state
-                        current_step: Optional[str] = None,  # Current step id
-                        label: Optional[str] = None,  # Label
-                        created_ts: Optional[float] = None,  # Creation time, epoch seconds (now when None)
-                        updated_ts: Optional[float] = None,  # Last write, epoch seconds (created_ts when None)
-                       ) -> None:
-        """Write a whole session as given, timestamps included, replacing any existing one (import and backup restore).
-        Everything is checked first (ids, state, label, timestamps within the years 1970-9999); nothing is written
-        if anything is refused."""
-        flow_id, session_id = check_id(flow_id, "flow_id"), check_id(session_id, "session_id")
-        if current_step is not None: current_step = check_id(current_step, "current_step")
-        encoded = encode_updates(state)
-        self._check_size(state_size(len(encoded), sum(len(item_text(k, v)) for k, v in encoded.items())))
-        label = check_label(label)
-        record = f"session {session_id!r} of flow {flow_id!r}"
-        created = self._now() if created_ts is None else check_timestamp(created_ts, f"created_ts of {record}")
-        updated = created if updated_ts is None else check_timestamp(updated_ts, f"updated_ts of {record}")
-        if _SCOPES.get(): self._outside_scope(session_id)
-        self._restore(flow_id, session_id, encoded, current_step, label, created, updated)
-
-    def export_sessions(self,
-                        flow_id: Optional[str] = None,  # Only this flow (every flow when None)
-                        page_size: int = 500,  # Sessions fetched per page
-                       ) -> Iterator[Dict[str, Any]]:  # Dicts: flow_id, session_id, label, current_step, created_ts, updated_ts, state
-        """Iterate over every live session with its whole state, for backup and migration (see `restore_session`).
-        Every session live for the whole export is yielded exactly once, whatever is written, deleted or expires
-        meanwhile: pages follow the session id, not an offset that vanished sessions would shift."""
-        _check_page_size(page_size)
-        flows = [check_id(flow_id, "flow_id")] if flow_id is not None else self.list_flows()
-        if _SCOPES.get(): self._outside_scope()
-        return self._export(flows, page_size)
-
-    def _export(self, flows: List[str], page_size: int) -> Iterator[Dict[str, Any]]:
-        for flow in flows:
-            for page in self._pages(flow, self._cutoff(), page_size):
-                for s in page:
-                    text = self._get_state_text(flow, s.session_id, self._cutoff())
-                    if text is None: continue  # deleted or expired since the page was read
-                    yield dict(flow_id=flow, session_id=s.session_id, label=s.label, current_step=s.current_step,
-                               created_ts=s.created_ts, updated_ts=s.updated_ts,
-                               state=self._decode_state(flow, s.session_id, text))
-
-    # ---- lifecycle --------------------------------------------------------------------------
-    def purge_expired(self) -> int:  # How many sessions were removed
-        """Remove the sessions not written for longer than `ttl`, reclaiming their space (0 without a ttl)."""
-        if self.ttl is None: return 0
-        if _SCOPES.get(): self._outside_scope()
-        return self._purge_expired(self._cutoff())
-
-    def close(self) -> None:
-        """Release connections and other resources."""
-        self._close()
-
-    def __enter__(self): return self
-    def __exit__(self, *exc): self.close()
-
-    # ---- request scope ----------------------------------------------------------------------
-    def request_scope(self,
-                      sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
-                     ) -> RequestScope:  # Use with `async with` (or `with` in sync code)
-        """One request's view of a session id: on entry, every flow's session of that id is loaded in one call;
-        inside, this store's calls on that id read the snapshot plus the scope's own writes (no I/O), and writes are
-        checked at once and buffered; on a clean exit they commit together (atomically where the backend's `_commit`
-        is), and on an exception nothing is written. A call the snapshot cannot serve (listing, another session id,
-        ...) commits what is buffered first."""
-        return RequestScope(self, self._sid(sess))
-
-    # ---- the async API: the same calls, awaitable -------------------------------------------
-    async def _call_async(self, method: Callable, sess, *args):
-        """`method(*args)`: on the snapshot of the open scope serving `sess` when there is one (no I/O); with a
-        `native_async` backend, a read in a scope of its own (one `_aload`) and a write in a scope that loads nothing
-        (one `_acommit`: the commit checks the size against the stored state, as the call would); else off the loop."""
-        if _SCOPES.get() and self._scope_for(self._sid(sess)) is not None: return method(*args)
-        kind = _SCOPED_CALLS.get(method.__name__) if self.native_async else None
-        if kind is None: return await self._run_async(method, *args)
-        async with RequestScope(self, self._sid(sess), load=kind == "read"): return method(*args)
-
-    async def _outside_scope_async(self, *session_ids: str) -> None:
-        "`_outside_scope`, awaitable."
-        for scope in _SCOPES.get():
-            if scope.store is self and scope.live: await scope.aflush(end=scope.session_id in session_ids)
-
-    async def aget_current_step(self,
-                                flow_id: str,  # Workflow identifier
-                                sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
-                               ) -> Optional[str]:  # Current step id, or None
-        """`get_current_step`, awaitable."""
-        return await self._call_async(self.get_current_step, sess, flow_id, sess)
-
-    async def aset_current_step(self,
-                                flow_id: str,  # Workflow identifier
-                                sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
-                                step_id: str,  # Step id to make current
-                               ) -> None:
-        """`set_current_step`, awaitable."""
-        return await self._call_async(self.set_current_step, sess, flow_id, sess, step_id)
-
-    async def aget_state(self,
-                         flow_id: str,  # Workflow identifier
-                         sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
-                        ) -> Dict[str, Any]:  # A deep, independent copy of the state ({} when unknown)
-        """`get_state`, awaitable."""
-        return await self._call_async(self.get_state, sess, flow_id, sess)
-
-    async def aupdate_state(self,
+@patch
+async def aclear_step_state(self: WorkflowStateStoreBase,
                             flow_id: str,  # Workflow identifier
                             sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
-                            updates: Mapping,  # Top-level keys to set (`dict.update` semantics)
+                            step_id: str,  # Step identifier
                            ) -> None:
-        """`update_state`, awaitable."""
-        return await self._call_async(self.update_state, sess, flow_id, sess, updates)
+    """`clear_step_state`, awaitable."""
+    return await self._call_async(self.clear_step_state, sess, flow_id, sess, step_id)
 
-    async def aclear_state(self,
-                           flow_id: str,  # Workflow identifier
-                           sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
-                          ) -> None:
-        """`clear_state`, awaitable."""
-        return await self._call_async(self.clear_state, sess, flow_id, sess)
+@patch
+async def acreate_session(self: WorkflowStateStoreBase,
+                          flow_id: str,  # Workflow identifier
+                          session_id: Optional[str] = None,  # Id to use (a uuid4 string when None)
+                          label: Optional[str] = None,  # Human-readable label
+                         ) -> str:  # The new session's id
+    """`create_session`, awaitable."""
+    if _SCOPES.get() and session_id is not None: await self._outside_scope_async(check_id(session_id, "session_id"))
+    return await self._run_async(self.create_session, flow_id, session_id, label)
 
-    async def aget_step_state(self,
-                              flow_id: str,  # Workflow identifier
-                              sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
-                              step_id: str,  # Step identifier
-                             ) -> Dict[str, Any]:  # The step's own state ({} when unset)
-        """`get_step_state`, awaitable."""
-        return await self._call_async(self.get_step_state, sess, flow_id, sess, step_id)
+@patch
+async def asession_exists(self: WorkflowStateStoreBase,
+                          flow_id: str,  # Workflow identifier
+                          session_id: Union[str, MutableMapping],  # Session id (or session mapping)
+                         ) -> bool:  # True if the session holds a step, state or label
+    """`session_exists`, awaitable."""
+    return await self._call_async(self.session_exists, session_id, flow_id, session_id)
 
-    async def aupdate_step_state(self,
-                                 flow_id: str,  # Workflow identifier
-                                 sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
-                                 step_id: str,  # Step identifier
-                                 updates: Mapping,  # Keys to set in the step's state
-                                ) -> None:
-        """`update_step_state`, awaitable."""
-        return await self._call_async(self.update_step_state, sess, flow_id, sess, step_id, updates)
-
-    async def aclear_step_state(self,
-                                flow_id: str,  # Workflow identifier
-                                sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
-                                step_id: str,  # Step identifier
-                               ) -> None:
-        """`clear_step_state`, awaitable."""
-        return await self._call_async(self.clear_step_state, sess, flow_id, sess, step_id)
-
-    async def acreate_session(self,
-                              flow_id: str,  # Workflow identifier
-                              session_id: Optional[str] = None,  # Id to use (a uuid4 string when None)
-                              label: Optional[str] = None,  # Human-readable label
-                             ) -> str:  # The new session's id
-        """`create_session`, awaitable."""
-        if _SCOPES.get() and session_id is not None: await self._outside_scope_async(check_id(session_id, "session_id"))
-        return await self._run_async(self.create_session, flow_id, session_id, label)
-
-    async def asession_exists(self,
-                              flow_id: str,  # Workflow identifier
-                              session_id: Union[str, MutableMapping],  # Session id (or session mapping)
-                             ) -> bool:  # True if the session holds a step, state or label
-        """`session_exists`, awaitable."""
-        return await self._call_async(self.session_exists, session_id, flow_id, session_id)
-
-    async def aget_session_summary(self,
-                                   flow_id: str,  # Workflow identifier
-                                   session_id: Union[str, MutableMapping],  # Session id (or session mapping)
-                                  ) -> Optional[SessionSummary]:  # Metadata, or None if absent
-        """`get_session_summary`, awaitable."""
-        if _SCOPES.get(): await self._outside_scope_async()
-        return await self._run_async(self.get_session_summary, flow_id, session_id)
-
-    async def alist_sessions(self,
-                             flow_id: str,  # Workflow identifier
-                             order_by: str = "updated_at",  # "updated_at", "created_at" or "label"
-                             descending: bool = True,  # Newest / last first
-                             limit: Optional[int] = None,  # Page size (None: all)
-                             offset: int = 0,  # Sessions to skip
-                            ) -> List[SessionSummary]:  # One page of the flow's sessions
-        """`list_sessions`, awaitable."""
-        if _SCOPES.get(): await self._outside_scope_async()
-        return await self._run_async(self.list_sessions, flow_id, order_by, descending, limit, offset)
-
-    async def acount_sessions(self,
-                              flow_id: str,  # Workflow identifier
-                             ) -> int:  # How many live sessions the flow holds
-        """`count_sessions`, awaitable."""
-        if _SCOPES.get(): await self._outside_scope_async()
-        return await self._run_async(self.count_sessions, flow_id)
-
-    async def aset_session_label(self,
-                                 flow_id: str,  # Workflow identifier
-                                 session_id: Union[str, MutableMapping],  # Session id (or session mapping)
-                                 label: Optional[str],  # New label, or None to clear it
-                                ) -> bool:  # False if the session does not exist (nothing is written)
-        """`set_session_label`, awaitable."""
-        return await self._call_async(self.set_session_label, session_id, flow_id, session_id, label)
-
-    async def adelete_session(self,
-                              flow_id: str,  # Workflow identifier
-                              session_id: Union[str, MutableMapping],  # Session id (or session mapping)
-                             ) -> bool:  # True if a session was deleted
-        """`delete_session`, awaitable."""
-        return await self._call_async(self.delete_session, session_id, flow_id, session_id)
-
-    async def alist_flows(self) -> List[str]:  # Flow ids holding at least one live session, sorted
-        """`list_flows`, awaitable."""
-        if _SCOPES.get(): await self._outside_scope_async()
-        return await self._run_async(self.list_flows)
-
-    async def arekey_session(self,
-                             old_session_id: str,  # Session id whose data moves
-                             new_session_id: str,  # Fresh session id to move it to
-                            ) -> int:  # How many flows moved
-        """`rekey_session`, awaitable."""
-        if _SCOPES.get():
-            await self._outside_scope_async(check_id(old_session_id, "old_session_id"), check_id(new_session_id, "new_session_id"))
-        return await self._run_async(self.rekey_session, old_session_id, new_session_id)
-
-    async def arestore_session(self,
+@patch
+async def aget_session_summary(self: WorkflowStateStoreBase,
                                flow_id: str,  # Workflow identifier
-                               session_id: str,  # Session identifier
-                               state: Mapping,  # The whole state
-                               current_step: Optional[str] = None,  # Current step id
-                               label: Optional[str] = None,  # Label
-                               created_ts: Optional[float] = None,  # Creation time, epoch seconds (now when None)
-                               updated_ts: Optional[float] = None,  # Last write, epoch seconds (created_ts when None)
-                              ) -> None:
-        """`restore_session`, awaitable."""
-        if _SCOPES.get(): await self._outside_scope_async(check_id(session_id, "session_id"))
-        return await self._run_async(self.restore_session, flow_id, session_id, state, current_step, label,
-                                     created_ts, updated_ts)
+                               session_id: Union[str, MutableMapping],  # Session id (or session mapping)
+                              ) -> Optional[SessionSummary]:  # Metadata, or None if absent
+    """`get_session_summary`, awaitable."""
+    if _SCOPES.get(): await self._outside_scope_async()
+    return await self._run_async(self.get_session_summary, flow_id, session_id)
 
-    def aexport_sessions(self,
-                         flow_id: Optional[str] = None,  # Only this flow (every flow when None)
-                         page_size: int = 500,  # Sessions fetched per page
-                        ) -> AsyncIterator[Dict[str, Any]]:  # `export_sessions`' dicts
-        """`export_sessions`, as an async iterator: each page is read without blocking the event loop. The arguments
-        are checked at the call, as `export_sessions` checks them."""
-        _check_page_size(page_size)
-        return self._aexport(None if flow_id is None else check_id(flow_id, "flow_id"), page_size)
+@patch
+async def alist_sessions(self: WorkflowStateStoreBase,
+                         flow_id: str,  # Workflow identifier
+                         order_by: str = "updated_at",  # "updated_at", "created_at" or "label"
+                         descending: bool = True,  # Newest / last first
+                         limit: Optional[int] = None,  # Page size (None: all)
+                         offset: int = 0,  # Sessions to skip
+                        ) -> List[SessionSummary]:  # One page of the flow's sessions
+    """`list_sessions`, awaitable."""
+    if _SCOPES.get(): await self._outside_scope_async()
+    return await self._run_async(self.list_sessions, flow_id, order_by, descending, limit, offset)
 
-    async def _aexport(self, flow_id: Optional[str], page_size: int) -> AsyncIterator[Dict[str, Any]]:
-        if _SCOPES.get(): await self._outside_scope_async()
-        records = await self._run_async(self.export_sessions, flow_id, page_size)
-        done = object()
-        while (record := await self._run_async(next, records, done)) is not done: yield record
+@patch
+async def acount_sessions(self: WorkflowStateStoreBase,
+                          flow_id: str,  # Workflow identifier
+                         ) -> int:  # How many live sessions the flow holds
+    """`count_sessions`, awaitable."""
+    if _SCOPES.get(): await self._outside_scope_async()
+    return await self._run_async(self.count_sessions, flow_id)
 
-    async def apurge_expired(self) -> int:  # How many sessions were removed
-        """`purge_expired`, awaitable."""
-        if _SCOPES.get(): await self._outside_scope_async()
-        return await self._run_async(self.purge_expired)
+@patch
+async def aset_session_label(self: WorkflowStateStoreBase,
+                             flow_id: str,  # Workflow identifier
+                             session_id: Union[str, MutableMapping],  # Session id (or session mapping)
+                             label: Optional[str],  # New label, or None to clear it
+                            ) -> bool:  # False if the session does not exist (nothing is written)
+    """`set_session_label`, awaitable."""
+    return await self._call_async(self.set_session_label, session_id, flow_id, session_id, label)
 
-    async def aclose(self) -> None:
-        """`close`, awaitable."""
-        await self._aclose()
-        await self._run_async(self.close)
+@patch
+async def adelete_session(self: WorkflowStateStoreBase,
+                          flow_id: str,  # Workflow identifier
+                          session_id: Union[str, MutableMapping],  # Session id (or session mapping)
+                         ) -> bool:  # True if a session was deleted
+    """`delete_session`, awaitable."""
+    return await self._call_async(self.delete_session, session_id, flow_id, session_id)
 
-    async def _aclose(self) -> None:
-        "Release what the async calls hold on this event loop (a backend with async connections overrides it)."
+@patch
+async def alist_flows(self: WorkflowStateStoreBase) -> List[str]:  # Flow ids holding at least one live session, sorted
+    """`list_flows`, awaitable."""
+    if _SCOPES.get(): await self._outside_scope_async()
+    return await self._run_async(self.list_flows)
 
-    async def __aenter__(self): return self
-    async def __aexit__(self, *exc): await self.aclose()
+@patch
+async def arekey_session(self: WorkflowStateStoreBase,
+                         old_session_id: str,  # Session id whose data moves
+                         new_session_id: str,  # Fresh session id to move it to
+                        ) -> int:  # How many flows moved
+    """`rekey_session`, awaitable."""
+    if _SCOPES.get():
+        await self._outside_scope_async(check_id(old_session_id, "old_session_id"), check_id(new_session_id, "new_session_id"))
+    return await self._run_async(self.rekey_session, old_session_id, new_session_id)
+
+@patch
+async def arestore_session(self: WorkflowStateStoreBase,
+                           flow_id: str,  # Workflow identifier
+                           session_id: str,  # Session identifier
+                           state: Mapping,  # The whole state
+                           current_step: Optional[str] = None,  # Current step id
+                           label: Optional[str] = None,  # Label
+                           created_ts: Optional[float] = None,  # Creation time, epoch seconds (now when None)
+                           updated_ts: Optional[float] = None,  # Last write, epoch seconds (created_ts when None)
+                          ) -> None:
+    """`restore_session`, awaitable."""
+    if _SCOPES.get(): await self._outside_scope_async(check_id(session_id, "session_id"))
+    return await self._run_async(self.restore_session, flow_id, session_id, state, current_step, label,
+                                 created_ts, updated_ts)
+
+@patch
+def aexport_sessions(self: WorkflowStateStoreBase,
+                     flow_id: Optional[str] = None,  # Only this flow (every flow when None)
+                     page_size: int = 500,  # Sessions fetched per page
+                    ) -> AsyncIterator[Dict[str, Any]]:  # `export_sessions`' dicts
+    """`export_sessions`, as an async iterator: each page is read without blocking the event loop. The arguments
+    are checked at the call, as `export_sessions` checks them."""
+    _check_page_size(page_size)
+    return self._aexport(None if flow_id is None else check_id(flow_id, "flow_id"), page_size)
+
+@patch
+async def apurge_expired(self: WorkflowStateStoreBase) -> int:  # How many sessions were removed
+    """`purge_expired`, awaitable."""
+    if _SCOPES.get(): await self._outside_scope_async()
+    return await self._run_async(self.purge_expired)
+
+@patch
+async def aclose(self: WorkflowStateStoreBase) -> None:
+    """`close`, awaitable."""
+    await self._aclose()
+    await self._run_async(self.close)
+
+# %% ../../nbs/core/base.ipynb #48fd7d81
+@patch
+async def _call_async(self: WorkflowStateStoreBase, method: Callable, sess, *args):
+    """`method(*args)`: on the snapshot of the open scope serving `sess` when there is one (no I/O); with a
+    `native_async` backend, a read in a scope of its own (one `_aload`) and a write in a scope that loads nothing
+    (one `_acommit`: the commit checks the size against the stored state, as the call would); else off the loop."""
+    if _SCOPES.get() and self._scope_for(self._sid(sess)) is not None: return method(*args)
+    kind = _SCOPED_CALLS.get(method.__name__) if self.native_async else None
+    if kind is None: return await self._run_async(method, *args)
+    async with RequestScope(self, self._sid(sess), load=kind == "read"): return method(*args)
+
+@patch
+async def _outside_scope_async(self: WorkflowStateStoreBase, *session_ids: str) -> None:
+    "`_outside_scope`, awaitable."
+    for scope in _SCOPES.get():
+        if scope.store is self and scope.live: await scope.aflush(end=scope.session_id in session_ids)
+
+@patch
+async def _aexport(self: WorkflowStateStoreBase, flow_id: Optional[str], page_size: int) -> AsyncIterator[Dict[str, Any]]:
+    if _SCOPES.get(): await self._outside_scope_async()
+    records = await self._run_async(self.export_sessions, flow_id, page_size)
+    done = object()
+    while (record := await self._run_async(next, records, done)) is not done: yield record
+
+@patch
+async def _aclose(self: WorkflowStateStoreBase) -> None:
+    "Release what the async calls hold on this event loop (a backend with async connections overrides it)."
