@@ -55,6 +55,9 @@ class InMemoryWorkflowStateStore(WorkflowStateStoreBase):
         self._recency: "OrderedDict[tuple, None]" = OrderedDict()  # (flow_id, session_id), least recently written first
         self._lock = threading.RLock()
 
+    def __repr__(self):
+        return f"{type(self).__name__}(ttl={self.ttl}, max_sessions={self.max_sessions}, sessions={len(self._recency)})"
+
     # -- internals (call with the lock held) --
     def _live(self, flow_id, session_id, cutoff) -> Optional[_Session]:
         sessions = self._flows.get(flow_id)

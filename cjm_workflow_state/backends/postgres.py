@@ -38,6 +38,7 @@ _INDEXES = {  # index-name suffix -> columns
     "label_idx": "(flow_id, label NULLS FIRST, session_id)",  # list_sessions(order_by="label")
 }  # the primary key (session_id, flow_id) serves lookups and rekey_session; updated_idx also serves purge_expired
 
+# %% ../../nbs/backends/postgres.ipynb #d2fdbf10
 def _quote(*parts: str) -> str:
     "The SQL text of a (qualified) identifier, quoted by `psycopg.sql.Identifier` (by hand on psycopg 3.1, which needs a connection for it)."
     try: return sql.Identifier(*parts).as_string(None)
@@ -786,6 +787,9 @@ class PostgresWorkflowStateStore(_Connections, WorkflowStateStoreBase):
         self._ready, self._ready_lock, self._inherited = False, threading.Lock(), []
         self._async_pools = weakref.WeakKeyDictionary()  # event loop -> its _LoopConnections
         _STORES.add(self)
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.address!r}, table={self.table!r}, schema={self.schema!r}, ttl={self.ttl})"
 
     def _time_sql(self) -> Dict[str, str]:
         """The SQL of the server-clock placeholders of the statements (see `_SERVER_TIME`), and of the ttl conditions

@@ -13,6 +13,8 @@ from json.encoder import encode_basestring_ascii
 from typing import Any, Dict, List, Optional, Tuple, Union
 from urllib.parse import quote_from_bytes
 
+from fastcore.basics import patch
+
 try:
     import redis
     import redis.asyncio as redis_async
@@ -38,6 +40,7 @@ def _s(b: bytes) -> str:
     "Inverse of `_b`."
     return b.decode("utf-8", "surrogatepass")
 
+# %% ../../nbs/backends/redis.ipynb #22856ae8
 def escape_id(
     value: str,  # A flow or session id
 ) -> str:  # The id as it appears in key names
@@ -54,6 +57,7 @@ def label_sort_key(
     if label is None: return b"\x00"
     return b"\x01" + _LABEL_ESCAPES.sub(lambda m: b"\x01\x01" if m.group() == b"\x00" else b"\x01\x02", _b(label)) + b"\x00"
 
+# %% ../../nbs/backends/redis.ipynb #43b1ba85
 def _label_from_key(key: Optional[bytes]) -> Optional[str]:
     if key is None: return None
     return _s(_LABEL_UNESCAPES.sub(lambda m: b"\x00" if m.group(1) == b"\x01" else b"\x01", key[1:-1]))
@@ -537,21 +541,6 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
             if not loop.is_closed() and not loop.is_running(): loop.run_until_complete(pool.disconnect())
         self._async_pools.clear()
 
-    # -- administration --
-    def delete_all(self) -> int:  # Number of keys deleted
-        """Delete every key of this store's prefix (tests, uninstalling an app); other prefixes are untouched."""
-        deleted, batch = 0, []
-        try:
-            # the escaped prefix holds no ':' and no glob character, so the pattern matches this prefix's keys only
-            for key in self._client.scan_iter(match=self._key_prefix + b":*", count=1000):
-                batch.append(key)
-                if len(batch) >= 500: deleted += self._client.delete(*batch); batch = []
-            if batch: deleted += self._client.delete(*batch)
-        except _REPLIED as e: raise self._refusal(e) from None
-        except _UNAVAILABLE as e: raise self._unavailable(e) from e
-        except ResponseError as e: raise self._refusal(e) from None
-        return deleted
-
 # %% ../../nbs/backends/redis.ipynb #31269e59
 def open_url(
     url: str,  # redis://[user:password@]host:port/db or rediss://... (TLS)
@@ -562,3 +551,19 @@ def open_url(
     if scheme not in ("redis", "rediss", "unix"):
         raise ValueError(f"not a Redis URL: {redact_url(url)!r}; use redis://host:port/db or rediss://host:port/db")
     return RedisWorkflowStateStore(url, **options)
+
+# %% ../../nbs/backends/redis.ipynb #4cf98d1f
+@patch
+def delete_all(self: RedisWorkflowStateStore) -> int:  # Number of keys deleted
+    """Delete every key of this store's prefix (tests, uninstalling an app); other prefixes are untouched."""
+    deleted, batch = 0, []
+    try:
+        # the escaped prefix holds no ':' and no glob character, so the pattern matches this prefix's keys only
+        for key in self._client.scan_iter(match=self._key_prefix + b":*", count=1000):
+            batch.append(key)
+            if len(batch) >= 500: deleted += self._client.delete(*batch); batch = []
+        if batch: deleted += self._client.delete(*batch)
+    except _REPLIED as e: raise self._refusal(e) from None
+    except _UNAVAILABLE as e: raise self._unavailable(e) from e
+    except ResponseError as e: raise self._refusal(e) from None
+    return deleted
