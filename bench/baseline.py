@@ -7,6 +7,7 @@
 The checkout's `cjm_workflow_state/` is copied under the name `cjm_workflow_state_baseline` (the generated modules
 import each other relatively, so the copy is self-contained) and imported; both versions then run in one process,
 so their calls can be interleaved round by round."""
+
 import importlib, shutil, sys, tempfile
 from pathlib import Path
 

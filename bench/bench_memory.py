@@ -11,6 +11,7 @@ The seed store shares the dicts it holds (a shallow copy out, `dict.update` in),
 price of isolation: JSON values, deep-independent reads, validation and a lock.
 `--check` exits with status 1 when the target (150,000 ops/s for each operation on the small state) is missed.
 """
+
 import argparse, platform, sys, time, uuid
 from typing import Any, Dict, Optional
 
@@ -67,9 +68,18 @@ class SeedInMemoryWorkflowStateStore:
 # ---- Workloads -------------------------------------------------------------------------------------------------
 def small_state() -> Dict[str, Any]:
     "10 keys of the kinds a wizard's forms produce."
-    return {"name": "Ada Lovelace", "email": "ada@example.com", "plan": "pro", "age": 36, "newsletter": True,
-            "tags": ["math", "engines"], "address": {"city": "London", "postcode": "W1"}, "score": 97.5,
-            "notes": None, "step_count": 4}
+    return {
+        "name": "Ada Lovelace",
+        "email": "ada@example.com",
+        "plan": "pro",
+        "age": 36,
+        "newsletter": True,
+        "tags": ["math", "engines"],
+        "address": {"city": "London", "postcode": "W1"},
+        "score": 97.5,
+        "notes": None,
+        "step_count": 4,
+    }
 
 
 def large_state(size: int = 64 * 1024) -> Dict[str, Any]:
@@ -78,8 +88,15 @@ def large_state(size: int = 64 * 1024) -> Dict[str, Any]:
     state["segments"] = segments = []
     while len(encode_json(state)) < size:
         i = len(segments)
-        segments.append({"id": i, "start": round(i * 2.5, 2), "end": round(i * 2.5 + 2.4, 2),
-                         "text": f"segment {i} of the recording, as the transcriber produced it", "ok": i % 3 != 0})
+        segments.append(
+            {
+                "id": i,
+                "start": round(i * 2.5, 2),
+                "end": round(i * 2.5 + 2.4, 2),
+                "text": f"segment {i} of the recording, as the transcriber produced it",
+                "ok": i % 3 != 0,
+            }
+        )
     return state
 
 
@@ -88,7 +105,8 @@ def bench(fn, calls: int, repeats: int) -> float:
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
-        for _ in range(calls): fn()
+        for _ in range(calls):
+            fn()
         best = min(best, time.perf_counter() - t0)
     return calls / best
 
@@ -98,10 +116,12 @@ def operations(store, state: Dict[str, Any]) -> Dict[str, Any]:
     flow, sess = "bench", {}
     store.update_state(flow, sess, state)
     one = {"plan": "free"}
-    return {"get_state": lambda: store.get_state(flow, sess),
-            "update_state (1 key)": lambda: store.update_state(flow, sess, one),
-            f"update_state ({len(state)} keys)": lambda: store.update_state(flow, sess, state),
-            "set_current_step": lambda: store.set_current_step(flow, sess, "step_2")}
+    return {
+        "get_state": lambda: store.get_state(flow, sess),
+        "update_state (1 key)": lambda: store.update_state(flow, sess, one),
+        f"update_state ({len(state)} keys)": lambda: store.update_state(flow, sess, state),
+        "set_current_step": lambda: store.set_current_step(flow, sess, "step_2"),
+    }
 
 
 def measure(store, state: Dict[str, Any], calls: int, repeats: int) -> Dict[str, float]:
@@ -115,7 +135,8 @@ def compare(ours, theirs, state: Dict[str, Any], calls: int, repeats: int) -> Di
     best = {op: [0.0, 0.0] for op in mine}
     for _ in range(repeats):
         for op in mine:
-            for i, fn in enumerate((mine[op], old[op])): best[op][i] = max(best[op][i], bench(fn, calls, 1))
+            for i, fn in enumerate((mine[op], old[op])):
+                best[op][i] = max(best[op][i], bench(fn, calls, 1))
     return {op: tuple(b) for op, b in best.items()}
 
 
@@ -129,13 +150,18 @@ def main():
     args = p.parse_args()
     if args.baseline:
         from baseline import load_baseline
+
         old = load_baseline(args.baseline).core.state_store.InMemoryWorkflowStateStore
 
-    print(f"cjm-workflow-state {cjm_workflow_state.__version__}, Python {platform.python_version()}, "
-          f"best of {args.repeats} runs (time.perf_counter)")
+    print(
+        f"cjm-workflow-state {cjm_workflow_state.__version__}, Python {platform.python_version()}, "
+        f"best of {args.repeats} runs (time.perf_counter)"
+    )
     missed = []
-    for label, state, calls in [("small (10 keys)", small_state(), args.small_calls),
-                                ("64 KB", large_state(), args.large_calls)]:
+    for label, state, calls in [
+        ("small (10 keys)", small_state(), args.small_calls),
+        ("64 KB", large_state(), args.large_calls),
+    ]:
         print(f"\n{label} state: {len(encode_json(state)):,} bytes of JSON, {calls:,} calls per run")
         print(f"  {'operation':<24}{'seed dict ops/s':>16}{'InMemory ops/s':>16}{'µs/op':>9}{'seed/ours':>11}")
         seed = measure(SeedInMemoryWorkflowStateStore(), state, calls, args.repeats)
@@ -145,16 +171,22 @@ def main():
             if label.startswith("small"):
                 ok = ours[op] >= TARGET_OPS
                 verdict = "  target met" if ok else f"  TARGET MISSED (< {TARGET_OPS:,})"
-                if not ok: missed.append(op)
-            print(f"  {op:<24}{seed[op]:>16,.0f}{ours[op]:>16,.0f}{1e6 / ours[op]:>9.2f}"
-                  f"{seed[op] / ours[op]:>10.1f}x{verdict}")
+                if not ok:
+                    missed.append(op)
+            print(
+                f"  {op:<24}{seed[op]:>16,.0f}{ours[op]:>16,.0f}{1e6 / ours[op]:>9.2f}"
+                f"{seed[op] / ours[op]:>10.1f}x{verdict}"
+            )
         if args.baseline:
             print(f"  {'same run, interleaved':<24}{'ours ops/s':>16}{'baseline ops/s':>16}{'ours/baseline':>15}")
             for op, (mine, theirs) in compare(InMemoryWorkflowStateStore(), old(), state, calls, args.repeats).items():
                 print(f"  {op:<24}{mine:>16,.0f}{theirs:>16,.0f}{mine / theirs:>14.2f}x")
-    print(f"\ntarget: >= {TARGET_OPS:,} ops/s for each operation on the small state: "
-          + ("met" if not missed else f"MISSED by {', '.join(missed)}"))
-    if args.check and missed: sys.exit(1)
+    print(
+        f"\ntarget: >= {TARGET_OPS:,} ops/s for each operation on the small state: "
+        + ("met" if not missed else f"MISSED by {', '.join(missed)}")
+    )
+    if args.check and missed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

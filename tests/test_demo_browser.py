@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from servers import in_ci
+
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 ARTIFACTS = Path(os.environ.get("DEMO_ARTIFACTS_DIR") or Path(__file__).resolve().parent.parent / "artifacts" / "demo-browser")
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+IN_CI = in_ci()
 
 
 def _require_browser():

@@ -8,7 +8,7 @@ address (never a password), the server's own words and what to do.
 - `StoreUnavailableError` (a `ConnectionError`): worth retrying later: a server still loading its data set (LOADING),
   busy running a script (BUSY).
 Each refusal leaves nothing written."""
-import re, shutil, socket, socketserver, threading, time
+import re, shutil, socketserver, threading, time
 
 import pytest
 import redis

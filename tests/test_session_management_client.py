@@ -11,19 +11,21 @@ without its dependencies, then its other requirements:
 
 Outside CI the test is skipped when the package is missing; with CI=true it fails instead.
 """
-import os, sys, time
+import sys, time
 from datetime import datetime, timezone
 
 import pytest
+
+from servers import in_ci
 
 if sys.version_info < (3, 12):
     pytest.skip("cjm-fasthtml-workflow-session-management requires Python 3.12", allow_module_level=True)
 try:
     from cjm_fasthtml_workflow_session_management.services.management import SessionManagementService
     from cjm_fasthtml_workflow_session_management.utils import default_label, parse_sqlite_timestamp
-    from cjm_fasthtml_workflow_session_management.components.session_list import render_session_list  # its UI imports too
+    from cjm_fasthtml_workflow_session_management.components.session_list import render_session_list  # noqa: F401 (its UI imports too)
 except ImportError as e:
-    if os.environ.get("CI") in ("true", "1"): raise
+    if in_ci(): raise
     pytest.skip(f"cjm-fasthtml-workflow-session-management is not installed ({e}); see this file's docstring",
                 allow_module_level=True)
 

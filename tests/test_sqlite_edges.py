@@ -1,12 +1,11 @@
 """SQLite-specific edges of issue 9: keyset paging (`_list` by session id after an id, item 4), the ttl bounds in
 millisecond arithmetic (item 11), lone surrogates anywhere (item 12), deeply nested states stored before the depth
 limit (item 13), and `_set_fields` under each rule with both fields (issue 10)."""
-import contextlib, sqlite3, sys
+import sys
 
 import pytest
 
 from cjm_workflow_state.backends.sqlite import _READS, SQLiteWorkflowStateStore
-from cjm_workflow_state.core.base import encode_json
 
 IDS = ["b", "a", "A", "a:b", "a%", "a_", "é", "z", "Z", "\U0001F600", "\uffff", "0", "日本", "a b", "ab"]
 

@@ -1,6 +1,6 @@
 """kill -9 a process in the middle of a stream of writes: every write it acknowledged is in the file afterwards, and
 the file passes `PRAGMA integrity_check` (WAL, synchronous=NORMAL: committed transactions outlive the process)."""
-import os, signal, sqlite3, subprocess, sys, threading, time
+import os, signal, sqlite3, subprocess, sys, threading
 
 import pytest
 

@@ -5,7 +5,6 @@ lists each move); labels and steps the rules refuse are kept in the state too. A
 read, exported, imported elsewhere and deleted, and the valid rows are migrated exactly as before."""
 import contextlib, json, shutil, sqlite3, warnings
 
-import pytest
 
 from cjm_workflow_state.backends.sqlite import SQLiteWorkflowStateStore
 from cjm_workflow_state.core.base import is_valid_id

@@ -1,6 +1,6 @@
 """Several processes (separate interpreters, as several app workers are) and several threads update one session of
 one SQLite file at the same time: no key is lost, and the file stays sound."""
-import json, sqlite3, subprocess, sys, threading, time
+import sqlite3, subprocess, sys, threading, time
 
 from cjm_workflow_state.backends.sqlite import SQLiteWorkflowStateStore
 from cjm_workflow_state.core.base import encode_json

@@ -8,7 +8,7 @@ from contextlib import ExitStack
 from urllib.parse import urlsplit
 
 import httpx, pytest
-from fasthtml.common import Div, FastHTML, Input, P
+from fasthtml.common import Div, FastHTML, Input
 from starlette.testclient import TestClient
 from cjm_fasthtml_interactions.patterns.step_flow import Step, StepFlow
 

@@ -18,6 +18,7 @@ outputs):
    of their own.
 Exit status 1 when a rule is broken, with one line per problem; silent on success unless --verbose.
 """
+
 import argparse, ast, importlib, inspect, json, re, sys
 from pathlib import Path
 
@@ -31,11 +32,14 @@ def directives(src: str) -> dict:
     "The `#| ...` directives at the top of a cell: {name: [args]} (nbdev's reading, without importing nbdev)."
     out = {}
     for line in src.splitlines():
-        if not line.strip(): continue
+        if not line.strip():
+            continue
         m = _DIRECTIVE.match(line)
-        if not m: break
+        if not m:
+            break
         words = m.group(1).split()
-        if words: out[words[0].rstrip(":") + (":" if words[0].endswith(":") else "")] = words[1:]
+        if words:
+            out[words[0].rstrip(":") + (":" if words[0].endswith(":") else "")] = words[1:]
     return out
 
 
@@ -45,8 +49,10 @@ def code_of(src: str) -> str:
 
 
 def parse(src: str):
-    try: return compile(code_of(src), "<cell>", "exec", ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
-    except SyntaxError: return None
+    try:
+        return compile(code_of(src), "<cell>", "exec", ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    except SyntaxError:
+        return None
 
 
 def visible(d: dict) -> bool:
@@ -56,18 +62,24 @@ def visible(d: dict) -> bool:
 def is_check_only(tree) -> bool:
     """A cell that needs no output: it only imports and defines, or it asserts (`assert`, `test_*(...)`) and every
     call it makes for its effect is an assertion (assignments and loops around the assertions are fine)."""
-    if tree is None: return False
+    if tree is None:
+        return False
     stmts = [n for n in ast.walk(tree) if isinstance(n, ast.stmt)]
     defs = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Pass)
     top = [s for s in tree.body if not isinstance(s, defs)]
-    if not top: return True
+    if not top:
+        return True
+
     def is_assertion(s):
-        if isinstance(s, ast.Assert): return True
+        if isinstance(s, ast.Assert):
+            return True
         v = s.value.value if isinstance(s, ast.Expr) and isinstance(s.value, ast.Await) else getattr(s, "value", None)
-        if not (isinstance(s, ast.Expr) and isinstance(v, ast.Call)): return False
+        if not (isinstance(s, ast.Expr) and isinstance(v, ast.Call)):
+            return False
         f = v.func
         name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
         return name.startswith(("test_", "assert"))
+
     inner = [s for s in stmts if not any(s is d or s in ast.walk(d) for d in tree.body if isinstance(d, defs))]
     exprs = [s for s in inner if isinstance(s, ast.Expr) and not isinstance(s.value, ast.Constant)]
     return any(is_assertion(s) for s in inner) and all(is_assertion(s) for s in exprs)
@@ -75,18 +87,27 @@ def is_check_only(tree) -> bool:
 
 def imports_and_code(src: str, d: dict) -> bool:
     "nbdev's own test (processors._do_eval): a cell it executes for the docs because it imports, with other code in it."
-    if {"export", "exports", "exporti", "exec_doc"} & set(d) or d.get("eval:", [""])[0].lower() == "false": return False
+    if {"export", "exports", "exporti", "exec_doc"} & set(d) or d.get("eval:", [""])[0].lower() == "false":
+        return False
     tree = parse(src)
-    if tree is None: return False
+    if tree is None:
+        return False
     nodes = list(ast.walk(tree))
-    return any(isinstance(n, (ast.Import, ast.ImportFrom)) for n in nodes) and any(isinstance(n, (ast.Expr, ast.Assign)) for n in nodes)
+    return any(isinstance(n, (ast.Import, ast.ImportFrom)) for n in nodes) and any(
+        isinstance(n, (ast.Expr, ast.Assign)) for n in nodes
+    )
 
 
 def patched_classes(fn: ast.AST) -> list:
     "Class names a `@patch`ed function attaches to (its first parameter's annotation, `A|B` or `(A,B)` too)."
-    if not any((isinstance(d, ast.Name) and d.id == "patch") or (isinstance(d, ast.Call) and getattr(d.func, "id", "") == "patch")
-               for d in fn.decorator_list): return []
-    if not fn.args.args or fn.args.args[0].annotation is None: return []
+    if not any(
+        (isinstance(d, ast.Name) and d.id == "patch")
+        or (isinstance(d, ast.Call) and getattr(d.func, "id", "") == "patch")
+        for d in fn.decorator_list
+    ):
+        return []
+    if not fn.args.args or fn.args.args[0].annotation is None:
+        return []
     ann = fn.args.args[0].annotation
     return [n.id for n in ast.walk(ann) if isinstance(n, ast.Name)]
 
@@ -94,7 +115,8 @@ def patched_classes(fn: ast.AST) -> list:
 def entries_of(src: str, d: dict) -> list:
     "The API entries a cell puts on the page: 'name' or 'Class.method'."
     tree = parse(src)
-    if tree is None: return []
+    if tree is None:
+        return []
     found = []
     if "export" in d or "exports" in d:
         for s in tree.body:
@@ -114,13 +136,17 @@ def public_names(module_name: str) -> list:
     names = []
     for name in getattr(mod, "__all__", []):
         obj = getattr(mod, name, None)
-        if not (inspect.isclass(obj) or inspect.isfunction(obj)) or getattr(obj, "__module__", None) != module_name: continue
+        if not (inspect.isclass(obj) or inspect.isfunction(obj)) or getattr(obj, "__module__", None) != module_name:
+            continue
         names.append(name)
         if inspect.isclass(obj):
             for attr, value in vars(obj).items():
-                if attr.startswith("_"): continue
+                if attr.startswith("_"):
+                    continue
                 fn = value.fget if isinstance(value, property) else getattr(value, "__func__", value)
-                if (inspect.isfunction(fn) or isinstance(value, property)) and getattr(fn, "__module__", module_name) == module_name:
+                if (inspect.isfunction(fn) or isinstance(value, property)) and getattr(
+                    fn, "__module__", module_name
+                ) == module_name:
                     names.append(f"{name}.{attr}")
     return names
 
@@ -131,23 +157,30 @@ def check(path: Path, lib: str = "cjm_workflow_state") -> list:
     problems, module = [], None
     groups = []  # [entries, example cells' sources] in page order
     for i, cell in enumerate(nb.get("cells", [])):
-        if cell.get("cell_type") != "code": continue
+        if cell.get("cell_type") != "code":
+            continue
         src = "".join(cell.get("source", ""))
         d = directives(src)
-        if "default_exp" in d and d["default_exp"]: module = f"{lib}.{d['default_exp'][0]}"
+        if "default_exp" in d and d["default_exp"]:
+            module = f"{lib}.{d['default_exp'][0]}"
         found = entries_of(src, d)
         if imports_and_code(src, d):
-            problems.append(f"{rel}: cell {i} mixes imports with other code: nbdev runs it to build the docs; "
-                            "move the imports to a cell of their own")
+            problems.append(
+                f"{rel}: cell {i} mixes imports with other code: nbdev runs it to build the docs; "
+                "move the imports to a cell of their own"
+            )
         has_output = bool(cell.get("outputs"))
         if found:
-            if not groups or groups[-1][1]: groups.append([[], []])
+            if not groups or groups[-1][1]:
+                groups.append([[], []])
             groups[-1][0].extend(found)
             continue
-        if not visible(d): continue
+        if not visible(d):
+            continue
         tree = parse(src)
         if has_output:
-            if groups: groups[-1][1].append(code_of(src))
+            if groups:
+                groups[-1][1].append(code_of(src))
         elif not is_check_only(tree):
             first = next((l for l in code_of(src).splitlines() if l.strip()), "")[:60]
             problems.append(f"{rel}: cell {i} ({first!r}) is an example without a stored output")
@@ -159,15 +192,20 @@ def check(path: Path, lib: str = "cjm_workflow_state") -> list:
             if not any(re.search(rf"\b{re.escape(short)}\b", ex) for ex in examples):
                 problems.append(f"{rel}: {name} has no example with a stored output after its entry")
     if module:
-        try: names = public_names(module)
-        except Exception as e: return problems + [f"{rel}: cannot import {module}: {type(e).__name__}: {e}"]
+        try:
+            names = public_names(module)
+        except Exception as e:
+            return problems + [f"{rel}: cannot import {module}: {type(e).__name__}: {e}"]
         for name in names:
-            if name not in documented: problems.append(f"{rel}: {name} (public in {module}) has no API entry")
+            if name not in documented:
+                problems.append(f"{rel}: {name} (public in {module}) has no API entry")
     return problems
 
 
 def all_notebooks() -> list:
-    return sorted(p for p in NBS.rglob("*.ipynb") if not any(part.startswith(("_", ".")) for part in p.relative_to(NBS).parts))
+    return sorted(
+        p for p in NBS.rglob("*.ipynb") if not any(part.startswith(("_", ".")) for part in p.relative_to(NBS).parts)
+    )
 
 
 def main(argv=None) -> int:
@@ -177,9 +215,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     paths = [p.resolve() for p in args.notebooks] or all_notebooks()
     problems = [p for path in paths for p in check(path)]
-    for p in problems: print(f"check_api_docs: {p}", file=sys.stderr)
-    if problems: print(f"check_api_docs: FAILED with {len(problems)} problem(s)", file=sys.stderr)
-    elif args.verbose: print(f"check_api_docs: {len(paths)} notebooks, every public name documented with an example")
+    for p in problems:
+        print(f"check_api_docs: {p}", file=sys.stderr)
+    if problems:
+        print(f"check_api_docs: FAILED with {len(problems)} problem(s)", file=sys.stderr)
+    elif args.verbose:
+        print(f"check_api_docs: {len(paths)} notebooks, every public name documented with an example")
     return 1 if problems else 0
 
 

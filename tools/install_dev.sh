@@ -11,18 +11,4 @@ pip_q -e ".[dev]"
 
 bash tools/install_client.sh
 
-# Debian packages the system tests use: chromium (browser test, driven by Playwright: never `playwright install`,
-# no browser downloads here), redis-server (the Redis outage test starts its own), pgbouncer (the PgBouncer test).
-need=()
-command -v chromium >/dev/null || need+=(chromium)
-for binary in redis-server pgbouncer; do
-  command -v $binary >/dev/null || [[ -x /usr/sbin/$binary ]] || need+=($binary)
-done
-if (( ${#need[@]} )); then
-  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
-  else
-    echo "not installed: ${need[*]}; their tests will be skipped (apt-get install ${need[*]})" >&2
-  fi
-fi
+bash tools/install_system.sh  # Debian's chromium, redis-server, pgbouncer

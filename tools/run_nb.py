@@ -11,6 +11,7 @@ Afterwards run `nbdev_clean` (it keeps outputs, drops execution counts and metad
 hold a temporary path, a time or a random id change on every run, so prefer examples whose output is stable.
 Servers: REDIS_URL and DATABASE_URL, as for `bash tools/test.sh`.
 """
+
 import argparse, os, re, sys
 from pathlib import Path
 
@@ -21,10 +22,13 @@ from nbdev.process import extract_directives
 
 def skipped(cell, skip_flags: set) -> bool:
     "Would `nbdev_test` skip `cell`? (the same rules as nbdev.test.test_nb)"
-    if cell.cell_type != "code": return True
-    if "nbdev_export(" in cell.source: return True
+    if cell.cell_type != "code":
+        return True
+    if "nbdev_export(" in cell.source:
+        return True
     direc = extract_directives(cell, remove=False)
-    if direc.get("eval:", [""])[0].lower() == "false": return True
+    if direc.get("eval:", [""])[0].lower() == "false":
+        return True
     return bool(skip_flags & direc.keys())
 
 
@@ -44,7 +48,8 @@ def run(path: Path, skip_flags: set) -> bool:
     finally:
         os.chdir(cwd)
     for cell in nb.cells:  # nbdev renders show_doc itself when it builds the docs; stored, its [source] line churns
-        if cell.cell_type == "code" and re.search(r"^show_doc\(", cell.source, re.M): cell.outputs = []
+        if cell.cell_type == "code" and re.search(r"^show_doc\(", cell.source, re.M):
+            cell.outputs = []
     write_nb(nb, path)
     return True
 
@@ -59,7 +64,8 @@ def main():
     failed = []
     for nb in args.notebooks:
         print(f"running {nb}", flush=True)
-        if not run(nb.resolve(), skip_flags): failed.append(str(nb))
+        if not run(nb.resolve(), skip_flags):
+            failed.append(str(nb))
     if failed:
         print("not written (a cell raised): " + ", ".join(failed), file=sys.stderr)
         sys.exit(1)

@@ -3,12 +3,11 @@
 #   bash tools/test.sh            # from the repository root, in an environment with `pip install -e ".[dev]"`
 # Server addresses come from REDIS_URL (default redis://127.0.0.1:6379/0) and DATABASE_URL
 # (default postgresql://postgres@127.0.0.1:5432/test). Outside CI, a backend whose server is unreachable is
-# skipped and named in the summary; with CI=true nothing is skipped: its tests run and fail.
+# skipped and named in the summary; in CI (CI=true, 1 or yes: in_ci in tools/ci/lib.sh) nothing is skipped: its
+# tests run and fail.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
-export DATABASE_URL="${DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/test}"
-in_ci() { [[ "${CI:-}" == "true" || "${CI:-}" == "1" ]]; }
+source tools/ci/lib.sh  # in_ci, REDIS_URL and DATABASE_URL defaults
 
 # address URL: prints the URL's host:port (no credentials); fails unless a TCP connection to it opens
 address() {
