@@ -9,11 +9,11 @@ __all__ = ['FLOW_ID', 'DEFAULT_STORE_URL', 'DEMO_MAX_STATE_BYTES', 'PROJECT_KIND
            'review_summary', 'make_steps', 'render_confirmation', 'create_app', 'serve', 'main']
 
 # %% ../nbs/demo.ipynb #29bd80e2
-import errno, functools, re, socket, sys, time, uuid
+import errno, functools, os, re, socket, sys, time, uuid
 from dataclasses import dataclass
 from datetime import date
 from importlib import resources
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from fastcore.script import anno_parser
 from fasthtml.common import *
@@ -524,42 +524,67 @@ def create_app(
     return app
 
 # %% ../nbs/demo.ipynb #f1c644de
-def _port_problem(
-    host: str,  # Interface to listen on
+def _listen(
+    host: str,  # Interface to listen on ("": every interface, as in uvicorn)
     port: int,  # Port to listen on
-) -> Optional[str]:  # Why the demo could not listen there, or None when it can
-    "Bind a test socket on every address of `host` as uvicorn will (address reuse on, so a port in TIME_WAIT is free)."
-    if not 0 < port < 65536: return f"port {port} is not a port number; choose one from 1 to 65535 with --port"
-    try: addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except (OSError, UnicodeError) as e: return f"cannot listen on host {host!r} ({e}); choose another with --host"
-    for family, kind, proto, _, address in addresses:
-        with socket.socket(family, kind, proto) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+) -> Tuple[List[socket.socket], Optional[str]]:  # The listening sockets and None, or [] and why the demo cannot listen there
+    "Bind and listen on every address of `host` as uvicorn would (asyncio's `create_server`); on failure nothing stays open."
+    if not 0 < port < 65536: return [], f"port {port} is not a port number; choose one from 1 to 65535 with --port"
+    try: addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as e: return [], f"cannot listen on host {host!r} ({e}); choose another with --host"
+    where, sockets = host or "every interface", []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(addresses):  # (each address once, in the resolver's order)
+            try: s = socket.socket(family, kind, proto)
+            except OSError: continue  # a family this machine lacks (e.g. IPv6 turned off): asyncio skips it too
+            sockets.append(s)
+            if os.name == "posix" and sys.platform != "cygwin": s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6: s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            try: s.bind(address)
-            except OSError as e:
-                if e.errno == errno.EADDRINUSE:
-                    return (f"port {port} on {host} is already in use; stop the program using it, "
-                            f"or choose another port with --port (e.g. --port {port + 1 if port < 65535 else 5001})")
-                return f"cannot listen on {host} port {port} ({e.strerror}); choose another with --port or --host"
-    return None
+            s.bind(address)
+            s.listen(2048)  # at once (uvicorn's backlog): with address reuse, another socket bound here could listen first
+    except OSError as e:
+        for s in sockets: s.close()
+        if e.errno == errno.EADDRINUSE:
+            return [], (f"port {port} on {where} is already in use; stop the program using it, "
+                        f"or choose another port with --port (e.g. --port {port + 1 if port < 65535 else 5001})")
+        return [], f"cannot listen on {where} port {port} ({e.strerror}); choose another with --port or --host"
+    if not sockets: return [], f"cannot listen on host {host!r} (no usable address); choose another with --host"
+    return sockets, None
+
+def _url(
+    host: str,  # Interface the demo listens on
+    port: int,  # Its port
+) -> str:  # The address to open in a browser
+    "The demo's URL: an IPv6 address in brackets (a zone's `%` escaped), and every interface (`\"\"`) as localhost."
+    shown = "localhost" if not host else f"[{host.replace('%', '%25')}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
 
 # %% ../nbs/demo.ipynb #59f1eedd
 PROG = "cjm-workflow-demo"  # The program's name in `--help` and its messages, however it is started
 
 def serve(
     store: str = DEFAULT_STORE_URL,  # Store URL: sqlite:///file.db, redis://host:6379/0, postgresql://user@host/db or memory://
-    host: str = "127.0.0.1",  # Interface to listen on (127.0.0.1: only this machine can connect)
+    host: str = "127.0.0.1",  # Interface to listen on (127.0.0.1: only this machine can connect; "": every interface)
     port: int = 5001,  # Port to listen on
 ):
     """Serve the project-request demo until Ctrl-C (`cjm-workflow-demo` or `python -m cjm_workflow_state.demo`)."""
     import uvicorn
-    if problem := _port_problem(host, port): sys.exit(f"{PROG}: {problem}")  # before anything is created or announced
-    try: app = create_app(store)
-    except (ValueError, TypeError, ImportError, ConnectionError) as e:  # the message may quote the URL: not its password
-        sys.exit(f"{PROG}: {hide_secrets(str(e), store)}")
-    print(f"Project request demo: http://{host}:{port}  (store: {redact_url(store)}; Ctrl-C stops it)", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    sockets, problem = _listen(host, port)  # the port is ours before anything is created or announced
+    if problem: sys.exit(f"{PROG}: {problem}")
+    try:
+        try: app = create_app(store)
+        except (ValueError, TypeError, ImportError, ConnectionError) as e:  # the message may quote the URL: not its password
+            sys.exit(f"{PROG}: {hide_secrets(str(e), store)}")
+        everywhere = "" if host else "every interface; "
+        print(f"Project request demo: {_url(host, port)}  ({everywhere}store: {redact_url(store)}; Ctrl-C stops it)",
+              flush=True)
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+        try: server.run(sockets=sockets)  # uvicorn serves on the sockets bound above: it binds none of its own
+        except KeyboardInterrupt: pass
+    finally:
+        for s in sockets: s.close()
+    if not server.started: sys.exit(3)  # as `uvicorn.run` does when the server could not start
 
 def main(
     argv: Optional[List[str]] = None,  # Arguments after the program name (default: `sys.argv[1:]`)

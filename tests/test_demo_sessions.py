@@ -167,6 +167,9 @@ def test_footer_and_start_up_line_hide_the_password(monkeypatch):
     page = TestClient(create_app(url, secret_key="k")).get("/").text
     assert "s3cret" not in page and "127.0.0.1:6379" in page
     import uvicorn
+
+    def run(server, sockets=None): server.started = True  # uvicorn returns at once (and did start)
+    monkeypatch.setattr(uvicorn.Server, "run", run)
     monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
     out = io.StringIO()
     with redirect_stdout(out): demo.serve(store=url, host="127.0.0.1", port=_free_port())
@@ -273,3 +276,113 @@ def test_cancel_asks_before_wiping_the_answers(app):
     for page in (first, client.get("/").text, client.get("/wizard/start").text):
         button = re.search(r'<button[^>]*id="step-flow-cancel-btn"[^>]*>', page)
         assert button and re.search(r'hx-confirm="[^"]+"', button.group(0)), page
+
+
+# ---- review items 11 and 12: serve listens before anything else; --host "" and IPv6 hosts ---------------------
+class _FakeServerRun:
+    "Stands in for `uvicorn.Server.run`: records the sockets it is given and returns at once (the server 'started')."
+    sockets, listening = "never called", []
+
+    def run(self, server, sockets=None):
+        self.sockets = list(sockets) if sockets is not None else None
+        self.listening = [s.getsockname() for s in self.sockets or []]
+        server.started = True
+
+
+@pytest.fixture
+def fake_run(monkeypatch, tmp_path):
+    import uvicorn
+    fake = _FakeServerRun()
+    monkeypatch.setattr(uvicorn.Server, "run", lambda server, sockets=None: fake.run(server, sockets))
+    monkeypatch.chdir(tmp_path)  # the cookie key file lands here
+    return fake
+
+
+def _ipv6_loopback():
+    import socket
+    try:
+        with socket.socket(socket.AF_INET6) as s: s.bind(("::1", 0))
+    except OSError: pytest.skip("no IPv6 loopback on this machine")
+
+
+def test_serve_holds_the_port_before_it_opens_the_store(fake_run, monkeypatch):
+    # The race of a check-then-bind: another program binds the port (address reuse on, not yet listening) and
+    # starts listening once the demo has looked at the port. The demo must already listen there, and serve on
+    # those very sockets: the other program's listen fails, not the demo's.
+    import errno
+    import socket
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        other.bind(("127.0.0.1", 0))
+        port, seen = other.getsockname()[1], {}
+        real_create_app = demo.create_app
+
+        def create_app_after_the_port_is_contested(*args, **kwargs):
+            try: other.listen(1)
+            except OSError as e: seen["other"] = e.errno
+            else: seen["other"] = "listening"
+            return real_create_app(*args, **kwargs)
+
+        monkeypatch.setattr(demo, "create_app", create_app_after_the_port_is_contested)
+        out = io.StringIO()
+        with redirect_stdout(out): demo.serve(store="memory://", host="127.0.0.1", port=port)
+    assert seen["other"] == errno.EADDRINUSE, seen  # the demo already listened when it opened the store
+    assert fake_run.listening == [("127.0.0.1", port)], fake_run.sockets  # uvicorn got the demo's sockets
+    assert all(s.fileno() == -1 for s in fake_run.sockets)  # and they are closed once it returns
+    assert f"http://127.0.0.1:{port}" in out.getvalue()
+
+
+def test_a_taken_port_ends_start_up_with_exit_1_and_one_line(tmp_path):
+    import socket
+    with socket.socket() as held:
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as most servers do: the demo still sees it taken
+        held.bind(("127.0.0.1", 0))
+        held.listen(1)
+        port = held.getsockname()[1]
+        r = _run_demo(["--store", "sqlite:///taken.db", "--port", str(port)], tmp_path)
+    assert r.returncode == 1 and r.stdout == "", (r.returncode, r.stdout, r.stderr)
+    assert r.stderr == (f"cjm-workflow-demo: port {port} on 127.0.0.1 is already in use; stop the program using it, "
+                        f"or choose another port with --port (e.g. --port {port + 1})\n"), r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_empty_host_listens_on_every_interface_as_uvicorn_does(fake_run):
+    import socket
+    port = _free_port()
+    out = io.StringIO()
+    with redirect_stdout(out): demo.serve(store="memory://", host="", port=port)
+    assert ("0.0.0.0", port) in fake_run.listening, fake_run.listening
+    assert all(addr[1] == port for addr in fake_run.listening)
+    banner = out.getvalue()
+    assert f"http://localhost:{port}" in banner and "http://:" not in banner, banner
+    with socket.socket() as s: assert s.connect_ex(("127.0.0.1", port)) != 0  # closed again after the run
+
+
+def test_ipv6_host_banner_is_a_valid_url(fake_run):
+    from urllib.parse import urlsplit
+    _ipv6_loopback()
+    port = _free_port()
+    out = io.StringIO()
+    with redirect_stdout(out): demo.serve(store="memory://", host="::1", port=port)
+    url = re.search(r"http://\S+", out.getvalue()).group(0)
+    assert url == f"http://[::1]:{port}", out.getvalue()
+    assert (urlsplit(url).hostname, urlsplit(url).port) == ("::1", port)
+    assert [a[:2] for a in fake_run.listening] == [("::1", port)], fake_run.listening
+
+
+def test_the_demo_serves_on_an_ipv6_host_at_the_url_it_prints(tmp_path):
+    import subprocess
+    import sys
+    import urllib.request
+    _ipv6_loopback()
+    port = _free_port()
+    p = subprocess.Popen([sys.executable, "-m", "cjm_workflow_state.demo", "--store", "memory://", "--host", "::1",
+                          "--port", str(port)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = p.stdout.readline()
+        url = re.search(r"http://\S+", line).group(0)
+        assert url == f"http://[::1]:{port}", line
+        with urllib.request.urlopen(url + "/", timeout=20) as r: assert r.status == 200 and "Project request" in r.read().decode()
+    finally:
+        p.terminate()
+        p.wait(20)
