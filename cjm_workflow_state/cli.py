@@ -8,14 +8,15 @@ __all__ = ['EXPORT_FIELDS', 'PROG', 'COMMANDS', 'parse_duration', 'printable', '
            'list_command', 'show_command', 'export_command', 'delete_command', 'purge_expired_command', 'main']
 
 # %% ../nbs/cli.ipynb #ca39e0c3
-import json, logging, os, re, shlex, stat, sys, tempfile, time
+import contextlib, json, logging, os, re, shlex, sqlite3, stat, sys, tempfile, time
 from contextvars import ContextVar
-from typing import IO, Any, Callable, Dict, Iterable, List, Optional, Union
+from typing import IO, Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
+from urllib.parse import quote, unquote
 
 from fastcore.script import anno_parser
 
 from . import __version__
-from .errors import hide_secrets, redact_url
+from .errors import hide_secrets
 from .core.base import SessionSummary, WorkflowStateStoreBase, encode_json
 from .core.state_store import InMemoryWorkflowStateStore
 from .stores import open_store
@@ -134,6 +135,8 @@ def _record(line: str) -> Dict[str, Any]:
         where = f"at column {end + 1}, after the last character: the JSON is incomplete" if e.pos >= end else f"at column {e.pos + 1}"
         raise ValueError(f"not JSON ({message} {where})") from None
     except ValueError as e: raise ValueError(f"not JSON ({e})") from None
+    except RecursionError: raise ValueError("not JSON this import reads (nested too deeply: arrays and objects "
+                                            "more than about 1000 levels deep)") from None
     if not isinstance(record, dict): raise ValueError("not a JSON object")
     unknown = sorted(set(record) - set(EXPORT_FIELDS))
     if unknown: raise ValueError(f"unknown field(s) {', '.join(unknown)}; an exported session has {', '.join(EXPORT_FIELDS)}")
@@ -167,6 +170,8 @@ def import_jsonl(
                     scratch.delete_session(record["flow_id"], record["session_id"])
             except (ValueError, TypeError, OverflowError) as e:
                 raise ValueError(f"line {lineno}: {e}; nothing imported") from None
+            except RecursionError:  # a state too deeply nested for the store's encoder
+                raise ValueError(f"line {lineno}: the state is nested too deeply to store; nothing imported") from None
             if line.strip():
                 checked.write(f"{lineno}\t{line.strip()}\n")
                 count += 1
@@ -236,6 +241,7 @@ class CLIError(Exception):
 
 # %% ../nbs/cli.ipynb #022ac117
 _store_options: ContextVar[Dict[str, Any]] = ContextVar("store_options", default={})
+_command: ContextVar[str] = ContextVar("command", default="")  # the command running, for messages
 
 def parse_option(
     text: str,  # NAME=VALUE, e.g. "table=wf_state", "prefix=myapp", "max_state_bytes=2000000"
@@ -252,7 +258,54 @@ def parse_option(
     if lowered in ("none", "null"): return name.strip(), None
     return name.strip(), value
 
+# %% ../nbs/cli.ipynb #5b1e0c7a
+def _split_url(url: str) -> Tuple[str, Optional[str], str]:
+    """A URL as (what comes before its query, the query or None, its #fragment). In a server URL the query starts
+    after the user info (the last `@` before the path), as `open_store` reads it: a `?` in a password is not one."""
+    url = str(url)
+    scheme, sep, rest = url.partition("://")
+    start = len(scheme) + len(sep) if sep else 0
+    if sep and scheme.lower() in ("redis", "rediss", "postgresql", "postgres"):
+        slash = rest.find("/")
+        start += rest.rfind("@", 0, len(rest) if slash < 0 else slash) + 1
+    end = url.find("#", start)
+    end = len(url) if end < 0 else end
+    q = url.find("?", start, end)
+    if q < 0: return url[:end], None, url[end:]
+    return url[:q], url[q + 1:end], url[end:]
+
+def _url_query(url: str) -> Dict[str, str]:
+    "The options a URL's query sets: name -> value, percent-decoded (as `open_store` reads them)."
+    query = _split_url(url)[1]
+    pieces = [p.partition("=") for p in (query or "").split("&") if p]
+    return {unquote(name): unquote(value) for name, _, value in pieces}
+
+def _drop_url_option(url: str, option: str) -> str:
+    "`url` without the query's `option`, the rest of the URL as written."
+    head, query, fragment = _split_url(url)
+    kept = [p for p in (query or "").split("&") if p and unquote(p.partition("=")[0]) != option]
+    return head + ("?" + "&".join(kept) if kept else "") + fragment
+
+_TTL_HIDES = "a store opened with a ttl hides every session not written for that long"
+
+def _check_url(url: str, options: Dict[str, Any]) -> str:
+    """Refuse a URL option that `-o` sets too, and a ttl in the URL unless the command gives its own (purge-expired's
+    --ttl, which then decides); the URL to open."""
+    name, query = _command.get() or "the command", _url_query(url)
+    for option in query:
+        if option in _store_options.get():
+            raise CLIError(f"{name}: `-o {option}=` and the URL's `?{option}=` both set {option}: set it in one place", 2)
+    if "ttl" in query:
+        if "ttl" in options: return _drop_url_option(url, "ttl")  # purge-expired: --ttl decides
+        raise CLIError(f"{name}: the URL's `?ttl=` is refused here: {_TTL_HIDES}, which {name} would silently leave "
+                       f"out; remove ttl from the URL (purge-expired takes --ttl)", 2)
+    return url
+
+
 # %% ../nbs/cli.ipynb #92a43d61
+_FORMS = "sqlite:///relative.db or sqlite:////absolute/path.db"
+_STORE_TABLE, _OLD_TABLE = "workflow_sessions", "workflow_state"  # the SQLite store's table; 0.0.3's (migrated on open)
+
 def _sqlite_file(url: str) -> Optional[str]:
     "The file a sqlite:// URL names, as written; None for other URLs, :memory: and URLs open_store refuses anyway."
     scheme, sep, rest = str(url).partition("://")
@@ -262,29 +315,64 @@ def _sqlite_file(url: str) -> Optional[str]:
     return rest[1:] or None
 
 def _check_sqlite_path(url: str, creates: bool = False) -> Optional[str]:
-    "Refuse a SQLite URL whose folder (or, unless `creates`, file) is missing; the file it would create, if any."
+    """Refuse a SQLite URL whose folder (or, unless `creates`, file) is missing; the real path (symlinks resolved) of
+    the file it would create, if any."""
     path = _sqlite_file(url)
     if path is None or os.path.exists(path): return None
-    folder = os.path.dirname(path.rstrip("/")) or "."
-    forms = "sqlite:///relative.db or sqlite:////absolute/path.db"
+    real = os.path.realpath(path)  # a dangling symlink: SQLite creates the file it points to
+    link = f" (a symlink to {real!r}, which does not exist)" if os.path.islink(path) else ""
+    folder = os.path.dirname(real if link else path.rstrip("/")) or "."
     if not os.path.isdir(folder):
-        if creates: raise CLIError(f"cannot create the SQLite database {path!r}: the folder {folder!r} does not exist; "
-                                   f"check the URL ({forms}), or create the folder first: mkdir -p {shlex.quote(folder)}")
-        raise CLIError(f"no SQLite database at {path!r}: the folder {folder!r} does not exist (check the URL: {forms})")
-    if not creates: raise CLIError(f"no SQLite database at {path!r} (check the URL: {forms})")
-    return path
+        if creates: raise CLIError(f"cannot create the SQLite database {path!r}{link}: the folder {folder!r} does not "
+                                   f"exist; check the URL ({_FORMS}), or create the folder first: mkdir -p {shlex.quote(folder)}")
+        raise CLIError(f"no SQLite database at {path!r}{link}: the folder {folder!r} does not exist (check the URL: {_FORMS})")
+    if not creates: raise CLIError(f"no SQLite database at {path!r}{link} (check the URL: {_FORMS})")
+    return real
+
+def _peek_sqlite(path: str, sql: str) -> list:
+    "The rows of `sql` on the SQLite file at `path`, opened read-only: nothing is written to it."
+    with contextlib.closing(sqlite3.connect(f"file:{quote(os.path.abspath(path))}?mode=ro", uri=True)) as conn:
+        return conn.execute(sql).fetchall()
+
+def _check_store_file(url: str) -> None:
+    """Refuse an existing file of a SQLite URL that holds no store (another application's database, an empty file,
+    not SQLite at all), having written nothing to it: opening it as a store would add the store's tables."""
+    path = _sqlite_file(url)
+    if path is None or not os.path.isfile(path): return  # (no file: _check_sqlite_path's; a folder: the store's error)
+    none = f"it holds no cjm-workflow-state store (check the URL: {_FORMS})"
+    if os.path.getsize(path) == 0: raise CLIError(f"{path!r} is an empty file, not a SQLite database: {none}")
+    try:
+        tables = {row[0] for row in _peek_sqlite(path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        old = _OLD_TABLE in tables and "flow_session_key" in {
+            row[0] for row in _peek_sqlite(path, f"SELECT name FROM pragma_table_info('{_OLD_TABLE}')")}
+    except sqlite3.DatabaseError as e:
+        if getattr(e, "sqlite_errorcode", None) == 26: raise CLIError(f"{path!r} is not a SQLite database: {none}") from None
+        return  # it cannot be read now (locked, permissions): the store says why when it opens it
+    if _STORE_TABLE not in tables and not old:
+        raise CLIError(f"the SQLite database {path!r} has no {_STORE_TABLE} table: {none}")
 
 def _open(url: str, creates: bool = False, **options) -> WorkflowStateStoreBase:
-    "Open a store with the command line's `-o` options, after `_check_sqlite_path`."
-    options = {**_store_options.get(), **options}
+    """Open a store with the command line's `-o` options and the command's own, after `_check_url`,
+    `_check_sqlite_path` and, for every command but import, `_check_store_file`."""
+    url = _check_url(url, options)
     _check_sqlite_path(url, creates)
-    return open_store(url, **options)
+    if not creates: _check_store_file(url)
+    return open_store(url, **{**_store_options.get(), **options})
+
+def _holds_sessions(path: str) -> bool:
+    "Whether the SQLite file at `path` holds a session (True when it cannot tell)."
+    if not os.path.isfile(path) or os.path.getsize(path) == 0: return False
+    try: return bool(_peek_sqlite(path, f"SELECT 1 FROM {_STORE_TABLE} LIMIT 1"))
+    except sqlite3.DatabaseError as e: return not str(e).startswith("no such table")
 
 def _remove_new_database(path: str) -> None:
-    "Remove a SQLite database a failed import created (and SQLite's side files), so nothing is left behind."
+    """Remove the SQLite database a failed import created at `path` (its real path) and SQLite's side files, unless
+    it holds a session (another process wrote to it meanwhile); never a symlink."""
+    if _holds_sessions(path): return
     for name in (path, path + "-wal", path + "-shm", path + "-journal"):
-        try: os.remove(name)
-        except OSError: pass
+        if os.path.lexists(name) and not os.path.islink(name):
+            try: os.remove(name)
+            except OSError: pass
 
 def _sessions_in(store, flow_id=None) -> int:
     return sum(store.count_sessions(f) for f in ([flow_id] if flow_id else store.list_flows()))
@@ -310,21 +398,24 @@ def import_command(
     count every line of the input from 1, blank lines too, as an editor or `sed -n 5p` shows them."""
     if sys.stdin.isatty():
         raise CLIError("import reads JSON lines from stdin: redirect a file into it, e.g. `< sessions.jsonl`", 2)
-    new_file = _check_sqlite_path(url, creates=True)
+    new_file = _check_sqlite_path(url, creates=True)  # (its real path: through a symlink, the file it points to)
     source = getattr(sys.stdin, "buffer", None) or sys.stdin  # bytes: lines end at \n only, as a file's are counted
-    with _open(url, creates=True) as store:
-        checking, progress = Progress("checked", unit="lines"), Progress("imported")
-        if checking.enabled: checking.total = _count_lines(sys.stdin)
-        failed = None
-        try: n = import_jsonl(store, source, progress, checking)
-        except (ValueError, ImportStoppedError) as e: failed = e  # "line 4: ..." or "no sessions ..."
-        finally:
-            checking.done()  # (already drawn, unless a line was bad)
-            if failed is None or progress.count: progress.done()  # no "imported 0 sessions" when nothing was written
-        # nothing was imported into the file this import created (and no other process has written to it since)
-        remove = new_file and isinstance(failed, ValueError) and not store.list_flows()
+    checking, progress = Progress("checked", unit="lines"), Progress("imported")
+    failed, n = None, 0
+    try:
+        with _open(url, creates=True) as store:
+            if checking.enabled: checking.total = _count_lines(sys.stdin)
+            try: n = import_jsonl(store, source, progress, checking)
+            except (ValueError, ImportStoppedError) as e: failed = e  # "line 4: ..." or "no sessions ..."
+            finally:
+                checking.done()  # (already drawn, unless a line was bad)
+                if failed is None or progress.count: progress.done()  # no "imported 0 sessions" when nothing was written
+    except BaseException:  # a store error, Ctrl-C (KeyboardInterrupt), ...: as below, then raised as it is
+        if new_file and not progress.count: _remove_new_database(new_file)
+        raise
     if failed is not None:
-        if remove: _remove_new_database(new_file)
+        # nothing was imported into the file this import created (and no other process has written to it since)
+        if new_file and not progress.count: _remove_new_database(new_file)
         raise CLIError(f"stdin{' ' if str(failed).startswith('line ') else ': '}{failed}")
     if not progress.enabled: say(f"imported {n} session{'s' if n != 1 else ''}", file=sys.stderr)
 
@@ -335,6 +426,41 @@ def flows_command(
     """List the flows that hold sessions, with how many each holds."""
     with _open(url) as store:
         for flow_id in store.list_flows(): say(f"{printable(flow_id)}\t{store.count_sessions(flow_id)}")
+
+# %% ../nbs/cli.ipynb #0b7d4e6a
+def _labelled(s: SessionSummary) -> bool: return bool((s.label or "").strip())
+
+def _by_label(
+    store: WorkflowStateStoreBase,  # Store to read
+    flow: str,  # Flow id
+    limit: Optional[int] = None,  # At most this many (None: all)
+) -> List[SessionSummary]:  # Labelled sessions A to Z, then unlabelled ones (no label, or a blank one) in the store's order
+    """`list --sort label`, reading at most about `limit` summaries: stores sort sessions without a label first, so
+    their count is found with one-session pages (doubling, then halving), the labelled ones are read from there a page
+    of `limit` at a time, and the unlabelled ones only when fewer than `limit` sessions have a label."""
+    page = lambda offset, n: store.list_sessions(flow, order_by="label", descending=False, limit=n, offset=offset)
+    if limit is None:
+        found = store.list_sessions(flow, order_by="label", descending=False)
+        return [s for s in found if _labelled(s)] + [s for s in found if not _labelled(s)]
+    def no_label_at(offset): return [s.label for s in page(offset, 1)] == [None]
+    first, step = 0, 1  # every session before `first` has no label
+    while no_label_at(first + step - 1): first, step = first + step, step * 2
+    last = first + step - 1  # the first labelled session (or the end) is at an offset in [first, last]
+    while first < last:
+        middle = (first + last) // 2
+        if no_label_at(middle): first = middle + 1
+        else: last = middle
+    named: List[SessionSummary] = []
+    blank: List[SessionSummary] = []  # a label of spaces only, wherever the store sorts it
+    offset = first
+    while len(named) < limit:
+        found = page(offset, limit)
+        for s in found: (named if _labelled(s) else blank).append(s)
+        if len(found) < limit: break
+        offset += limit
+    if len(named) >= limit: return named[:limit]
+    return (named + (page(0, min(first, limit - len(named))) if first else []) + blank)[:limit]
+
 
 # %% ../nbs/cli.ipynb #f840b8c1
 def list_command(
@@ -349,9 +475,7 @@ def list_command(
     if limit is not None and limit < 1: raise CLIError("list: --limit must be at least 1", 2)
     with _open(url) as store:
         order_by, descending = order[sort]
-        if sort == "label":  # stores sort a missing label first; an operator scanning names wants them after the names
-            found = store.list_sessions(flow, order_by=order_by, descending=descending)
-            found = ([s for s in found if (s.label or "").strip()] + [s for s in found if not (s.label or "").strip()])[:limit]
+        if sort == "label": found = _by_label(store, flow, limit)  # unlabelled sessions after the names
         else: found = store.list_sessions(flow, order_by=order_by, descending=descending, limit=limit)
         say(session_table(found))
 
@@ -400,7 +524,7 @@ def delete_command(
 # %% ../nbs/cli.ipynb #88394e7f
 def purge_expired_command(
     url: str,  # Store URL: sqlite:///app.db, redis://host:6379/0, postgresql://user@host/db
-    ttl: str = None,  # Required: remove sessions not written for this long: 90 (seconds), 30m, 12h, 7d, 2w
+    ttl: str = None,  # Required: remove sessions not written for this long: 90 (seconds), 30m, 12h, 7d, 2w (a ttl in the URL is not used)
 ):
     """Remove the sessions of every flow not written for longer than `--ttl`."""
     if ttl is None: raise CLIError("purge-expired: --ttl is required, e.g. --ttl 7d", 2)
@@ -408,8 +532,10 @@ def purge_expired_command(
     except ValueError as e: raise CLIError(f"purge-expired: {e}", 2) from None
     # The store decides what is expired, by the clock that stamped the writes (the database server's, for Redis
     # and PostgreSQL): this host's clock may be skewed, and a sweep by it would delete fresh sessions.
-    with _open(url, ttl=seconds) as store: removed = store.purge_expired()
-    say(f"removed {removed} session{'s' if removed != 1 else ''} not written for {ttl}")
+    with _open(url, ttl=seconds) as store: removed = store.purge_expired()  # (--ttl, not the URL's ttl)
+    in_url = _url_query(url).get("ttl")
+    note = f" (--ttl decides: the URL's ttl={in_url} is not used)" if in_url is not None else ""
+    say(f"removed {removed} session{'s' if removed != 1 else ''} not written for {ttl}{note}")
 
 # %% ../nbs/cli.ipynb #617548b1
 PROG = "cjm-workflow-state"
@@ -444,10 +570,13 @@ def _run(argv: List[str]) -> int:
     args.pop("pdb", None); args.pop("xtra", None)
     try: options = dict(parse_option(o) for o in args.pop("store_options"))
     except ValueError as e: raise CLIError(f"{name}: {e}", 2) from None
-    if "ttl" in options: raise CLIError(f"{name}: the ttl is not a store option here (purge-expired takes --ttl)", 2)
-    token = _store_options.set(options)
+    if "ttl" in options:
+        if name == "purge-expired": raise CLIError(f"{name}: give the ttl with --ttl, not -o ttl=", 2)
+        raise CLIError(f"{name}: `-o ttl=` is refused here: {_TTL_HIDES}, which {name} would silently leave out "
+                       f"(purge-expired takes --ttl)", 2)
+    tokens = _store_options.set(options), _command.set(name)
     try: func(**args)
-    finally: _store_options.reset(token)
+    finally: _store_options.reset(tokens[0]); _command.reset(tokens[1])
     return 0
 
 # %% ../nbs/cli.ipynb #2a46409a

@@ -261,3 +261,145 @@ def test_list_sort_label_puts_unlabelled_sessions_last(tmp_path):
     assert ids(cli("list", url, "f", "--sort", "label", "--limit", "2")) == ["c", "e"]
     assert ids(cli("list", url, "f", "--sort", "label", "--limit", "4")) == ["c", "e", "b", "a"]
     assert "unlabelled sessions last" in " ".join(cli("list", "--help").stdout.split())
+
+
+# ---- review of f37f313 and 5879cf9: a ttl in the URL, URL options and -o, failed imports, files that hold no store,
+# ---- --sort label with --limit ----------------------------------------------------------------------------------
+OLD = '{"flow_id": "f", "session_id": "old", "state": {"a": 1}, "created_ts": 1000000000.0, "updated_ts": 1000000000.0}'
+
+
+@pytest.mark.parametrize("args", [("flows",), ("list", "f"), ("show", "f", "old"), ("export",), ("delete", "f", "old")])
+def test_a_ttl_in_the_url_is_refused_where_it_would_hide_sessions(args, tmp_path):
+    assert cli("import", "sqlite:///wf.db", stdin=OLD + "\n", cwd=tmp_path).returncode == 0
+    before = (tmp_path / "wf.db").read_bytes()
+    p = cli(args[0], "sqlite:///wf.db?ttl=3600", *args[1:], cwd=tmp_path)
+    err = one_line_error(p, 2)
+    assert f"{args[0]}: the URL's `?ttl=` is refused here" in err and "purge-expired takes --ttl" in err, err
+    assert p.stdout == "" and (tmp_path / "wf.db").read_bytes() == before  # nothing exported, nothing deleted
+    assert "-o ttl=` is refused here" in one_line_error(cli(args[0], "sqlite:///wf.db", *args[1:], "-o", "ttl=60",
+                                                            cwd=tmp_path), 2)
+
+
+def test_import_refuses_a_ttl_in_the_url_and_creates_nothing(tmp_path):
+    err = one_line_error(cli("import", "sqlite:///new.db?ttl=60", stdin=OLD + "\n", cwd=tmp_path), 2)
+    assert "import: the URL's `?ttl=` is refused here" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_purge_expired_lets_its_ttl_decide_over_the_urls(tmp_path):
+    url = f"sqlite:///{tmp_path}/app.db"
+    with open_store(url) as store:
+        store.restore_session("f", "old", {}, created_ts=1_000_000_000.0, updated_ts=1_000_000_000.0)  # 2001
+        store.update_state("f", "new", {"k": 1})
+    p = cli("purge-expired", url + "?ttl=1", "--ttl", "7d")  # the application's URL: a ttl of one second
+    assert (p.returncode, p.stderr) == (0, ""), p.stderr
+    assert p.stdout == "removed 1 session not written for 7d (--ttl decides: the URL's ttl=1 is not used)\n", p.stdout
+    assert cli("flows", url).stdout == "f\t1\n"  # the fresh session stays
+    assert "--ttl, not -o ttl=" in one_line_error(cli("purge-expired", url, "--ttl", "7d", "-o", "ttl=60"), 2)
+
+
+@pytest.mark.parametrize("url, option", [("sqlite:///app.db?busy_timeout=3", "busy_timeout=4"),
+                                         ("redis://127.0.0.1:1/0?prefix=a", "prefix=b"),
+                                         ("postgresql://app@127.0.0.1:1/db?schema=a", "schema=b")])
+def test_an_option_in_the_url_and_in_dash_o_is_named_the_command_lines_way(url, option, tmp_path):
+    name = option.split("=")[0]
+    err = one_line_error(cli("flows", url, "-o", option, cwd=tmp_path), 2)
+    assert f"flows: `-o {name}=` and the URL's `?{name}=` both set {name}: set it in one place" in err, err
+    assert "keyword argument" not in err and list(tmp_path.iterdir()) == []
+
+
+def test_a_question_mark_in_a_password_starts_no_query():
+    from cjm_workflow_state import cli as cli_module
+    assert cli_module._url_query("postgresql://app:pa?ttl=1@127.0.0.1/db") == {}
+    assert cli_module._url_query("redis://:se?cret@127.0.0.1:6379/0?prefix=p&ttl=5") == {"prefix": "p", "ttl": "5"}
+
+
+def test_import_of_too_deeply_nested_json_names_the_line_and_leaves_nothing(tmp_path):
+    deep = '{"flow_id": "f", "session_id": "s", "state": {"a": ' + "[" * 3000 + "]" * 3000 + "}}"
+    err = one_line_error(cli("import", "sqlite:///new.db", stdin=GOOD + "\n" + deep + "\n", cwd=tmp_path), 1)
+    assert "stdin line 2: not JSON this import reads (nested too deeply" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_interrupted_import_removes_the_database_it_created(tmp_path):
+    import signal, time
+    p = subprocess.Popen([sys.executable, "-m", "cjm_workflow_state.cli", "import", "sqlite:///new.db"],
+                         stdin=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    p.stdin.write((GOOD + "\n").encode()); p.stdin.flush()  # stdin stays open: the import waits for more
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "new.db").exists() and time.monotonic() < deadline: time.sleep(0.05)
+    time.sleep(0.5)
+    assert (tmp_path / "new.db").exists()
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert (p.returncode, err.decode()) == (130, "cjm-workflow-state: interrupted\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_import_through_a_dangling_symlink_keeps_the_link(tmp_path):
+    (tmp_path / "link.db").symlink_to("target.db")
+    assert "stdin line 1: not JSON" in one_line_error(cli("import", "sqlite:///link.db", stdin="garbage\n", cwd=tmp_path), 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.db"] and (tmp_path / "link.db").is_symlink()
+    err = one_line_error(cli("flows", "sqlite:///link.db", cwd=tmp_path), 1)
+    assert "no SQLite database at 'link.db' (a symlink to" in err, err
+    assert cli("import", "sqlite:///link.db", stdin=GOOD + "\n", cwd=tmp_path).returncode == 0  # a good one: made
+    assert cli("flows", "sqlite:///link.db", cwd=tmp_path).stdout == "f\t1\n" and (tmp_path / "target.db").is_file()
+
+
+def _other_files(folder):
+    "Files that hold no store: another application's database, an empty file, a text file."
+    import sqlite3
+    with sqlite3.connect(folder / "app.db") as c: c.execute("create table users(id int)")
+    (folder / "empty.db").write_bytes(b"")
+    (folder / "notes.db").write_text("not a database\n" * 100)
+    return {name: (folder / name).read_bytes() for name in ("app.db", "empty.db", "notes.db")}
+
+
+@pytest.mark.parametrize("args", [("flows",), ("list", "signup"), ("show", "signup", "s"), ("export",),
+                                  ("delete", "signup", "s"), ("purge-expired", "--ttl", "1d")])
+def test_commands_refuse_a_file_that_holds_no_store_and_change_nothing(args, tmp_path):
+    files = _other_files(tmp_path)
+    for name, expected in [("app.db", "the SQLite database 'app.db' has no workflow_sessions table"),
+                           ("empty.db", "'empty.db' is an empty file, not a SQLite database"),
+                           ("notes.db", "'notes.db' is not a SQLite database")]:
+        err = one_line_error(cli(args[0], f"sqlite:///{name}", *args[1:], cwd=tmp_path), 1)
+        assert expected in err and "it holds no cjm-workflow-state store" in err, err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files  # no tables, no WAL, no side files
+
+
+def test_commands_still_open_a_store_file_and_import_still_fills_a_new_one(tmp_path):
+    assert cli("import", "sqlite:///app.db", stdin=GOOD + "\n", cwd=tmp_path).returncode == 0
+    assert cli("flows", "sqlite:///app.db", cwd=tmp_path).stdout == "f\t1\n"
+    assert cli("flows", f"sqlite:///{tmp_path}/app.db", "-o", "busy_timeout=2").stdout == "f\t1\n"
+
+
+def test_list_sort_label_with_a_limit_reads_a_bounded_number_of_sessions(monkeypatch):
+    import io, random
+    from cjm_workflow_state import InMemoryWorkflowStateStore, cli as cli_module, stores
+    calls = []
+    class Recording(InMemoryWorkflowStateStore):
+        def list_sessions(self, *args, **kwargs):
+            found = super().list_sessions(*args, **kwargs); calls.append((kwargs.get("limit"), len(found)))
+            return found
+    store = Recording()
+    module = type(sys)("cli_test_recording"); module.open_url = lambda url, **options: store
+    monkeypatch.setitem(sys.modules, "cli_test_recording", module)
+    monkeypatch.setitem(stores.SCHEMES, "rec", "cli_test_recording")
+    def listed(limit):
+        calls.clear()
+        out = io.StringIO()
+        args = ["list", "rec://x", "f", "--sort", "label"] + ([] if limit is None else ["--limit", str(limit)])
+        assert cli_module.main(args, stdout=out, stderr=io.StringIO()) == 0
+        return [line.split()[0] for line in out.getvalue().splitlines()[1:]]
+    for i in range(400): store.update_state("f", f"s{i:03d}", {"i": i})  # unlabelled: sorted first by the store
+    for i in range(0, 400, 40): store.set_session_label("f", f"s{i:03d}", f"Name {i:03d}")
+    assert listed(3) == ["s000", "s040", "s080"]
+    assert all(limit is not None for limit, _ in calls) and sum(n for _, n in calls) <= 3 + 20, calls
+    # the same rows as a sort of the whole flow, whatever the mix of missing, blank and ordinary labels
+    rng = random.Random(7)
+    for sid in store.list_sessions("f"):
+        store.set_session_label("f", sid.session_id, rng.choice([None, None, "", " ", "\u3000", "Ada", "zed", "Émile"]))
+    everything = listed(None)
+    for limit in (1, 2, 5, 37, 200, 399, 400, 1000):
+        assert listed(limit) == everything[:limit], limit
