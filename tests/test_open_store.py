@@ -108,7 +108,8 @@ def test_sqlite_options_from_the_url(tmp_path):
 def test_unknown_option_is_named_with_the_valid_ones(url, option, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     message = error_of(url)
-    assert f"unknown URL option {option!r}" in message and repr(url) in message, message
+    shown = url.split("=")[0] + "=***"  # the URL, its values hidden (review 5879cf9 item 3)
+    assert f"unknown URL option {option!r}" in message and repr(shown) in message, message
     valid = "ttl, max_state_bytes, session_key, max_sessions" if url.startswith("memory") else \
             "ttl, max_state_bytes, session_key, synchronous, busy_timeout"
     assert valid in message, message
@@ -123,11 +124,14 @@ def test_unknown_option_is_named_with_the_valid_ones(url, option, tmp_path, monk
 ])
 def test_bad_value_is_a_clear_error(query, option):
     message = error_of(f"memory://?{query}")
-    assert f"URL option {option}=" in message and "is not" in message and f"?{query}" in message, message
+    # named, the value not shown (review 5879cf9 items 1 and 3: no message holds a raw query piece)
+    assert f"the value of the URL option {option!r} is not" in message and f"'memory://?{option}=***'" in message, message
+    assert query.split("=", 1)[1] not in message.replace("***", ""), message
 
 
 def test_bad_bool_and_seconds(tmp_path):
-    assert "busy_timeout='soon' is not a number of seconds" in error_of(f"sqlite:///{tmp_path}/a.db?busy_timeout=soon")
+    message = error_of(f"sqlite:///{tmp_path}/a.db?busy_timeout=soon")
+    assert "URL option 'busy_timeout' is not a number of seconds" in message and "soon" not in message, message
 
 
 def test_values_the_store_refuses_keep_its_message():
@@ -146,7 +150,7 @@ def test_empty_repeated_and_valueless_options():
 def test_url_and_keyword_conflict_is_refused():
     message = error_of("memory://?ttl=60", ttl=120)
     assert "'ttl' is given both as a URL option and as the keyword argument ttl=" in message, message
-    assert "memory://?ttl=60" in message
+    assert "memory://?ttl=***" in message and "60" not in message, message
 
 
 def test_percent_encoded_values():
@@ -261,9 +265,9 @@ def test_redis_unknown_refused_and_bad_driver_options():
     assert "ssl_cert_reqs" not in message  # TLS options are for rediss://
     assert "the store reads raw bytes" in error_of("redis://127.0.0.1:1/0?decode_responses=true")
     assert "retries=" in error_of("redis://127.0.0.1:1/0?retry_on_timeout=true")
-    assert "db='one' is not an integer" in error_of("redis://127.0.0.1:1/0?db=one")
-    assert "socket_keepalive='yes please' is not true or false" in error_of("redis://127.0.0.1:1/0?socket_keepalive=yes%20please")
-    assert "socket_timeout='5s'" in error_of("redis://127.0.0.1:1/0?socket_timeout=5s")
+    assert "URL option 'db' is not an integer" in error_of("redis://127.0.0.1:1/0?db=one")
+    assert "URL option 'socket_keepalive' is not true or false" in error_of("redis://127.0.0.1:1/0?socket_keepalive=yes%20please")
+    assert "URL option 'socket_timeout' is not a number of seconds" in error_of("redis://127.0.0.1:1/0?socket_timeout=5s")
 
 
 def test_redis_driver_option_conflict():
@@ -322,7 +326,144 @@ def test_postgres_unknown_bad_and_conflicting_options():
     assert "unknown URL option 'tabel'" in message and "table, schema, ttl" in message, message
     assert "sslmode" in message and "application_name" in message, message  # libpq's, listed too
     assert "unknown URL option 'replication'" in error_of("postgresql://app@127.0.0.1:1/db?replication=true")
-    assert "create_table='yes' is not true or false" in error_of("postgresql://app@127.0.0.1:1/db?create_table=yes")
-    assert "max_size='many' is not an integer" in error_of("postgresql://app@127.0.0.1:1/db?max_size=many")
+    assert "URL option 'create_table' is not true or false" in error_of("postgresql://app@127.0.0.1:1/db?create_table=yes")
+    assert "URL option 'max_size' is not an integer" in error_of("postgresql://app@127.0.0.1:1/db?max_size=many")
     assert "keyword argument connect_timeout=" in error_of("postgresql://app@127.0.0.1:1/db?connect_timeout=3", connect_timeout=4)
     assert "keyword argument schema=" in error_of("postgres://app@127.0.0.1:1/db?schema=a", schema="b")
+
+
+# ---- review of 5879cf9 (URL query options) ---------------------------------------------------------------------------
+# 1. The query of a server URL starts after its user info: a password may hold an unescaped '?' (libpq reads it), and
+#    no message shows any part of a password or any query value.
+def test_question_mark_in_a_postgres_password_is_the_password(pg):
+    from urllib.parse import urlsplit
+    from psycopg.conninfo import conninfo_to_dict
+    url, schema = pg
+    parts = urlsplit(url)
+    if parts.password is not None or "@" not in parts.netloc: pytest.skip("DATABASE_URL has a password or no user")
+    user, host = parts.netloc.split("@", 1)
+    question = f"{parts.scheme}://{user}:pa?ss@{host}{parts.path}"
+    with open_store(f"{question}?schema={schema}&table=qmark&ttl=60") as store:
+        assert conninfo_to_dict(store._conninfo)["password"] == "pa?ss" and store.ttl == 60.0
+        assert (store.schema, store.table) == (schema, "qmark")
+        store.update_state("flow", "s", {"k": 1})  # the server's trust auth does not check the password
+        assert store.get_state("flow", "s") == {"k": 1}
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://app:pa?zq9@127.0.0.1:1/db?tabel=x",  # the query is '?tabel=x', not '?zq9@127.0.0.1:1/db?tabel=x'
+    "postgresql://app:pa?zq9@127.0.0.1:1/db?max_size=zq9",
+    "redis://user:se?zq9@127.0.0.1:1/0",  # redis-py would read '?zq9@...' as the query: refused, unseen
+    "redis://user:se#zq9@127.0.0.1:1/0?prefix=p",
+    "redis://user:se/zq9@127.0.0.1:1/0?prefix=p",
+])
+def test_question_mark_in_a_password_never_shows(url):
+    pytest.importorskip("redis" if url.startswith("redis") else "psycopg")
+    message = error_of(url)
+    assert "zq9" not in message and "***" in message, message
+    if url.startswith("postgres"): assert "URL option 'tabel'" in message or "URL option 'max_size'" in message, message
+    if url.startswith("redis"): assert "%3F" in message, message
+
+
+# 3. Unknown options (and every other refusal) show the URL with each query value as ***, whatever the option's name.
+@pytest.mark.parametrize("url", [
+    "redis://127.0.0.1:1/0?pasword=s3cret",
+    "redis://127.0.0.1:1/0?p%61ssword=s3cret&ttl=soon",
+    "postgresql://app@127.0.0.1:1/db?sslpasword=s3cret",
+    "memory://?tll=s3cret",
+    "memory://?ttl=s3cret",
+    "mongodb://h/db?pasword=s3cret",  # an unknown scheme
+    "mongodb://u:pa?s3cret@h/db",  # an unknown scheme's query starts after its user info too
+    "redis://127.0.0.1:1/0?password=ab&s3cret",  # an unescaped '&' in a password: its tail is no option name
+    "redis://127.0.0.1:1/0?password=ab&s3cret=x",
+    "memory://?session_key=%FFs3cret",
+])
+def test_messages_show_no_query_value(url):
+    pytest.importorskip("redis" if url.startswith("redis") else "psycopg" if url.startswith("postgres") else "json")
+    message = error_of(url)
+    assert "s3cret" not in message and "***" in message, message
+
+
+def test_unknown_option_is_still_named():
+    message = error_of("redis://127.0.0.1:1/0?pasword=s3cret")
+    assert "unknown URL option 'pasword'" in message and "'redis://127.0.0.1:1/0?pasword=***'" in message, message
+    message = error_of("memory://?session_key=k&tll=60")  # session_key holds no secret: the next name is shown
+    assert "unknown URL option 'tll'" in message and "'memory://?session_key=***&tll=***'" in message, message
+
+
+# 4. redis-py reads the kept query with parse_qs ('+' is a space): the kept pieces are re-encoded so that it reads the
+#    value checked here; Redis's rule for client names is checked at open.
+def test_redis_driver_options_reach_redis_py_as_checked():
+    pytest.importorskip("redis")
+    url = "redis://127.0.0.1:1/0?prefix=p&client_name=signup+wizard"
+    with open_store(url) as store:
+        assert store._client.connection_pool.connection_kwargs["client_name"] == "signup+wizard"
+    with open_store("rediss://127.0.0.1:1/0?prefix=p&ssl_ca_certs=/etc/my%20ca+1.pem&ssl_cert_reqs=none") as store:
+        assert store._client.connection_pool.connection_kwargs["ssl_ca_certs"] == "/etc/my ca+1.pem"
+
+
+@pytest.mark.parametrize("value", ["signup%20wizard", "a%0Ab", "caf%C3%A9"])
+def test_redis_client_name_redis_refuses_is_refused(value):
+    pytest.importorskip("redis")
+    message = error_of(f"redis://127.0.0.1:1/0?client_name={value}")
+    assert "URL option 'client_name' cannot be used" in message and "without spaces" in message, message
+
+
+# 5. libpq's client_encoding would break the store (it needs UTF8): refused, in the query and in options=-c.
+@pytest.mark.parametrize("query", ["client_encoding=SQL_ASCII", "options=-c%20client_encoding%3DLATIN1",
+                                   "options=-c%20client-encoding%3DLATIN1"])
+def test_postgres_client_encoding_is_refused(query):
+    pytest.importorskip("psycopg")
+    message = error_of(f"postgresql://app@127.0.0.1:1/db?{query}")
+    assert "client_encoding" in message and "UTF8" in message, message
+
+
+# 8. A Redis URL's path (db) and user info (username, password) are settings too: set in one place only.
+@pytest.mark.parametrize("url, keywords, where", [
+    ("redis://127.0.0.1:1/0", {"db": 1}, "keyword argument db="),
+    ("redis://127.0.0.1:1/0?db=1", {}, "URL option db="),
+    ("redis://127.0.0.1:1/0?db=0", {}, "URL option db="),
+    ("redis://:fromurl@127.0.0.1:1/0", {"password": "fromkeyword"}, "keyword argument password="),
+    ("redis://app:fromurl@127.0.0.1:1/0?password=other", {}, "URL option password="),
+    ("redis://app@127.0.0.1:1/0", {"username": "other"}, "keyword argument username="),
+])
+def test_redis_url_and_keyword_settings_do_not_overlap(url, keywords, where):
+    pytest.importorskip("redis")
+    message = error_of(url, prefix="p", **keywords)
+    assert where in message and "set it in one place" in message and "fromurl" not in message, message
+
+
+def test_redis_db_in_one_place_works():
+    pytest.importorskip("redis")
+    for url, keywords in (("redis://127.0.0.1:1", {"db": 2}), ("redis://127.0.0.1:1/?db=2", {}), ("redis://127.0.0.1:1/2", {})):
+        with open_store(url, prefix="p", **keywords) as store:
+            assert store._client.connection_pool.connection_kwargs["db"] == 2, url
+
+
+# 9. Values the store cannot work with are refused where they are read from the URL.
+@pytest.mark.parametrize("url, option", [
+    ("sqlite:///wf.db?busy_timeout=2147484", "busy_timeout"),  # SQLite's busy timeout is int milliseconds
+    ("sqlite:///wf.db?busy_timeout=0", "busy_timeout"),
+    ("sqlite:///wf.db?busy_timeout=2000000.5", "busy_timeout"),
+    ("redis://127.0.0.1:1/0?socket_timeout=0", "socket_timeout"),  # a non-blocking socket: every call fails
+    ("redis://127.0.0.1:1/0?socket_connect_timeout=0.0", "socket_connect_timeout"),
+    ("redis://127.0.0.1:1/0?retries=101", "retries"),
+    ("redis://127.0.0.1:1/0?retries=999999999999999999", "retries"),  # never ends against a dead server
+    ("postgresql://app@127.0.0.1:1/db?connect_timeout=0", "connect_timeout"),
+    ("postgresql://app@127.0.0.1:1/db?statement_timeout=9999999", "statement_timeout"),
+    ("memory://?session_key=%FF", "session_key"),  # not UTF-8
+    ("postgresql://app@127.0.0.1:1/db?application_name=caf%E9", "application_name"),
+])
+def test_values_that_break_the_store_are_refused(url, option, tmp_path, monkeypatch):
+    pytest.importorskip("redis" if url.startswith("redis") else "psycopg" if url.startswith("postgres") else "json")
+    monkeypatch.chdir(tmp_path)
+    message = error_of(url)
+    assert f"the value of the URL option {option!r} is not" in message, message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bounds_keep_the_sane_values(tmp_path):
+    pytest.importorskip("redis")
+    with open_store(f"sqlite:///{tmp_path}/wf.db?busy_timeout=2000000") as store: assert store.busy_timeout == 2000000
+    with open_store("redis://127.0.0.1:1/0?prefix=p&retries=100&socket_timeout=0.001") as store: assert store.retries == 100
+    assert "name is not percent-encoded UTF-8" in error_of("memory://?%FF=1")
