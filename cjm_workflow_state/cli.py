@@ -71,7 +71,8 @@ class Progress:
         """Set up the report; it is only drawn when `stream` is a terminal."""
         self.what, self.total, self.stream, self.every, self.unit = what, total, stream or sys.stderr, every, unit
         self.enabled = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.clock, self.count, self._last, self._start, self._finished = clock, 0, None, clock(), False
+        self.clock, self.count, self._start, self._finished = clock, 0, clock(), False
+        self._last: Optional[float] = None  # when the last line was drawn
 
     def __repr__(self):
         return f"Progress({self.what!r}, {self.count}{f'/{self.total}' if self.total else ''} {self.unit})"
@@ -120,10 +121,11 @@ def _text(
 ) -> str:
     "One input line as text: bytes decoded as UTF-8, naming the column of a byte that is not."
     if isinstance(line, (bytes, bytearray)):
-        try: line = bytes(line).decode("utf-8")
+        raw = bytes(line)
+        try: line = raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            column = len(line[:e.start].decode("utf-8", "replace")) + 1
-            raise ValueError(f"not UTF-8 text (byte 0x{line[e.start]:02x} at column {column})") from None
+            column = len(raw[:e.start].decode("utf-8", "replace")) + 1
+            raise ValueError(f"not UTF-8 text (byte 0x{raw[e.start]:02x} at column {column})") from None
     return line[1:] if lineno == 1 and line.startswith("\ufeff") else line
 
 def _record(line: str) -> Dict[str, Any]:
@@ -185,9 +187,9 @@ def import_jsonl(
         checked.seek(0)
         n = 0
         for entry in checked:
-            lineno, line = entry.split("\t", 1)
+            line_number, line = entry.split("\t", 1)
             try: store.restore_session(**_record(line))
-            except Exception as e: raise ImportStoppedError(int(lineno), n, e) from e
+            except Exception as e: raise ImportStoppedError(int(line_number), n, e) from e
             n += 1
             if progress: progress.step()
     return n
@@ -539,14 +541,14 @@ def purge_expired_command(
 
 # %% ../nbs/cli.ipynb #617548b1
 PROG = "cjm-workflow-state"
-COMMANDS = {"flows": flows_command, "list": list_command, "show": show_command, "delete": delete_command,
+COMMANDS: Dict[str, Callable[..., None]] = {"flows": flows_command, "list": list_command, "show": show_command, "delete": delete_command,
             "purge-expired": purge_expired_command, "export": export_command, "import": import_command}  # Command name -> function
 
 # %% ../nbs/cli.ipynb #8ab1cfb4
 def _usage() -> str:
     width = max(map(len, COMMANDS))
     lines = [f"usage: {PROG} COMMAND URL [ARGS]   (store URLs as for open_store)", "", "commands:"]
-    lines += [f"  {name.ljust(width)}  {func.__doc__.splitlines()[0]}" for name, func in COMMANDS.items()]
+    lines += [f"  {name.ljust(width)}  {(func.__doc__ or '').splitlines()[0]}" for name, func in COMMANDS.items()]
     lines += ["", f"`{PROG} COMMAND --help` explains a command's arguments; `{PROG} --version` prints the version."]
     return "\n".join(lines)
 

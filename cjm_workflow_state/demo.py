@@ -377,6 +377,7 @@ def create_app(
     """Build the project-request demo app on `store`."""
     url = store if isinstance(store, str) else None
     if url is not None: store = open_store(url, max_state_bytes=DEMO_MAX_STATE_BYTES)
+    assert isinstance(store, WorkflowStateStoreBase), f"create_app: store must be a URL or a store, not {type(store).__name__}"
     htmx = resources.files("cjm_workflow_state") / "static" / "htmx.min.js"
     htmx_src = "/static/htmx.min.js" if htmx.is_file() else HTMX_CDN  # the package ships it; a broken install falls back
     app = FastHTML(hdrs=(Meta(name="viewport", content="width=device-width, initial-scale=1"), Style(DEMO_CSS),
