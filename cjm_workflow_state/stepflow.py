@@ -8,7 +8,7 @@ __all__ = ['STEPFLOW_ROUTES', 'REFUSED_MESSAGES', 'UNAVAILABLE_MESSAGE', 'STEP_F
 
 # %% ../nbs/stepflow.ipynb #9af7ce11
 import asyncio, contextlib, functools, hashlib, inspect, json, logging
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Dict, Optional
 
 from fasthtml.common import APIRouter, Div, FT, Input, Meta, P
 from starlette.responses import HTMLResponse
@@ -38,7 +38,7 @@ def create_stepflow_router(
         if path != router.prefix + flat:
             router(flat, methods=methods, name=func.__name__)(func)
     scoped = callable(getattr(flow.state_store, "request_scope", None))
-    wrapped = {}  # id(handler) -> its wrapped twin (a handler registered at two paths gets one)
+    wrapped: Dict[int, Any] = {}  # id(handler) -> its wrapped twin (a handler registered at two paths gets one)
     router.routes = [(wrapped.setdefault(id(entry[0]), _route(flow, router, entry[0], scoped)), *entry[1:])
                      for entry in router.routes]
     return router

@@ -19,7 +19,8 @@ __all__ = ['TRICKY_IDS', 'PUBLIC_METHODS', 'ROUND_TRIP_VALUES', 'TTL', 'conforma
 # %% ../nbs/testing.ipynb #c5eee677
 import asyncio, enum, json, re, sys, threading, time, uuid
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Dict, Iterable, Optional
+from types import FrameType
+from typing import Any, Callable, Dict, Iterable, Optional, Type
 
 from fastcore.test import test_eq, test_fail, test_ne
 from cjm_fasthtml_interactions.patterns.step_flow import WorkflowStateStore
@@ -53,7 +54,7 @@ def _fresh(make_store, **options):
 
 def _sid() -> str: return f"s-{uuid.uuid4()}"
 
-def _refused(call: Callable, error: type = ValueError, contains: Optional[str] = None) -> None:
+def _refused(call: Callable, error: Type[BaseException] = ValueError, contains: Optional[str] = None) -> None:
     "Assert that `call()` raises `error` (a subclass counts), with `contains` in its message when given."
     try: call()
     except error as e:
@@ -196,6 +197,7 @@ def _nested(depth: int, leaf="leaf"):
 
 def _call_at_stack_depth(frames: int, fn):
     "Call `fn()` with the call stack `frames` frames deep."
+    f: Optional[FrameType]  # (None past the outermost frame)
     depth, f = 0, sys._getframe()
     while f is not None: depth, f = depth + 1, f.f_back
     def down(n): return fn() if n <= 0 else down(n - 1)

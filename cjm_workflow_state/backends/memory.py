@@ -20,6 +20,7 @@ from ..errors import redact_url
 class _Session:
     "One session's record: step, encoded state members, label, timestamps."
     __slots__ = ("step", "items", "items_length", "label", "created", "updated")
+    items: Dict[str, str]  # state key -> its value's canonical JSON text
 
     def __init__(self, now: float):
         self.step, self.items, self.items_length, self.label = None, {}, 0, None

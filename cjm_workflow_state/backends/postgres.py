@@ -9,7 +9,7 @@ __all__ = ['SCHEMA_VERSION', 'DEFAULT_TABLE', 'DEFAULT_CONNINFO', 'PostgresWorkf
 import asyncio, collections, os, re, select, threading, weakref
 from datetime import timedelta
 from json.encoder import encode_basestring_ascii as _encode_key  # `encode_json(key)` for a str key, faster
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Type, TypeVar, Union
 from urllib.parse import urlsplit
 
 try:
@@ -159,7 +159,7 @@ class _Keys:
     def params(self, keys: List[str], vals: List[str], lens: List[int]) -> dict:
         "The query parameters for these keys, values and member lengths."
         if not self.scalar: return dict(keys=keys, vals=vals, lens=lens)
-        p = {}
+        p: Dict[str, Any] = {}
         for (kn, vn, ln), k, v, l in zip(_KEY_PARAMS, keys, vals, lens): p[kn], p[vn], p[ln] = k, v, l
         return p
 
@@ -401,6 +401,7 @@ def _hide_password(text: str, conninfo: str) -> str:
     # conninfo string it misses or cuts short a quoted value (`password='a b'`, `password='it\'s'`), one spaced
     # from its `=` (`password = x`) and one holding `&` (tests/test_postgres_errors.py::test_password_never_shown).
     # That exact password goes first: hide_secrets could otherwise replace a piece of it and leave the rest.
+    password: Any  # (a str or None: conninfo_to_dict types its values str | int | None)
     try: password = conninfo_to_dict(conninfo).get("password")
     except psycopg.Error: password = None  # unparsable: hide_secrets still hides what it finds
     if password: text = text.replace(password, "***")
@@ -435,6 +436,7 @@ class _LoopConnections:
     def __init__(self, conninfo: str, kwargs: dict, max_size: int, timeout: float):
         self.conninfo, self.kwargs, self.max_size, self.timeout = conninfo, kwargs, max_size, timeout
         self.idle: List[psycopg.AsyncConnection] = []
+        self.waiting: collections.deque[asyncio.Future]
         self.in_use, self.waiting = 0, collections.deque()  # (futures of the calls waiting for a slot, in turn)
 
     async def _slot(self) -> None:
@@ -483,7 +485,7 @@ class _LoopConnections:
         while self.idle: self.idle.pop().pgconn.finish()
 
 # %% ../../nbs/backends/postgres.ipynb #f4dcca04
-_STORES = weakref.WeakSet()  # every PostgresWorkflowStateStore of this process
+_STORES: "weakref.WeakSet[PostgresWorkflowStateStore]" = weakref.WeakSet()  # every PostgresWorkflowStateStore of this process
 
 def _after_fork_in_child():
     "In a forked child: make each store open connections of its own on its next call."
@@ -495,14 +497,18 @@ def _after_fork_in_child():
 if hasattr(os, "register_at_fork"): os.register_at_fork(after_in_child=_after_fork_in_child)
 
 # %% ../../nbs/backends/postgres.ipynb #c0a7e3f1
+_E = TypeVar("_E", bound=Exception)  # (`_Connections._error` returns an instance of the class it is given)
+
 class _Connections:
     """How a `PostgresWorkflowStateStore` reaches its server: the pool, each call's connection and what a failure
     raises, the table set-up. (A mixin of the store below, kept apart so that each reads on its own.)"""
+    _pool: ConnectionPool  # (set by the store's __init__; declared here for type checkers)
+    _forked: bool
 
     @staticmethod
     def _connect_kwargs(conninfo, prepare_threshold, connect_timeout, socket_timeout, statement_timeout) -> dict:
         "Connection options of an owned pool."
-        params = conninfo_to_dict(conninfo)
+        params: Dict[str, Any] = conninfo_to_dict(conninfo)
         kwargs = dict(autocommit=True, prepare_threshold=prepare_threshold, connect_timeout=max(1, round(connect_timeout)))
         if "application_name" not in params: kwargs["application_name"] = "cjm-workflow-state"
         if socket_timeout is not None:
@@ -525,7 +531,7 @@ class _Connections:
         return f"{host}:{port}" + (f"/{db}" if db else "")
 
     # ---- errors: every message names the server's address first ------------------------------
-    def _error(self, cls: type, what: str) -> Exception:
+    def _error(self, cls: Type[_E], what: str) -> _E:
         "Our exception `cls` (BackendError, StoreUnavailableError) saying `what` of the server at our address."
         return cls(f"PostgreSQL at {self.address}{what}")
 
@@ -533,7 +539,7 @@ class _Connections:
         "A psycopg error's message on one line, without the password."
         return _hide_password(" ".join(str(e).split()), self._conninfo_text)
 
-    def _unavailable(self, e: Exception) -> BackendError:
+    def _unavailable(self, e: Exception) -> Union[StoreUnavailableError, BackendError]:
         "The StoreUnavailableError for a connection failure (BackendError when the server refused our settings)."
         if isinstance(e, PoolClosed): return self._error(StoreUnavailableError, ": the store is closed")
         if isinstance(e, PoolTimeout):
@@ -781,11 +787,12 @@ class PostgresWorkflowStateStore(_Connections, WorkflowStateStoreBase):
                            **{suffix: (f"{self.table}_{suffix}",) for suffix in _INDEXES})
         self._quoted = {k: _quote(*parts) for k, parts in self._names.items()}
         self._time = self._time_sql()
-        self._sql = {k: self._render(q) for k, q in _QUERIES.items()}  # (and the generated statements, see _statement)
+        self._sql: Dict[Any, str] = {k: self._render(q) for k, q in _QUERIES.items()}  # (and the generated statements, see _statement)
         self._create_table, self._connect_error = create_table, None  # the last failed connection attempt of the pool
         self._schema_done, self._opened, self._closed, self._forked = not create_table, False, False, False
+        self._inherited: List[Any]  # what a forked child inherited (pools, loops' connections): never used or closed
         self._ready, self._ready_lock, self._inherited = False, threading.Lock(), []
-        self._async_pools = weakref.WeakKeyDictionary()  # event loop -> its _LoopConnections
+        self._async_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopConnections] = weakref.WeakKeyDictionary()  # event loop -> its _LoopConnections
         _STORES.add(self)
 
     def __repr__(self):

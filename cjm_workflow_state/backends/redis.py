@@ -10,7 +10,7 @@ import asyncio, functools, math, os, re, time, weakref
 from datetime import timedelta
 from importlib.resources import files
 from json.encoder import encode_basestring_ascii
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Set, Tuple, Union
 from urllib.parse import quote_from_bytes
 
 from fastcore.basics import patch
@@ -28,7 +28,7 @@ except ImportError as e:  # the driver is an optional extra
     raise ImportError('RedisWorkflowStateStore needs the redis client: pip install "cjm-workflow-state[redis]"') from e
 
 from ..core.base import (DEFAULT_MAX_STATE_BYTES, DEFAULT_SESSION_KEY, SessionSummary,
-    WorkflowStateStoreBase, _for_running_loop, encode_json, make_summary, state_size)
+    WorkflowStateStoreBase, _for_running_loop, make_summary, state_size)
 from ..errors import BackendError, StoreUnavailableError, redact_url
 
 # %% ../../nbs/backends/redis.ipynb #eef610c1
@@ -104,7 +104,7 @@ class _Attempts:
     def __init__(self, store, script, write: bool, repeatable: bool):
         self.store, self.script, self.write, self.repeatable = store, script, write, repeatable
         self.retries, self.load = store.retries, False  # load: send SCRIPT LOAD first
-        self.first_sent = None  # when a write was first sent: from then on it may have run, whatever happens next
+        self.first_sent: Optional[float] = None  # when a write was first sent: from then on it may have run, whatever happens next
         self.repeat = False  # this send may repeat an earlier one that ran
 
     def start(self) -> None:
@@ -167,8 +167,9 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
             raise ValueError(f"retries must be an int >= 0, got {retries!r}")
         self.prefix, self.retries = prefix, retries
         self._owns_client = isinstance(url_or_client, str)
-        self._async_pools = weakref.WeakKeyDictionary()  # event loop -> its redis.asyncio pool (see `_apool`)
+        self._async_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()  # event loop -> its redis.asyncio pool (see `_apool`)
         if self._owns_client:
+            assert isinstance(url_or_client, str)  # (`_owns_client`: a URL was given)
             client = redis.Redis.from_url(url_or_client, socket_timeout=socket_timeout,  # the store retries, not the driver
                                           socket_connect_timeout=socket_connect_timeout, retry=Retry(NoBackoff(), 0),
                                           **client_options)
@@ -202,7 +203,7 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
         self._key_prefix = escape_id(prefix).encode()
         self._flows_key = self._key_prefix + b":flows"
         self._sessions: Dict[Tuple[str, str], tuple] = {}  # (flow, session id) -> session.lua's KEYS and first ARGV
-        self._large_states = set()  # hashes last seen holding a state over `_large` bytes
+        self._large_states: Set[bytes] = set()  # hashes last seen holding a state over `_large` bytes
 
     def __repr__(self): return f"RedisWorkflowStateStore({self.address!r}, prefix={self.prefix!r}, ttl={self.ttl})"
 
@@ -245,6 +246,7 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
                 # idle is replaced there, before anything is sent on it, so a call is never sent twice for that
                 conn = pool.get_connection()
                 if attempts.load:
+                    assert script is not None  # (`load` is set only for a call that runs a script)
                     conn.send_command("SCRIPT", "LOAD", script.script)
                     conn.read_response()
                 attempts.check()
@@ -267,6 +269,7 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
             try:
                 conn = await pool.get_connection()
                 if attempts.load:
+                    assert script is not None  # (`load` is set only for a call that runs a script)
                     await conn.send_command("SCRIPT", "LOAD", script.script)
                     await conn.read_response()
                 attempts.check()
@@ -494,6 +497,8 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
 
     def _commit_call(self, session_id, writes) -> tuple:
         "session.lua's `batch` of a scope's writes (all or none): `_call`'s arguments, and the hashes written."
+        keys: Dict[bytes, int]
+        args: List[Any]
         keys, args = {}, []  # the hashes written (-> their KEYS index), and batch's arguments
         for primitive, flow_id, own in writes:
             h = self._session(flow_id, session_id)[0]

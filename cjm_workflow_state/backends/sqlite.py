@@ -11,7 +11,7 @@ from contextvars import ContextVar
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Type, Union
 
 from ..core.base import (DEFAULT_MAX_STATE_BYTES, DEFAULT_SESSION_KEY, MAX_LABEL_LENGTH,
     WorkflowStateStoreBase, check_label, encode_json, is_valid_id, item_text, join_items, make_summary)
@@ -114,6 +114,7 @@ def _plan_merge(
     """The parameters of the single-statement merge, when it applies."""
     # growth: the most the update can add to the state's text (size formula: see cjm_workflow_state.core.codec.state_size)
     if len(encoded) > _MAX_PAIRS: return None  # SQLite functions take at most 127 arguments
+    params: List[Any]  # the statement's parameters
     params, growth = [], 0
     if into is not None:
         if not encoded or not _plain_key(into): return None
@@ -168,6 +169,8 @@ def _members(
     """Split a JSON object's text into its top-level members without parsing (or recursing into) the values. The
     top level must be well formed (`{` key `:` value, `,` ... `}` and nothing after), else `ValueError`; the values'
     insides are not checked (the store writes only `encode_json` texts and SQLite's JSON functions' results)."""
+    members: Dict[str, str]
+    key: Optional[str]
     members, key, start, pos, opened = {}, None, None, 0, False  # key: the member's key; start: where its value begins
     def member(end):  # the text of the value that ends at `end`, or None when there is no complete member
         value = text[start:end].strip() if key is not None and start is not None else ""
@@ -184,7 +187,9 @@ def _members(
         elif c in "[{":  # a nested value: skip to its end, counting brackets only (a flat loop: no recursion)
             depth = 1
             while depth:
-                pos = _INSIDE.match(text, pos).end()
+                inside = _INSIDE.match(text, pos)
+                assert inside is not None  # (the pattern matches the empty string too)
+                pos = inside.end()
                 if pos == len(text) or text[pos] == '"': raise ValueError(f"not a JSON object: {text[:60]!r}")
                 depth += 1 if text[pos] in "[{" else -1
                 pos += 1
@@ -192,7 +197,7 @@ def _members(
         elif c == "}":
             value = member(at)
             if text[pos:].strip(): break  # not one object
-            if value is not None: members[key] = value
+            if value is not None: assert key is not None; members[key] = value  # (a value only follows a key)
             elif key is not None or start is not None or members: break  # '{"a"}', '{"a":}', '{"a":1,}'
             return members
         elif c == '"':
@@ -205,6 +210,7 @@ def _members(
         else:  # ","
             value = member(at)
             if value is None: break
+            assert key is not None  # (a value only follows a key)
             members[key], key, start = value, None, None
     raise ValueError(f"not a JSON object: {text[:60]!r}")
 
@@ -437,7 +443,7 @@ def _reads(
     `updated_ms >= int(c * 1000)` (implied by it, and what lets SQLite seek the index instead of filtering rows)."""
     where = " AND updated_at >= ?" if live else ""
     where_ms = " AND updated_ms >= ? AND updated_at >= ?" if live else ""
-    q = dict(
+    q: Dict[Any, str] = dict(
         read=f"SELECT {_SUMMARY}, state_json FROM workflow_sessions WHERE flow_id = ? AND session_id = ?{where}",
         get_state=f"SELECT state_json FROM workflow_sessions WHERE flow_id = ? AND session_id = ?{where}",
         get_step=f"SELECT current_step FROM workflow_sessions WHERE flow_id = ? AND session_id = ?{where}",
@@ -507,7 +513,7 @@ def _writes(
     now: str = _NOW_SQL,  # SQL expression of the store's clock (see `_NOW_SQL`)
 ) -> Dict[Any, str]:  # Statement name (set fields: (names, when), see `_fields_sql`) -> SQL
     "The write statements of a store with or without a ttl, reading its clock (see `_stamped`)."
-    q = dict(_WRITES)
+    q: Dict[Any, str] = dict(_WRITES)
     for names in (("step",), ("label",), ("step", "label"), ("label", "step")):
         for when in ("any", "same_ms", "live", "absent"): q[names, when] = _fields_sql(names, when, ttl)
     return {k: _stamped(v, ttl, now) for k, v in q.items()}
@@ -516,8 +522,8 @@ def _writes(
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _BUSY_CODES = {5, 6, 15}  # BUSY, LOCKED, PROTOCOL: another connection held a lock too long; nothing was written
 _IOERR = 10  # an I/O error: a write's outcome is unknown (its commit may have reached the WAL file)
-_FILE_STORES = weakref.WeakSet()  # file-backed stores, whose connections a forked child must not use
-_ABANDONED = []  # connections inherited across fork: kept referenced so the child never uses or closes them
+_FILE_STORES: "weakref.WeakSet[SQLiteWorkflowStateStore]" = weakref.WeakSet()  # file-backed stores, whose connections a forked child must not use
+_ABANDONED: List[sqlite3.Connection] = []  # connections inherited across fork: kept referenced so the child never uses or closes them
 
 def _close_quietly(conns: dict, conn: sqlite3.Connection, locks: Optional[dict] = None) -> None:
     "Close a thread's connection once the thread is gone."
@@ -571,13 +577,16 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
         self.path = ":memory:" if self.memory else Path(path)
         self.db_path = self.path  # 0.0.3's attribute name
         self._ttl_param = () if self.ttl is None else (self.ttl,)  # parameter of a write statement's liveness condition
+        self._conns: Dict[sqlite3.Connection, Optional[weakref.finalize]]
+        self._shared: Optional[Tuple[sqlite3.Connection, threading.Lock]]  # the :memory: database's one connection
         self._local, self._conns, self._shared, self._mutex = threading.local(), {}, None, threading.Lock()
-        self._locks = {}  # every open connection -> the lock its calls hold (see `_close`; dropped there)
+        self._locks: Dict[sqlite3.Connection, threading.Lock] = {}  # every open connection -> the lock its calls hold (see `_close`; dropped there)
         # self._conns: every open connection -> the finalizer that closes it when its thread ends (None: shared)
         self._q = _writes(self.ttl is not None, self._now_sql)  # the write statements, reading the store's clock
         self._last_write = None  # (flow_id, session_id, ms) of this store's last write: predicts same_ms
         self._schema_ready = False  # set once the file's schema has been checked (or created, or migrated)
         if not self.memory:
+            assert isinstance(self.path, Path)  # (not :memory:)
             try: self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise _db_error(self.path, f"cannot create its folder ({e}): fix the permissions, or give a path in "
@@ -591,6 +600,7 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
 
     # -- the clock (see "The store's clock") --
     server_time = False  # stamps, expiry and cutoffs all follow `clock`
+    _clock: Callable[[], float]  # (an attribute holding a function: called without self)
     _clock, _now_sql = time.time, _NOW_SQL  # the clock, and the SQL expression write statements read it with
 
     @property
@@ -668,6 +678,7 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
         if isinstance(e, sqlite3.OperationalError) and code in (0, 1):  # SQLITE_ERROR: read the message
             if "locked" in str(e): code = 5
             elif str(e).startswith(("no such table", "no such column")): return self._schema_lost(e)
+        cls: Type[WorkflowStateError]  # BackendError or StoreUnavailableError
         path, cls = self.path, BackendError
         if code in _BUSY_CODES: cls, advice = StoreUnavailableError, (
             f"another connection held the write lock for longer than busy_timeout={self.busy_timeout:g} s; nothing "

@@ -11,19 +11,17 @@ __all__ = ['DEFAULT_MAX_STATE_BYTES', 'ORDER_FIELDS', 'MIN_TTL', 'MAX_TTL', 'MAX
            'merge_json_object']
 
 # %% ../../nbs/core/base.ipynb #04ddbded
-import asyncio, math, numbers, time, uuid
+import asyncio, math, numbers, time, uuid, weakref
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, AsyncIterator, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Any, AsyncIterator, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union, cast
 
 from fastcore.basics import patch
 
 from ..errors import BackendError, SessionExistsError, StateTooLargeError
 from .ids import *
-from .ids import _CONTROL_CHARS
 from .codec import *
-from .codec import _SURROGATES
 from .scope import _SCOPES, RequestScope
 
 # %% ../../nbs/core/base.ipynb #e7cc10b8
@@ -252,7 +250,7 @@ class WorkflowStateStoreBase:
         for flow_id in self._list_flows(None):  # (cutoff None: every stored session, expired ones included)
             for page in self._pages(flow_id, None, 500):
                 removed += sum(self._delete(flow_id, s.session_id, cutoff, expired_only=True)
-                               for s in page if s.updated_ts < cutoff)
+                               for s in page if cast(float, s.updated_ts) < cutoff)  # (a store's summaries have it)
         return removed
 
     def _load(self, session_id: str, cutoff: Optional[float]) -> Dict[str, Tuple[SessionSummary, str]]:
@@ -618,7 +616,9 @@ def purge_expired(self: WorkflowStateStoreBase) -> int:  # How many sessions wer
     """Remove the sessions not written for longer than `ttl`, reclaiming their space (0 without a ttl)."""
     if self.ttl is None: return 0
     if _SCOPES.get(): self._outside_scope()
-    return self._purge_expired(self._cutoff())
+    cutoff = self._cutoff()
+    assert cutoff is not None  # (there is a ttl)
+    return self._purge_expired(cutoff)
 
 # %% ../../nbs/core/base.ipynb #f4304a5e
 @patch

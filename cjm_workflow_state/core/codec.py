@@ -10,7 +10,7 @@ __all__ = ['MAX_STATE_DEPTH', 'encode_json', 'decode_json', 'encode_updates', 'i
 import json, re
 from json.encoder import encode_basestring_ascii
 from collections.abc import Mapping
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Callable, Dict, Iterable, Optional, Union
 
 from ..errors import StateNotSerializableError
 from .ids import check_id
@@ -24,6 +24,7 @@ _SURROGATES = re.compile(r"[\ud800-\udfff]")  # surrogate code points: no backen
 _encoder = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":"), check_circular=True)
 encode_json = _encoder.encode  # The canonical encoder: compact, ASCII-only, no NaN/Infinity
 
+_fast_decode: Optional[Callable[[Union[bytes, str]], Any]]  # msgspec's decoder, or None without it
 try:  # optional: msgspec's JSON decoder (pip install "cjm-workflow-state[fast]"); json's alone without it
     import msgspec
     _fast_decode, _FastDecodeError = msgspec.json.Decoder().decode, msgspec.DecodeError
@@ -56,8 +57,8 @@ def _make_fast_encoder():
     except Exception: return None  # (any failure at all means: do not use it)
 
 _encode_c = _make_fast_encoder()
-_SCALARS = {str: encode_basestring_ascii, int: int.__repr__, bool: {True: "true", False: "false"}.get,
-            type(None): {None: "null"}.get}  # Exact types whose canonical JSON needs no encoder
+_SCALARS: Dict[type, Callable[[Any], Any]] = {  # Exact types whose canonical JSON needs no encoder (type -> its text)
+    str: encode_basestring_ascii, int: int.__repr__, bool: {True: "true", False: "false"}.get, type(None): {None: "null"}.get}
 
 # %% ../../nbs/core/codec.ipynb #4a7f86ef
 _LEAVES = frozenset({str, int, float, bool, type(None)})  # Exact types that hold nothing to walk into

@@ -7,12 +7,15 @@ __all__ = ['Write', 'RequestScope', 'request_scoped']
 
 # %% ../../nbs/core/scope.ipynb #d6165222
 import asyncio, functools, inspect
-from contextvars import ContextVar
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from contextvars import ContextVar, Token
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set, Tuple
 
 from fastcore.basics import patch
 
 from .codec import encode_json
+
+if TYPE_CHECKING:  # for annotations only: the memory backend imports this module (via the base)
+    from cjm_workflow_state.backends.memory import InMemoryWorkflowStateStore
 
 # %% ../../nbs/core/scope.ipynb #8dd96aa6
 # The request scopes open in this context (thread or asyncio task), innermost last. A ContextVar, so that each
@@ -33,12 +36,12 @@ class RequestScope:
         self.store, self.session_id, self.load = store, session_id, load
         self.live = False  # True while the scope serves calls: from entry until exit, or until a call ends its snapshot
         self._loaded: Dict[str, Tuple[Any, str]] = {}  # flow_id -> (summary, state text) as loaded at entry
-        self._view = None  # an in-memory store holding the flows written in the scope: their snapshot plus the writes
-        self._touched = set()  # the flows copied into `_view`
+        self._view: Optional["InMemoryWorkflowStateStore"] = None  # an in-memory store holding the flows written in the scope: their snapshot plus the writes
+        self._touched: Set[str] = set()  # the flows copied into `_view`
         self._writes: List[Write] = []  # what commits at exit, in call order
         self.errors: List[Exception] = []  # What this store's writes raised while the scope was open, caught or not
         self._joined = False  # entered inside a scope of the same store and session id: that scope does the work
-        self._token = None
+        self._token: Optional[Token[Tuple[RequestScope, ...]]] = None  # `_SCOPES`' token of `_enter`, for `_leave`
 
     def __repr__(self): return (f"RequestScope({self.store!r}, {self.session_id!r}, live={self.live}, "
                                 f"buffered={len(self._writes)})")
@@ -55,6 +58,7 @@ class RequestScope:
 
     def _leave(self, failed: bool) -> List[Write]:
         "Close the scope; the writes to commit (none when the block raised)."
+        assert self._token is not None  # (set by `_enter`, which every entry runs first)
         _SCOPES.reset(self._token)
         writes, self._writes, self.live = self._writes, [], False
         return [] if failed or self._joined else writes
@@ -95,6 +99,7 @@ class RequestScope:
     def _found(self, flow_id: str) -> Tuple[bool, Optional[str], Optional[str]]:
         "(exists, step, state text) of the flow's session as the scope sees it."
         if flow_id in self._touched:
+            assert self._view is not None  # (`_written` made it before touching a flow)
             text = self._view._get_state_text(flow_id, self.session_id, None)
             return (False, None, None) if text is None else (True, self._view._get_step(flow_id, self.session_id, None), text)
         found = self._loaded.get(flow_id)
