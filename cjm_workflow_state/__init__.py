@@ -11,16 +11,41 @@ __all__ = ['open_store', 'register_scheme', 'WorkflowStateStoreBase', 'SessionSu
 # %% ../nbs/package.ipynb #cbed86f2
 __version__ = "0.1.0"
 
-from .errors import (WorkflowStateError, InvalidIdError, StateNotSerializableError,
-                                       StateTooLargeError, SessionExistsError, StoreUnavailableError,
-                                       BackendError)
+from cjm_workflow_state.errors import (
+    WorkflowStateError,
+    InvalidIdError,
+    StateNotSerializableError,
+    StateTooLargeError,
+    SessionExistsError,
+    StoreUnavailableError,
+    BackendError,
+)
 from .core.base import WorkflowStateStoreBase, SessionSummary
-from .core.state_store import (InMemoryWorkflowStateStore, get_session_id, set_session_id,
-                                                 rotate_session_id)
+from cjm_workflow_state.core.state_store import (
+    InMemoryWorkflowStateStore,
+    get_session_id,
+    set_session_id,
+    rotate_session_id,
+)
 from .core.scope import RequestScope, request_scoped
 from .stores import open_store, register_scheme
 
-_all_ = ["open_store", "register_scheme", "WorkflowStateStoreBase", "SessionSummary", "InMemoryWorkflowStateStore",
-         "get_session_id", "set_session_id", "rotate_session_id", "WorkflowStateError", "InvalidIdError",
-         "StateNotSerializableError", "StateTooLargeError", "SessionExistsError", "StoreUnavailableError",
-         "BackendError", "RequestScope", "request_scoped"]
+_all_ = [
+    "open_store",
+    "register_scheme",
+    "WorkflowStateStoreBase",
+    "SessionSummary",
+    "InMemoryWorkflowStateStore",
+    "get_session_id",
+    "set_session_id",
+    "rotate_session_id",
+    "WorkflowStateError",
+    "InvalidIdError",
+    "StateNotSerializableError",
+    "StateTooLargeError",
+    "SessionExistsError",
+    "StoreUnavailableError",
+    "BackendError",
+    "RequestScope",
+    "request_scoped",
+]

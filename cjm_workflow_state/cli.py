@@ -25,19 +25,27 @@ from .stores import open_store
 _UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([wdhms])")
 
+
 def parse_duration(
     text: str,  # "90" (seconds), "45s", "30m", "12h", "7d", "2w", or a sum like "1d12h"
 ) -> float:  # Seconds
     """Turn a duration such as `7d` or `1h30m` into seconds; anything else raises `ValueError`."""
     t = str(text).strip().lower()
-    if re.fullmatch(r"\d+(?:\.\d+)?", t): seconds = float(t)
-    elif t and _DURATION.sub("", t) == "": seconds = sum(float(n) * _UNITS[u] for n, u in _DURATION.findall(t))
-    else: raise ValueError(f"invalid duration {text!r}: use seconds or a number with a unit, like 90, 30m, 12h, 7d, 2w or 1d12h")
-    if seconds <= 0: raise ValueError(f"duration {text!r} must be longer than zero")
+    if re.fullmatch(r"\d+(?:\.\d+)?", t):
+        seconds = float(t)
+    elif t and _DURATION.sub("", t) == "":
+        seconds = sum(float(n) * _UNITS[u] for n, u in _DURATION.findall(t))
+    else:
+        raise ValueError(
+            f"invalid duration {text!r}: use seconds or a number with a unit, like 90, 30m, 12h, 7d, 2w or 1d12h"
+        )
+    if seconds <= 0:
+        raise ValueError(f"duration {text!r} must be longer than zero")
     return seconds
 
 # %% ../nbs/cli.ipynb #f340696b
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
 
 def printable(
     text: str,  # Text to show, e.g. a label read from a store
@@ -45,6 +53,7 @@ def printable(
 ) -> str:  # `text` with every unsafe character written as a `\uXXXX` escape
     """Text a terminal shows as it is: control characters, bidi controls, line separators and lone surrogates escaped."""
     return _UNSAFE.sub(lambda m: m.group() if m.group() in keep else f"\\u{ord(m.group()):04x}", str(text))
+
 
 def say(
     text: str,  # What to print (the caller lays it out; stored text in it is escaped here anyway)
@@ -54,20 +63,23 @@ def say(
     stream = file or sys.stdout
     text = printable(text, keep="\n\t")
     encoding = getattr(stream, "encoding", None)
-    if encoding: text = text.encode(encoding, "backslashreplace").decode(encoding)  # e.g. an ASCII-only terminal
+    if encoding:
+        text = text.encode(encoding, "backslashreplace").decode(encoding)  # e.g. an ASCII-only terminal
     print(text, file=stream)
 
 # %% ../nbs/cli.ipynb #cc1e8f8a
 class Progress:
     """A one-line progress report on a terminal (nothing when `stream` is not one)."""
-    def __init__(self,
-                 what: str,  # What is counted, e.g. "exported"
-                 total: Optional[int] = None,  # Expected count, for a bar (None: a plain counter)
-                 stream: Optional[IO] = None,  # Where to draw (default: stderr)
-                 every: float = 0.1,  # Seconds between redraws
-                 unit: str = "sessions",  # What a step counts, shown after the numbers ("lines" for import's check)
-                 clock: Callable[[], float] = time.monotonic,  # Seconds, for `every` and the elapsed time shown
-                ):
+
+    def __init__(
+        self,
+        what: str,  # What is counted, e.g. "exported"
+        total: Optional[int] = None,  # Expected count, for a bar (None: a plain counter)
+        stream: Optional[IO] = None,  # Where to draw (default: stderr)
+        every: float = 0.1,  # Seconds between redraws
+        unit: str = "sessions",  # What a step counts, shown after the numbers ("lines" for import's check)
+        clock: Callable[[], float] = time.monotonic,  # Seconds, for `every` and the elapsed time shown
+    ):
         """Set up the report; it is only drawn when `stream` is a terminal."""
         self.what, self.total, self.stream, self.every, self.unit = what, total, stream or sys.stderr, every, unit
         self.enabled = bool(getattr(self.stream, "isatty", lambda: False)())
@@ -82,7 +94,8 @@ class Progress:
             done = min(self.count / self.total, 1.0)
             bar = "#" * int(done * 30)
             text = f"\r{self.what} [{bar:<30}] {self.count}/{self.total} {self.unit}"
-        else: text = f"\r{self.what} {self.count} {self.unit}"
+        else:
+            text = f"\r{self.what} {self.count} {self.unit}"
         self.stream.write(text + f" ({self.clock() - self._start:.1f}s)" + end)
         self.stream.flush()
 
@@ -90,15 +103,26 @@ class Progress:
         """Count `n` more, redrawing at most every `every` seconds (the first step is drawn at once)."""
         self.count += n
         if self.enabled and (self._last is None or self.clock() - self._last >= self.every):
-            self._last = self.clock(); self._draw()
+            self._last = self.clock()
+            self._draw()
 
     def done(self) -> None:
         """Draw the final line (once: calling it again does nothing)."""
-        if self.enabled and not self._finished: self._draw("\n")
+        if self.enabled and not self._finished:
+            self._draw("\n")
         self._finished = True
 
 # %% ../nbs/cli.ipynb #c21664f8
-EXPORT_FIELDS = ("flow_id", "session_id", "label", "current_step", "created_ts", "updated_ts", "state")  # Keys of one exported session
+EXPORT_FIELDS = (
+    "flow_id",
+    "session_id",
+    "label",
+    "current_step",
+    "created_ts",
+    "updated_ts",
+    "state",
+)  # Keys of one exported session
+
 
 def export_jsonl(
     store: WorkflowStateStoreBase,  # Store to read
@@ -111,7 +135,8 @@ def export_jsonl(
     for record in store.export_sessions(flow_id):  # keyset pages: no session skipped or repeated
         out.write(encode_json(record) + "\n")  # the canonical encoder: compact, ASCII, no NaN
         n += 1
-        if progress: progress.step()
+        if progress:
+            progress.step()
     return n
 
 # %% ../nbs/cli.ipynb #b212bacd
@@ -122,29 +147,43 @@ def _text(
     "One input line as text: bytes decoded as UTF-8, naming the column of a byte that is not."
     if isinstance(line, (bytes, bytearray)):
         raw = bytes(line)
-        try: line = raw.decode("utf-8")
+        try:
+            line = raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            column = len(raw[:e.start].decode("utf-8", "replace")) + 1
+            column = len(raw[: e.start].decode("utf-8", "replace")) + 1
             raise ValueError(f"not UTF-8 text (byte 0x{raw[e.start]:02x} at column {column})") from None
     return line[1:] if lineno == 1 and line.startswith("\ufeff") else line
 
+
 def _record(line: str) -> Dict[str, Any]:
     "Parse and check the format of one exported session (the store checks the values)."
-    try: record = json.loads(line)
+    try:
+        record = json.loads(line)
     except json.JSONDecodeError as e:  # e.pos is the column in this line; e.lineno/colno count JSON's own lines
         message = e.msg.removesuffix(" at")  # "Invalid control character at"
         end = len(line.rstrip("\r\n"))
-        where = f"at column {end + 1}, after the last character: the JSON is incomplete" if e.pos >= end else f"at column {e.pos + 1}"
+        where = (
+            f"at column {end + 1}, after the last character: the JSON is incomplete"
+            if e.pos >= end
+            else f"at column {e.pos + 1}"
+        )
         raise ValueError(f"not JSON ({message} {where})") from None
-    except ValueError as e: raise ValueError(f"not JSON ({e})") from None
-    except RecursionError: raise ValueError("not JSON this import reads (nested too deeply: arrays and objects "
-                                            "more than about 1000 levels deep)") from None
-    if not isinstance(record, dict): raise ValueError("not a JSON object")
+    except ValueError as e:
+        raise ValueError(f"not JSON ({e})") from None
+    except RecursionError:
+        raise ValueError(
+            "not JSON this import reads (nested too deeply: arrays and objects more than about 1000 levels deep)"
+        ) from None
+    if not isinstance(record, dict):
+        raise ValueError("not a JSON object")
     unknown = sorted(set(record) - set(EXPORT_FIELDS))
-    if unknown: raise ValueError(f"unknown field(s) {', '.join(unknown)}; an exported session has {', '.join(EXPORT_FIELDS)}")
+    if unknown:
+        raise ValueError(f"unknown field(s) {', '.join(unknown)}; an exported session has {', '.join(EXPORT_FIELDS)}")
     missing = [k for k in ("flow_id", "session_id", "state") if k not in record]
-    if missing: raise ValueError(f"missing field(s) {', '.join(missing)}")
-    if not isinstance(record["state"], dict): raise ValueError("state must be a JSON object")
+    if missing:
+        raise ValueError(f"missing field(s) {', '.join(missing)}")
+    if not isinstance(record["state"], dict):
+        raise ValueError("state must be a JSON object")
     for k in ("created_ts", "updated_ts"):
         if record.get(k) is not None and (isinstance(record[k], bool) or not isinstance(record[k], (int, float))):
             raise ValueError(f"{k} must be a number of epoch seconds")
@@ -154,14 +193,18 @@ def _record(line: str) -> Dict[str, Any]:
 def import_jsonl(
     store: WorkflowStateStoreBase,  # Store to write
     lines: Iterable[Union[str, bytes]],  # The input's lines, as written by `export_jsonl` (bytes: UTF-8)
-    progress: Optional[Progress] = None,  # Progress report of the writing (its total, when None, becomes the session count)
+    progress: Optional[
+        Progress
+    ] = None,  # Progress report of the writing (its total, when None, becomes the session count)
     checking: Optional[Progress] = None,  # Progress report of the checking pass, one step per line
 ) -> int:  # Sessions written
     """Restore every session in `lines` into `store`, all or nothing: a bad line raises `ValueError` ("line 5: ...",
     the line's number in the input from 1, blank lines counted) and nothing is written; input without sessions is a
     `ValueError`; a store failure while writing raises `ImportStoppedError` saying which lines are in."""
     scratch = InMemoryWorkflowStateStore(max_state_bytes=store.max_state_bytes)  # the same rules as the target's base
-    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="surrogatepass", newline="\n") as checked:  # stdin can be read once
+    with tempfile.TemporaryFile(
+        "w+", encoding="utf-8", errors="surrogatepass", newline="\n"
+    ) as checked:  # stdin can be read once
         count = lineno = 0
         for lineno, raw in enumerate(lines, 1):
             try:
@@ -177,47 +220,65 @@ def import_jsonl(
             if line.strip():
                 checked.write(f"{lineno}\t{line.strip()}\n")
                 count += 1
-            if checking: checking.step()
+            if checking:
+                checking.step()
         if not count:
-            raise ValueError("no sessions to import (the input is empty); nothing imported" if not lineno else
-                             f"no sessions to import (the input's {lineno} line{'s are' if lineno != 1 else ' is'} "
-                             f"all blank); nothing imported")
-        if checking: checking.done()  # its last line stays above the writing's
-        if progress is not None and progress.total is None: progress.total = count
+            raise ValueError(
+                "no sessions to import (the input is empty); nothing imported"
+                if not lineno
+                else f"no sessions to import (the input's {lineno} line{'s are' if lineno != 1 else ' is'} "
+                f"all blank); nothing imported"
+            )
+        if checking:
+            checking.done()  # its last line stays above the writing's
+        if progress is not None and progress.total is None:
+            progress.total = count
         checked.seek(0)
         n = 0
         for entry in checked:
             line_number, line = entry.split("\t", 1)
-            try: store.restore_session(**_record(line))
-            except Exception as e: raise ImportStoppedError(int(line_number), n, e) from e
+            try:
+                store.restore_session(**_record(line))
+            except Exception as e:
+                raise ImportStoppedError(int(line_number), n, e) from e
             n += 1
-            if progress: progress.step()
+            if progress:
+                progress.step()
     return n
 
 # %% ../nbs/cli.ipynb #7c5a92f1
 class ImportStoppedError(Exception):
     """The target store failed while an import was writing: the lines before `lineno` are in, nothing after it."""
-    def __init__(self,
-                 lineno: int,  # Input line whose session failed to be written
-                 written: int,  # Sessions written before it (the lines before `lineno`)
-                 cause: BaseException,  # The store's error
-                ):
+
+    def __init__(
+        self,
+        lineno: int,  # Input line whose session failed to be written
+        written: int,  # Sessions written before it (the lines before `lineno`)
+        cause: BaseException,  # The store's error
+    ):
         """Say exactly what was written."""
         self.lineno, self.written, self.cause = lineno, written, cause
-        before = f"lines 1 to {lineno - 1} ({written} session{'s' if written != 1 else ''}) were imported" if lineno > 1 \
+        before = (
+            f"lines 1 to {lineno - 1} ({written} session{'s' if written != 1 else ''}) were imported"
+            if lineno > 1
             else "nothing was imported"
-        super().__init__(f"line {lineno}: {type(cause).__name__}: {cause}; {before}, nothing after line {lineno}; "
-                         "import the file again once the store works (a restore replaces a session, so this is safe)")
+        )
+        super().__init__(
+            f"line {lineno}: {type(cause).__name__}: {cause}; {before}, nothing after line {lineno}; "
+            "import the file again once the store works (a restore replaces a session, so this is safe)"
+        )
 
 # %% ../nbs/cli.ipynb #2f278b40
 def _size(n: int) -> str:
-    if n < 1024: return f"{n} B"
+    if n < 1024:
+        return f"{n} B"
     return f"{n / 1024:.1f} KiB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.1f} MiB"
+
 
 def _cut(s: Optional[str], width: int) -> str:
     "One line of at most `width` characters, escaped (`printable`) before it is cut so the columns hold."
     s = "" if s is None else printable(" ".join(s.split()))
-    return s if len(s) <= width else s[:width - 1] + "…"
+    return s if len(s) <= width else s[: width - 1] + "…"
 
 # %% ../nbs/cli.ipynb #76ceab17
 def session_table(
@@ -225,25 +286,33 @@ def session_table(
 ) -> str:  # A plain-text table with a header row; stored text escaped with `printable`
     """Format sessions as a table: session, label, step, updated (UTC), size."""
     rows = [("SESSION", "LABEL", "STEP", "UPDATED (UTC)", "SIZE")]
-    rows += [(printable(s.session_id), _cut(s.label, 32), _cut(s.current_step, 24), s.updated_at, _size(s.state_size_bytes))
-             for s in summaries]
+    rows += [
+        (printable(s.session_id), _cut(s.label, 32), _cut(s.current_step, 24), s.updated_at, _size(s.state_size_bytes))
+        for s in summaries
+    ]
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    return "\n".join("  ".join(c.rjust(w) if i == 4 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
-                     for r in rows)
+    return "\n".join(
+        "  ".join(c.rjust(w) if i == 4 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+        for r in rows
+    )
 
 # %% ../nbs/cli.ipynb #7fee32ec
 class CLIError(Exception):
     """A problem reported as one line on stderr; `code` is the exit status (2: bad arguments, 1: anything else)."""
-    def __init__(self,
-                 message: str,  # What went wrong and what to do about it
-                 code: int = 1,  # Exit status
-                ):
+
+    def __init__(
+        self,
+        message: str,  # What went wrong and what to do about it
+        code: int = 1,  # Exit status
+    ):
         """Keep the message and the exit status."""
-        super().__init__(message); self.code = code
+        super().__init__(message)
+        self.code = code
 
 # %% ../nbs/cli.ipynb #022ac117
 _store_options: ContextVar[Dict[str, Any]] = ContextVar("store_options", default={})
 _command: ContextVar[str] = ContextVar("command", default="")  # the command running, for messages
+
 
 def parse_option(
     text: str,  # NAME=VALUE, e.g. "table=wf_state", "prefix=myapp", "max_state_bytes=2000000"
@@ -253,11 +322,15 @@ def parse_option(
     if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name.strip()):
         raise ValueError(f"store option {text!r} must look like NAME=VALUE, e.g. table=wf_state")
     v = value.strip()
-    if re.fullmatch(r"-?\d+", v): return name.strip(), int(v)
-    if re.fullmatch(r"-?\d+\.\d*", v): return name.strip(), float(v)
+    if re.fullmatch(r"-?\d+", v):
+        return name.strip(), int(v)
+    if re.fullmatch(r"-?\d+\.\d*", v):
+        return name.strip(), float(v)
     lowered = v.lower()
-    if lowered in ("true", "false"): return name.strip(), lowered == "true"
-    if lowered in ("none", "null"): return name.strip(), None
+    if lowered in ("true", "false"):
+        return name.strip(), lowered == "true"
+    if lowered in ("none", "null"):
+        return name.strip(), None
     return name.strip(), value
 
 # %% ../nbs/cli.ipynb #5b1e0c7a
@@ -273,8 +346,10 @@ def _split_url(url: str) -> Tuple[str, Optional[str], str]:
     end = url.find("#", start)
     end = len(url) if end < 0 else end
     q = url.find("?", start, end)
-    if q < 0: return url[:end], None, url[end:]
-    return url[:q], url[q + 1:end], url[end:]
+    if q < 0:
+        return url[:end], None, url[end:]
+    return url[:q], url[q + 1 : end], url[end:]
+
 
 def _url_query(url: str) -> Dict[str, str]:
     "The options a URL's query sets: name -> value, percent-decoded (as `open_store` reads them)."
@@ -282,13 +357,16 @@ def _url_query(url: str) -> Dict[str, str]:
     pieces = [p.partition("=") for p in (query or "").split("&") if p]
     return {unquote(name): unquote(value) for name, _, value in pieces}
 
+
 def _drop_url_option(url: str, option: str) -> str:
     "`url` without the query's `option`, the rest of the URL as written."
     head, query, fragment = _split_url(url)
     kept = [p for p in (query or "").split("&") if p and unquote(p.partition("=")[0]) != option]
     return head + ("?" + "&".join(kept) if kept else "") + fragment
 
+
 _TTL_HIDES = "a store opened with a ttl hides every session not written for that long"
+
 
 def _check_url(url: str, options: Dict[str, Any]) -> str:
     """Refuse a URL option that `-o` sets too, and a ttl in the URL unless the command gives its own (purge-expired's
@@ -296,99 +374,137 @@ def _check_url(url: str, options: Dict[str, Any]) -> str:
     name, query = _command.get() or "the command", _url_query(url)
     for option in query:
         if option in _store_options.get():
-            raise CLIError(f"{name}: `-o {option}=` and the URL's `?{option}=` both set {option}: set it in one place", 2)
+            raise CLIError(
+                f"{name}: `-o {option}=` and the URL's `?{option}=` both set {option}: set it in one place", 2
+            )
     if "ttl" in query:
-        if "ttl" in options: return _drop_url_option(url, "ttl")  # purge-expired: --ttl decides
-        raise CLIError(f"{name}: the URL's `?ttl=` is refused here: {_TTL_HIDES}, which {name} would silently leave "
-                       f"out; remove ttl from the URL (purge-expired takes --ttl)", 2)
+        if "ttl" in options:
+            return _drop_url_option(url, "ttl")  # purge-expired: --ttl decides
+        raise CLIError(
+            f"{name}: the URL's `?ttl=` is refused here: {_TTL_HIDES}, which {name} would silently leave "
+            f"out; remove ttl from the URL (purge-expired takes --ttl)",
+            2,
+        )
     return url
-
 
 # %% ../nbs/cli.ipynb #92a43d61
 _FORMS = "sqlite:///relative.db or sqlite:////absolute/path.db"
 _STORE_TABLE, _OLD_TABLE = "workflow_sessions", "workflow_state"  # the SQLite store's table; 0.0.3's (migrated on open)
 
+
 def _sqlite_file(url: str) -> Optional[str]:
     "The file a sqlite:// URL names, as written; None for other URLs, :memory: and URLs open_store refuses anyway."
     scheme, sep, rest = str(url).partition("://")
-    if scheme.lower() != "sqlite" or not sep: return None
+    if scheme.lower() != "sqlite" or not sep:
+        return None
     rest = re.split(r"[?#]", rest, maxsplit=1)[0]
-    if not rest.startswith("/") or rest == "/:memory:": return None
+    if not rest.startswith("/") or rest == "/:memory:":
+        return None
     return rest[1:] or None
+
 
 def _check_sqlite_path(url: str, creates: bool = False) -> Optional[str]:
     """Refuse a SQLite URL whose folder (or, unless `creates`, file) is missing; the real path (symlinks resolved) of
     the file it would create, if any."""
     path = _sqlite_file(url)
-    if path is None or os.path.exists(path): return None
+    if path is None or os.path.exists(path):
+        return None
     real = os.path.realpath(path)  # a dangling symlink: SQLite creates the file it points to
     link = f" (a symlink to {real!r}, which does not exist)" if os.path.islink(path) else ""
     folder = os.path.dirname(real if link else path.rstrip("/")) or "."
     if not os.path.isdir(folder):
-        if creates: raise CLIError(f"cannot create the SQLite database {path!r}{link}: the folder {folder!r} does not "
-                                   f"exist; check the URL ({_FORMS}), or create the folder first: mkdir -p {shlex.quote(folder)}")
-        raise CLIError(f"no SQLite database at {path!r}{link}: the folder {folder!r} does not exist (check the URL: {_FORMS})")
-    if not creates: raise CLIError(f"no SQLite database at {path!r}{link} (check the URL: {_FORMS})")
+        if creates:
+            raise CLIError(
+                f"cannot create the SQLite database {path!r}{link}: the folder {folder!r} does not "
+                f"exist; check the URL ({_FORMS}), or create the folder first: mkdir -p {shlex.quote(folder)}"
+            )
+        raise CLIError(
+            f"no SQLite database at {path!r}{link}: the folder {folder!r} does not exist (check the URL: {_FORMS})"
+        )
+    if not creates:
+        raise CLIError(f"no SQLite database at {path!r}{link} (check the URL: {_FORMS})")
     return real
+
 
 def _peek_sqlite(path: str, sql: str) -> list:
     "The rows of `sql` on the SQLite file at `path`, opened read-only: nothing is written to it."
     with contextlib.closing(sqlite3.connect(f"file:{quote(os.path.abspath(path))}?mode=ro", uri=True)) as conn:
         return conn.execute(sql).fetchall()
 
+
 def _check_store_file(url: str) -> None:
     """Refuse an existing file of a SQLite URL that holds no store (another application's database, an empty file,
     not SQLite at all), having written nothing to it: opening it as a store would add the store's tables."""
     path = _sqlite_file(url)
-    if path is None or not os.path.isfile(path): return  # (no file: _check_sqlite_path's; a folder: the store's error)
+    if path is None or not os.path.isfile(path):
+        return  # (no file: _check_sqlite_path's; a folder: the store's error)
     none = f"it holds no cjm-workflow-state store (check the URL: {_FORMS})"
-    if os.path.getsize(path) == 0: raise CLIError(f"{path!r} is an empty file, not a SQLite database: {none}")
+    if os.path.getsize(path) == 0:
+        raise CLIError(f"{path!r} is an empty file, not a SQLite database: {none}")
     try:
         tables = {row[0] for row in _peek_sqlite(path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
         old = _OLD_TABLE in tables and "flow_session_key" in {
-            row[0] for row in _peek_sqlite(path, f"SELECT name FROM pragma_table_info('{_OLD_TABLE}')")}
+            row[0] for row in _peek_sqlite(path, f"SELECT name FROM pragma_table_info('{_OLD_TABLE}')")
+        }
     except sqlite3.DatabaseError as e:
-        if getattr(e, "sqlite_errorcode", None) == 26: raise CLIError(f"{path!r} is not a SQLite database: {none}") from None
+        if getattr(e, "sqlite_errorcode", None) == 26:
+            raise CLIError(f"{path!r} is not a SQLite database: {none}") from None
         return  # it cannot be read now (locked, permissions): the store says why when it opens it
     if _STORE_TABLE not in tables and not old:
         raise CLIError(f"the SQLite database {path!r} has no {_STORE_TABLE} table: {none}")
+
 
 def _open(url: str, creates: bool = False, **options) -> WorkflowStateStoreBase:
     """Open a store with the command line's `-o` options and the command's own, after `_check_url`,
     `_check_sqlite_path` and, for every command but import, `_check_store_file`."""
     url = _check_url(url, options)
     _check_sqlite_path(url, creates)
-    if not creates: _check_store_file(url)
+    if not creates:
+        _check_store_file(url)
     return open_store(url, **{**_store_options.get(), **options})
+
 
 def _holds_sessions(path: str) -> bool:
     "Whether the SQLite file at `path` holds a session (True when it cannot tell)."
-    if not os.path.isfile(path) or os.path.getsize(path) == 0: return False
-    try: return bool(_peek_sqlite(path, f"SELECT 1 FROM {_STORE_TABLE} LIMIT 1"))
-    except sqlite3.DatabaseError as e: return not str(e).startswith("no such table")
+    if not os.path.isfile(path) or os.path.getsize(path) == 0:
+        return False
+    try:
+        return bool(_peek_sqlite(path, f"SELECT 1 FROM {_STORE_TABLE} LIMIT 1"))
+    except sqlite3.DatabaseError as e:
+        return not str(e).startswith("no such table")
+
 
 def _remove_new_database(path: str) -> None:
     """Remove the SQLite database a failed import created at `path` (its real path) and SQLite's side files, unless
     it holds a session (another process wrote to it meanwhile); never a symlink."""
-    if _holds_sessions(path): return
+    if _holds_sessions(path):
+        return
     for name in (path, path + "-wal", path + "-shm", path + "-journal"):
         if os.path.lexists(name) and not os.path.islink(name):
-            try: os.remove(name)
-            except OSError: pass
+            try:
+                os.remove(name)
+            except OSError:
+                pass
+
 
 def _sessions_in(store, flow_id=None) -> int:
     return sum(store.count_sessions(f) for f in ([flow_id] if flow_id else store.list_flows()))
+
 
 def _count_lines(stream) -> Optional[int]:
     "Lines of a stream that is a regular file (read without moving its position; a last line without \\n counts), else None."
     try:
         fd = stream.fileno()
-        if not stat.S_ISREG(os.fstat(fd).st_mode): return None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
         n, offset, last = 0, 0, b"\n"
         while chunk := os.pread(fd, 1 << 20, offset):
-            n += chunk.count(b"\n"); offset += len(chunk); last = chunk[-1:]
+            n += chunk.count(b"\n")
+            offset += len(chunk)
+            last = chunk[-1:]
         return n + (last != b"\n")
-    except (AttributeError, OSError, ValueError): return None
+    except (AttributeError, OSError, ValueError):
+        return None
 
 # %% ../nbs/cli.ipynb #8d3cb5c1
 def import_command(
@@ -406,20 +522,27 @@ def import_command(
     failed, n = None, 0
     try:
         with _open(url, creates=True) as store:
-            if checking.enabled: checking.total = _count_lines(sys.stdin)
-            try: n = import_jsonl(store, source, progress, checking)
-            except (ValueError, ImportStoppedError) as e: failed = e  # "line 4: ..." or "no sessions ..."
+            if checking.enabled:
+                checking.total = _count_lines(sys.stdin)
+            try:
+                n = import_jsonl(store, source, progress, checking)
+            except (ValueError, ImportStoppedError) as e:
+                failed = e  # "line 4: ..." or "no sessions ..."
             finally:
                 checking.done()  # (already drawn, unless a line was bad)
-                if failed is None or progress.count: progress.done()  # no "imported 0 sessions" when nothing was written
+                if failed is None or progress.count:
+                    progress.done()  # no "imported 0 sessions" when nothing was written
     except BaseException:  # a store error, Ctrl-C (KeyboardInterrupt), ...: as below, then raised as it is
-        if new_file and not progress.count: _remove_new_database(new_file)
+        if new_file and not progress.count:
+            _remove_new_database(new_file)
         raise
     if failed is not None:
         # nothing was imported into the file this import created (and no other process has written to it since)
-        if new_file and not progress.count: _remove_new_database(new_file)
+        if new_file and not progress.count:
+            _remove_new_database(new_file)
         raise CLIError(f"stdin{' ' if str(failed).startswith('line ') else ': '}{failed}")
-    if not progress.enabled: say(f"imported {n} session{'s' if n != 1 else ''}", file=sys.stderr)
+    if not progress.enabled:
+        say(f"imported {n} session{'s' if n != 1 else ''}", file=sys.stderr)
 
 # %% ../nbs/cli.ipynb #53ac7709
 def flows_command(
@@ -427,16 +550,21 @@ def flows_command(
 ):
     """List the flows that hold sessions, with how many each holds."""
     with _open(url) as store:
-        for flow_id in store.list_flows(): say(f"{printable(flow_id)}\t{store.count_sessions(flow_id)}")
+        for flow_id in store.list_flows():
+            say(f"{printable(flow_id)}\t{store.count_sessions(flow_id)}")
 
 # %% ../nbs/cli.ipynb #0b7d4e6a
-def _labelled(s: SessionSummary) -> bool: return bool((s.label or "").strip())
+def _labelled(s: SessionSummary) -> bool:
+    return bool((s.label or "").strip())
+
 
 def _by_label(
     store: WorkflowStateStoreBase,  # Store to read
     flow: str,  # Flow id
     limit: Optional[int] = None,  # At most this many (None: all)
-) -> List[SessionSummary]:  # Labelled sessions A to Z, then unlabelled ones (no label, or a blank one) in the store's order
+) -> List[
+    SessionSummary
+]:  # Labelled sessions A to Z, then unlabelled ones (no label, or a blank one) in the store's order
     """`list --sort label`, reading at most about `limit` summaries: stores sort sessions without a label first, so
     their count is found with one-session pages (doubling, then halving), the labelled ones are read from there a page
     of `limit` at a time, and the unlabelled ones only when fewer than `limit` sessions have a label."""
@@ -444,25 +572,33 @@ def _by_label(
     if limit is None:
         found = store.list_sessions(flow, order_by="label", descending=False)
         return [s for s in found if _labelled(s)] + [s for s in found if not _labelled(s)]
-    def no_label_at(offset): return [s.label for s in page(offset, 1)] == [None]
+
+    def no_label_at(offset):
+        return [s.label for s in page(offset, 1)] == [None]
+
     first, step = 0, 1  # every session before `first` has no label
-    while no_label_at(first + step - 1): first, step = first + step, step * 2
+    while no_label_at(first + step - 1):
+        first, step = first + step, step * 2
     last = first + step - 1  # the first labelled session (or the end) is at an offset in [first, last]
     while first < last:
         middle = (first + last) // 2
-        if no_label_at(middle): first = middle + 1
-        else: last = middle
+        if no_label_at(middle):
+            first = middle + 1
+        else:
+            last = middle
     named: List[SessionSummary] = []
     blank: List[SessionSummary] = []  # a label of spaces only, wherever the store sorts it
     offset = first
     while len(named) < limit:
         found = page(offset, limit)
-        for s in found: (named if _labelled(s) else blank).append(s)
-        if len(found) < limit: break
+        for s in found:
+            (named if _labelled(s) else blank).append(s)
+        if len(found) < limit:
+            break
         offset += limit
-    if len(named) >= limit: return named[:limit]
+    if len(named) >= limit:
+        return named[:limit]
     return (named + (page(0, min(first, limit - len(named))) if first else []) + blank)[:limit]
-
 
 # %% ../nbs/cli.ipynb #f840b8c1
 def list_command(
@@ -473,12 +609,16 @@ def list_command(
 ):
     """List a flow's sessions: session, label, step, updated, size."""
     order = {"updated": ("updated_at", True), "created": ("created_at", True), "label": ("label", False)}
-    if sort not in order: raise CLIError(f"list: --sort must be updated, created or label, not {sort!r}", 2)
-    if limit is not None and limit < 1: raise CLIError("list: --limit must be at least 1", 2)
+    if sort not in order:
+        raise CLIError(f"list: --sort must be updated, created or label, not {sort!r}", 2)
+    if limit is not None and limit < 1:
+        raise CLIError("list: --limit must be at least 1", 2)
     with _open(url) as store:
         order_by, descending = order[sort]
-        if sort == "label": found = _by_label(store, flow, limit)  # unlabelled sessions after the names
-        else: found = store.list_sessions(flow, order_by=order_by, descending=descending, limit=limit)
+        if sort == "label":
+            found = _by_label(store, flow, limit)  # unlabelled sessions after the names
+        else:
+            found = store.list_sessions(flow, order_by=order_by, descending=descending, limit=limit)
         say(session_table(found))
 
 # %% ../nbs/cli.ipynb #8305b49a
@@ -490,9 +630,22 @@ def show_command(
     """Print one session (summary and whole state) as JSON."""
     with _open(url) as store:
         summary = store.get_session_summary(flow, session)
-        if summary is None: raise CLIError(f"no session {session!r} in flow {flow!r}")
-        doc = {k: getattr(summary, k) for k in ("flow_id", "session_id", "label", "current_step", "created_at",
-                                                 "updated_at", "created_ts", "updated_ts", "state_size_bytes")}
+        if summary is None:
+            raise CLIError(f"no session {session!r} in flow {flow!r}")
+        doc = {
+            k: getattr(summary, k)
+            for k in (
+                "flow_id",
+                "session_id",
+                "label",
+                "current_step",
+                "created_at",
+                "updated_at",
+                "created_ts",
+                "updated_ts",
+                "state_size_bytes",
+            )
+        }
         doc["state"] = store.get_state(flow, session)
         say(json.dumps(doc, indent=2, ensure_ascii=False))  # say escapes what JSON leaves raw, the JSON way
 
@@ -506,11 +659,13 @@ def export_command(
         raise CLIError("export writes JSON lines to stdout: redirect it to a file, e.g. `> sessions.jsonl`", 2)
     with _open(url) as store:
         progress = Progress("exported")
-        if progress.enabled: progress.total = _sessions_in(store, flow)
+        if progress.enabled:
+            progress.total = _sessions_in(store, flow)
         n = export_jsonl(store, sys.stdout, flow, progress)
         sys.stdout.flush()
         progress.done()
-        if not progress.enabled: say(f"exported {n} session{'s' if n != 1 else ''}", file=sys.stderr)
+        if not progress.enabled:
+            say(f"exported {n} session{'s' if n != 1 else ''}", file=sys.stderr)
 
 # %% ../nbs/cli.ipynb #7789cb4a
 def delete_command(
@@ -520,7 +675,8 @@ def delete_command(
 ):
     """Delete one session."""
     with _open(url) as store:
-        if not store.delete_session(flow, session): raise CLIError(f"no session {session!r} in flow {flow!r}")
+        if not store.delete_session(flow, session):
+            raise CLIError(f"no session {session!r} in flow {flow!r}")
         say(f"deleted session {printable(session)} of flow {printable(flow)}")
 
 # %% ../nbs/cli.ipynb #88394e7f
@@ -529,20 +685,31 @@ def purge_expired_command(
     ttl: str = None,  # Required: remove sessions not written for this long: 90 (seconds), 30m, 12h, 7d, 2w (a ttl in the URL is not used)
 ):
     """Remove the sessions of every flow not written for longer than `--ttl`."""
-    if ttl is None: raise CLIError("purge-expired: --ttl is required, e.g. --ttl 7d", 2)
-    try: seconds = parse_duration(ttl)
-    except ValueError as e: raise CLIError(f"purge-expired: {e}", 2) from None
+    if ttl is None:
+        raise CLIError("purge-expired: --ttl is required, e.g. --ttl 7d", 2)
+    try:
+        seconds = parse_duration(ttl)
+    except ValueError as e:
+        raise CLIError(f"purge-expired: {e}", 2) from None
     # The store decides what is expired, by the clock that stamped the writes (the database server's, for Redis
     # and PostgreSQL): this host's clock may be skewed, and a sweep by it would delete fresh sessions.
-    with _open(url, ttl=seconds) as store: removed = store.purge_expired()  # (--ttl, not the URL's ttl)
+    with _open(url, ttl=seconds) as store:
+        removed = store.purge_expired()  # (--ttl, not the URL's ttl)
     in_url = _url_query(url).get("ttl")
     note = f" (--ttl decides: the URL's ttl={in_url} is not used)" if in_url is not None else ""
     say(f"removed {removed} session{'s' if removed != 1 else ''} not written for {ttl}{note}")
 
 # %% ../nbs/cli.ipynb #617548b1
 PROG = "cjm-workflow-state"
-COMMANDS: Dict[str, Callable[..., None]] = {"flows": flows_command, "list": list_command, "show": show_command, "delete": delete_command,
-            "purge-expired": purge_expired_command, "export": export_command, "import": import_command}  # Command name -> function
+COMMANDS: Dict[str, Callable[..., None]] = {
+    "flows": flows_command,
+    "list": list_command,
+    "show": show_command,
+    "delete": delete_command,
+    "purge-expired": purge_expired_command,
+    "export": export_command,
+    "import": import_command,
+}  # Command name -> function
 
 # %% ../nbs/cli.ipynb #8ab1cfb4
 def _usage() -> str:
@@ -552,33 +719,60 @@ def _usage() -> str:
     lines += ["", f"`{PROG} COMMAND --help` explains a command's arguments; `{PROG} --version` prints the version."]
     return "\n".join(lines)
 
-def _one_line(e: BaseException) -> str: return " ".join(str(e).split()) or type(e).__name__
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
 
 def _run(argv: List[str]) -> int:
-    if not argv: raise CLIError(f"no command given; one of: {', '.join(COMMANDS)} (see {PROG} --help)", 2)
+    if not argv:
+        raise CLIError(f"no command given; one of: {', '.join(COMMANDS)} (see {PROG} --help)", 2)
     name, rest = argv[0], argv[1:]
     if name in ("-h", "--help", "help"):
-        say(_usage()); return 0
+        say(_usage())
+        return 0
     if name == "--version":
-        say(f"{PROG} {__version__}"); return 0
+        say(f"{PROG} {__version__}")
+        return 0
     func = COMMANDS.get(name)
-    if func is None: raise CLIError(f"unknown command {name!r}; one of: {', '.join(COMMANDS)} (see {PROG} --help)", 2)
+    if func is None:
+        raise CLIError(f"unknown command {name!r}; one of: {', '.join(COMMANDS)} (see {PROG} --help)", 2)
     parser = anno_parser(func, prog=f"{PROG} {name}")
-    parser.add_argument("-o", "--option", action="append", default=[], metavar="NAME=VALUE", dest="store_options",
-                        help="Store constructor option, repeatable: -o table=wf_state (PostgreSQL), -o prefix=myapp (Redis)")
-    def error(message): raise CLIError(f"{name}: {message} (see {PROG} {name} --help)", 2)
+    parser.add_argument(
+        "-o",
+        "--option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        dest="store_options",
+        help="Store constructor option, repeatable: -o table=wf_state (PostgreSQL), -o prefix=myapp (Redis)",
+    )
+
+    def error(message):
+        raise CLIError(f"{name}: {message} (see {PROG} {name} --help)", 2)
+
     parser.error = error
     args = vars(parser.parse_args(rest))
-    args.pop("pdb", None); args.pop("xtra", None)
-    try: options = dict(parse_option(o) for o in args.pop("store_options"))
-    except ValueError as e: raise CLIError(f"{name}: {e}", 2) from None
+    args.pop("pdb", None)
+    args.pop("xtra", None)
+    try:
+        options = dict(parse_option(o) for o in args.pop("store_options"))
+    except ValueError as e:
+        raise CLIError(f"{name}: {e}", 2) from None
     if "ttl" in options:
-        if name == "purge-expired": raise CLIError(f"{name}: give the ttl with --ttl, not -o ttl=", 2)
-        raise CLIError(f"{name}: `-o ttl=` is refused here: {_TTL_HIDES}, which {name} would silently leave out "
-                       f"(purge-expired takes --ttl)", 2)
+        if name == "purge-expired":
+            raise CLIError(f"{name}: give the ttl with --ttl, not -o ttl=", 2)
+        raise CLIError(
+            f"{name}: `-o ttl=` is refused here: {_TTL_HIDES}, which {name} would silently leave out "
+            f"(purge-expired takes --ttl)",
+            2,
+        )
     tokens = _store_options.set(options), _command.set(name)
-    try: func(**args)
-    finally: _store_options.reset(tokens[0]); _command.reset(tokens[1])
+    try:
+        func(**args)
+    finally:
+        _store_options.reset(tokens[0])
+        _command.reset(tokens[1])
     return 0
 
 # %% ../nbs/cli.ipynb #2a46409a
@@ -592,27 +786,38 @@ def main(
     saved = sys.stdin, sys.stdout, sys.stderr
     sys.stdin, sys.stdout, sys.stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
     quiet = logging.NullHandler()  # drivers' log warnings (e.g. a pool's failed connection attempts) are not our output
-    if not logging.root.handlers: logging.root.addHandler(quiet)
+    if not logging.root.handlers:
+        logging.root.addHandler(quiet)
     argv = list(sys.argv[1:] if argv is None else argv)
     urls = [a for a in argv if "://" in str(a)]
+
     def fail(message: str, code: int = 1) -> int:  # one line, without the URLs' passwords, escaped
-        say(f"{PROG}: {hide_secrets(message, *urls)}", file=sys.stderr); return code
+        say(f"{PROG}: {hide_secrets(message, *urls)}", file=sys.stderr)
+        return code
+
     try:
         return _run(argv)
     except SystemExit as e:  # --help
         return e.code if isinstance(e.code, int) else 0
-    except CLIError as e: return fail(_one_line(e), e.code)
-    except KeyboardInterrupt: return fail("interrupted", 130)
+    except CLIError as e:
+        return fail(_one_line(e), e.code)
+    except KeyboardInterrupt:
+        return fail("interrupted", 130)
     except BrokenPipeError:  # e.g. `export ... | head`
-        try: sys.stdout = open(os.devnull, "w")
-        except OSError: pass
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
         return 1
     except Exception as e:  # store errors (unknown scheme, unreachable server, bad id, ...): one line, no traceback
-        return fail(_one_line(e) if isinstance(e, (ValueError, ConnectionError)) else f"{type(e).__name__}: {_one_line(e)}")
+        return fail(
+            _one_line(e) if isinstance(e, (ValueError, ConnectionError)) else f"{type(e).__name__}: {_one_line(e)}"
+        )
     finally:
         sys.stdin, sys.stdout, sys.stderr = saved
         logging.root.removeHandler(quiet)
 
 # %% ../nbs/cli.ipynb #44e72901
 #| eval: false
-if __name__ == "__main__": sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

@@ -21,20 +21,36 @@ from starlette.responses import FileResponse, Response
 from cjm_fasthtml_interactions.core.html_ids import InteractionHtmlIds
 from cjm_fasthtml_interactions.patterns.step_flow import Step, StepFlow
 
-from .core.base import (WorkflowStateStoreBase, format_timestamp, get_session_id, is_valid_id,
-                                          set_session_id)
+from cjm_workflow_state.core.base import (
+    WorkflowStateStoreBase,
+    format_timestamp,
+    get_session_id,
+    is_valid_id,
+    set_session_id,
+)
 from .errors import hide_secrets, redact_url
 from .stores import open_store
 from .stepflow import create_stepflow_router, htmx_config
 
 # %% ../nbs/demo.ipynb #f58aab9a
 FLOW_ID = "project_request"  # Flow id of the demo wizard
-DEFAULT_STORE_URL = "sqlite:///cjm_workflow_demo.db"  # Store of `python -m cjm_workflow_state.demo`: a file in the working directory
+DEFAULT_STORE_URL = (
+    "sqlite:///cjm_workflow_demo.db"  # Store of `python -m cjm_workflow_state.demo`: a file in the working directory
+)
 DEMO_MAX_STATE_BYTES = 64 * 1024  # A request's answers never need more: a longer one is refused, and the step says so
-PROJECT_KINDS = ("Website", "Mobile app", "Data pipeline", "Internal tool", "Something else")  # Choices of "What are we building?"
+PROJECT_KINDS = (
+    "Website",
+    "Mobile app",
+    "Data pipeline",
+    "Internal tool",
+    "Something else",
+)  # Choices of "What are we building?"
 BUDGETS = ("Under $5k", "$5k to $20k", "$20k to $50k", "Over $50k")  # Budget choices
 PRIORITIES = ("Flexible", "Firm deadline")  # How firm the deadline is
-SENT_AT, REFERENCE = "__submitted_at", "__reference"  # State keys of values the server makes when a request is sent ("__": no form can write them)
+SENT_AT, REFERENCE = (
+    "__submitted_at",
+    "__reference",
+)  # State keys of values the server makes when a request is sent ("__": no form can write them)
 SAVED_KEY = "_saved_requests"  # Cookie-session key listing the visitor's other saved requests (the current one is under the store's session_key)
 MAX_SAVED = 50  # Saved requests one browser keeps: their ids travel in the signed cookie, which browsers cap at 4 KB
 
@@ -42,6 +58,7 @@ MAX_SAVED = 50  # Saved requests one browser keeps: their ids travel in the sign
 @dataclass
 class FormField:
     """One input of the wizard: how it renders and how it is checked."""
+
     name: str  # State key and form field name
     label: str  # Label shown next to the input and on the review page
     kind: str = "text"  # "text", "email", "textarea", "select", "radio", "date" or "consent"
@@ -54,35 +71,78 @@ class FormField:
 # %% ../nbs/demo.ipynb #4abd7df3
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 
-def _check_email(v): return None if _EMAIL.match(v) else "Enter an email address like name@example.com"
+
+def _check_email(v):
+    return None if _EMAIL.match(v) else "Enter an email address like name@example.com"
+
 
 def _check_description(v):
     return None if len(v) >= 20 else f"Tell us a little more: at least 20 characters ({len(v)} so far)"
 
+
 def _check_deadline(v):
-    try: d = date.fromisoformat(v)
-    except ValueError: return "Pick a date"
+    try:
+        d = date.fromisoformat(v)
+    except ValueError:
+        return "Pick a date"
     return None if d >= date.today() else "Pick a date that is not in the past"
 
 # %% ../nbs/demo.ipynb #eecdf22b
 STEP_FIELDS: Dict[str, List[FormField]] = {  # Step id -> the fields it asks for
-    "contact": [FormField("name", "Your name", hint="So we know who to thank.", missing="Please enter your name"),
-                FormField("email", "Email", kind="email", check=_check_email, hint="We reply within two working days.",
-                          missing="Please enter your email address"),
-                FormField("company", "Company", required=False, hint="If you are asking on behalf of one.")],
-    "project": [FormField("project_title", "Project title", hint="A few words, e.g. \"Booking site for our bakery\".",
-                          missing="Please give the project a title"),
-                FormField("project_kind", "What are we building?", kind="select", options=PROJECT_KINDS,
-                          missing="Please choose what we are building"),
-                FormField("description", "Describe the project", kind="textarea", check=_check_description,
-                          hint="Who will use it, what should it do, what exists already?",
-                          missing="Please describe the project")],
-    "budget": [FormField("budget", "Budget", kind="radio", options=BUDGETS, missing="Please choose a budget"),
-               FormField("deadline", "Deadline", kind="date", check=_check_deadline, missing="Please pick a deadline"),
-               FormField("priority", "How firm is the deadline?", kind="radio", options=PRIORITIES,
-                         missing="Please choose how firm the deadline is")],
-    "review": [FormField("consent", "These details are correct, and you may contact me about this request",
-                         kind="consent", missing="Please confirm to send the request")],
+    "contact": [
+        FormField("name", "Your name", hint="So we know who to thank.", missing="Please enter your name"),
+        FormField(
+            "email",
+            "Email",
+            kind="email",
+            check=_check_email,
+            hint="We reply within two working days.",
+            missing="Please enter your email address",
+        ),
+        FormField("company", "Company", required=False, hint="If you are asking on behalf of one."),
+    ],
+    "project": [
+        FormField(
+            "project_title",
+            "Project title",
+            hint='A few words, e.g. "Booking site for our bakery".',
+            missing="Please give the project a title",
+        ),
+        FormField(
+            "project_kind",
+            "What are we building?",
+            kind="select",
+            options=PROJECT_KINDS,
+            missing="Please choose what we are building",
+        ),
+        FormField(
+            "description",
+            "Describe the project",
+            kind="textarea",
+            check=_check_description,
+            hint="Who will use it, what should it do, what exists already?",
+            missing="Please describe the project",
+        ),
+    ],
+    "budget": [
+        FormField("budget", "Budget", kind="radio", options=BUDGETS, missing="Please choose a budget"),
+        FormField("deadline", "Deadline", kind="date", check=_check_deadline, missing="Please pick a deadline"),
+        FormField(
+            "priority",
+            "How firm is the deadline?",
+            kind="radio",
+            options=PRIORITIES,
+            missing="Please choose how firm the deadline is",
+        ),
+    ],
+    "review": [
+        FormField(
+            "consent",
+            "These details are correct, and you may contact me about this request",
+            kind="consent",
+            missing="Please confirm to send the request",
+        )
+    ],
 }
 
 # %% ../nbs/demo.ipynb #879f34b3
@@ -94,10 +154,14 @@ def field_error(
     v = "" if value is None else str(value).strip()
     if not v:
         return None if not field.required else field.missing or f"Please answer: {field.label}"
-    if len(v) > 2000: return "Please keep this under 2000 characters"
-    if field.kind == "consent" and v != "yes": return "Please confirm to send the request"
-    if field.options and v not in field.options: return "Choose one of the options"
+    if len(v) > 2000:
+        return "Please keep this under 2000 characters"
+    if field.kind == "consent" and v != "yes":
+        return "Please confirm to send the request"
+    if field.options and v not in field.options:
+        return "Choose one of the options"
     return field.check(v) if field.check else None
+
 
 def step_errors(
     step_id: str,  # Step whose fields to check
@@ -107,9 +171,11 @@ def step_errors(
     """The errors of one step's fields."""
     errors = {}
     for f in STEP_FIELDS[step_id]:
-        if submitted_only and f.name not in state: continue
+        if submitted_only and f.name not in state:
+            continue
         msg = field_error(f, state.get(f.name))
-        if msg: errors[f.name] = msg
+        if msg:
+            errors[f.name] = msg
     return errors
 
 # %% ../nbs/demo.ipynb #ed5a628d
@@ -123,26 +189,55 @@ def render_field(
     value = "" if value is None else str(value)
     fid, err = f"field-{field.name}", errors.get(field.name)
     aria = dict(aria_invalid="true", aria_describedby=f"{fid}-error") if err else {}
-    note = (P(err, id=f"{fid}-error", cls="field-error") if err
-            else P(field.hint, cls="hint") if field.hint else None)
+    note = P(err, id=f"{fid}-error", cls="field-error") if err else P(field.hint, cls="hint") if field.hint else None
     if field.kind == "consent":
-        return Div(Label(Input(type="hidden", name=field.name, value=""),
-                         Input(type="checkbox", id=fid, name=field.name, value="yes", checked=value == "yes", **aria),
-                         Span(field.label), cls="consent"), note, cls="field" + (" has-error" if err else ""))
+        return Div(
+            Label(
+                Input(type="hidden", name=field.name, value=""),
+                Input(type="checkbox", id=fid, name=field.name, value="yes", checked=value == "yes", **aria),
+                Span(field.label),
+                cls="consent",
+            ),
+            note,
+            cls="field" + (" has-error" if err else ""),
+        )
     if field.kind == "radio":
-        return Fieldset(Legend(field.label), Input(type="hidden", name=field.name, value=""),
-                        Div(*[Label(Input(type="radio", name=field.name, value=o, checked=o == value), Span(o), cls="choice")
-                              for o in field.options], cls="choices"),
-                        note, cls="field" + (" has-error" if err else ""), **aria)
-    if field.kind == "textarea": control = Textarea(value, id=fid, name=field.name, rows=5, **aria)
+        return Fieldset(
+            Legend(field.label),
+            Input(type="hidden", name=field.name, value=""),
+            Div(
+                *[
+                    Label(Input(type="radio", name=field.name, value=o, checked=o == value), Span(o), cls="choice")
+                    for o in field.options
+                ],
+                cls="choices",
+            ),
+            note,
+            cls="field" + (" has-error" if err else ""),
+            **aria,
+        )
+    if field.kind == "textarea":
+        control = Textarea(value, id=fid, name=field.name, rows=5, **aria)
     elif field.kind == "select":
-        control = Select(Option("Choose one…", value="", selected=value not in field.options),
-                         *[Option(o, value=o, selected=o == value) for o in field.options], id=fid, name=field.name, **aria)
+        control = Select(
+            Option("Choose one…", value="", selected=value not in field.options),
+            *[Option(o, value=o, selected=o == value) for o in field.options],
+            id=fid,
+            name=field.name,
+            **aria,
+        )
     elif field.kind == "email":  # a text input: the server checks the address, not the browser
-        control = Input(type="text", inputmode="email", autocomplete="email", id=fid, name=field.name, value=value, **aria)
-    else: control = Input(type=field.kind, id=fid, name=field.name, value=value, **aria)
-    return Div(Label(field.label, Span(" (optional)", cls="muted") if not field.required else None, fr=fid),
-               control, note, cls="field" + (" has-error" if err else ""))
+        control = Input(
+            type="text", inputmode="email", autocomplete="email", id=fid, name=field.name, value=value, **aria
+        )
+    else:
+        control = Input(type=field.kind, id=fid, name=field.name, value=value, **aria)
+    return Div(
+        Label(field.label, Span(" (optional)", cls="muted") if not field.required else None, fr=fid),
+        control,
+        note,
+        cls="field" + (" has-error" if err else ""),
+    )
 
 # %% ../nbs/demo.ipynb #5a6423e5
 def _answer(state, name):
@@ -157,20 +252,34 @@ def so_far(
     items = []
     name, email, company = (_answer(state, k) for k in ("name", "email", "company"))
     if name or email:
-        items.append(Div(Span("Contact", cls="k"), Span(", ".join(x for x in (name, company) if x),
-                                                         Span(f" <{email}>", cls="muted") if email else None)))
+        items.append(
+            Div(
+                Span("Contact", cls="k"),
+                Span(", ".join(x for x in (name, company) if x), Span(f" <{email}>", cls="muted") if email else None),
+            )
+        )
     title, kind = _answer(state, "project_title"), _answer(state, "project_kind")
-    if title: items.append(Div(Span("Project", cls="k"), Span(title, Span(f" · {kind}", cls="muted") if kind else None)))
+    if title:
+        items.append(Div(Span("Project", cls="k"), Span(title, Span(f" · {kind}", cls="muted") if kind else None)))
     return Div(*items, cls="so-far", id="so-far") if items else None
+
 
 def review_summary(
     state: Dict[str, Any],  # Workflow state
 ):  # Every answer, grouped by step
     """All answers, as shown on the review and confirmation pages."""
     groups = [("Contact", "contact"), ("Project", "project"), ("Budget & timeline", "budget")]
-    return Div(*[Div(H3(title), Dl(*[x for f in STEP_FIELDS[sid]
-                                     for x in (Dt(f.label), Dd(_answer(state, f.name) or "—"))]), cls="review-group")
-                 for title, sid in groups], cls="review")
+    return Div(
+        *[
+            Div(
+                H3(title),
+                Dl(*[x for f in STEP_FIELDS[sid] for x in (Dt(f.label), Dd(_answer(state, f.name) or "—"))]),
+                cls="review-group",
+            )
+            for title, sid in groups
+        ],
+        cls="review",
+    )
 
 # %% ../nbs/demo.ipynb #ab396852
 _INTROS = {
@@ -180,27 +289,39 @@ _INTROS = {
     "review": "Check your answers. Use Back to change anything.",
 }
 
+
 def _render_step(step_id, title):
     def render(ctx):
         state = ctx.state
         errors = step_errors(step_id, state)
-        return Div(H2(title), P(_INTROS[step_id], cls="lead"),
-                   so_far(state) if step_id in ("project", "budget") else None,
-                   review_summary(state) if step_id == "review" else None,
-                   Div(Strong("Please check the highlighted fields."), cls="alert", role="alert") if errors else None,
-                   Div(*[render_field(f, state, errors) for f in STEP_FIELDS[step_id]], cls="fields"),
-                   cls="step-body", data_step=step_id)
+        return Div(
+            H2(title),
+            P(_INTROS[step_id], cls="lead"),
+            so_far(state) if step_id in ("project", "budget") else None,
+            review_summary(state) if step_id == "review" else None,
+            Div(Strong("Please check the highlighted fields."), cls="alert", role="alert") if errors else None,
+            Div(*[render_field(f, state, errors) for f in STEP_FIELDS[step_id]], cls="fields"),
+            cls="step-body",
+            data_step=step_id,
+        )
+
     return render
 
 # %% ../nbs/demo.ipynb #073e56bb
-def make_steps(
-) -> List[Step]:  # The wizard's steps, in order
+def make_steps() -> List[Step]:  # The wizard's steps, in order
     """The four steps of the project-request wizard."""
     spec = [("contact", "Contact"), ("project", "Project"), ("budget", "Budget & timeline"), ("review", "Review")]
-    return [Step(id=sid, title=title, render=_render_step(sid, title), data_keys=[f.name for f in STEP_FIELDS[sid]],
-                 validate=(lambda state, sid=sid: not step_errors(sid, state, submitted_only=False)),
-                 next_button_text="Send request" if sid == "review" else "Continue")
-            for sid, title in spec]
+    return [
+        Step(
+            id=sid,
+            title=title,
+            render=_render_step(sid, title),
+            data_keys=[f.name for f in STEP_FIELDS[sid]],
+            validate=(lambda state, sid=sid: not step_errors(sid, state, submitted_only=False)),
+            next_button_text="Send request" if sid == "review" else "Continue",
+        )
+        for sid, title in spec
+    ]
 
 # %% ../nbs/demo.ipynb #a3c97284
 DEMO_CSS = """
@@ -318,10 +439,12 @@ details.rename{position:static}
 """
 
 # %% ../nbs/demo.ipynb #4e82e368
-FAVICON_SVG = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32">'  # The tab icon: the logo, a diamond on the brand gradient
-               '<defs><linearGradient id="g" x1="0" y1="0" x2="1" y2="1"><stop offset="0" stop-color="#6366f1"/>'
-               '<stop offset="1" stop-color="#8b5cf6"/></linearGradient></defs>'
-               '<rect width="32" height="32" rx="8" fill="url(#g)"/><path d="M16 7l9 9-9 9-9-9z" fill="#fff"/></svg>')
+FAVICON_SVG = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32">'  # The tab icon: the logo, a diamond on the brand gradient
+    '<defs><linearGradient id="g" x1="0" y1="0" x2="1" y2="1"><stop offset="0" stop-color="#6366f1"/>'
+    '<stop offset="1" stop-color="#8b5cf6"/></linearGradient></defs>'
+    '<rect width="32" height="32" rx="8" fill="url(#g)"/><path d="M16 7l9 9-9 9-9-9z" fill="#fff"/></svg>'
+)
 
 # %% ../nbs/demo.ipynb #668018bf
 def _ago(ts):
@@ -332,7 +455,9 @@ def _ago(ts):
             return f"{n} {unit}{'s' if n > 1 else ''} ago"
     return "just now"
 
-def _reference(session_id): return "PR-" + re.sub(r"[^0-9A-Za-z]", "", session_id)[:8].upper()
+
+def _reference(session_id):
+    return "PR-" + re.sub(r"[^0-9A-Za-z]", "", session_id)[:8].upper()
 
 # %% ../nbs/demo.ipynb #bff7d4e9
 def render_confirmation(
@@ -340,51 +465,86 @@ def render_confirmation(
 ):  # The thank-you page body
     """What the user sees once the request is sent."""
     name = _answer(state, "name") or "there"
-    return Div(Div("✓", cls="check"), H2("Request sent"),
-               P(f"Thanks, {name}! We will reply to ", Strong(_answer(state, "email") or "you"),
-                 " within two working days.", cls="lead"),
-               P("Your reference: ", Span(state.get(REFERENCE, ""), cls="reference")),
-               review_summary(state),
-               Div(Form(Button("Start a new request", cls="btn btn-primary"), method="post", action="/sessions/new"),
-                   A("Saved requests", href="/sessions", cls="btn btn-outline"), cls="actions"),
-               cls="confirmation", id="confirmation")
+    return Div(
+        Div("✓", cls="check"),
+        H2("Request sent"),
+        P(
+            f"Thanks, {name}! We will reply to ",
+            Strong(_answer(state, "email") or "you"),
+            " within two working days.",
+            cls="lead",
+        ),
+        P("Your reference: ", Span(state.get(REFERENCE, ""), cls="reference")),
+        review_summary(state),
+        Div(
+            Form(Button("Start a new request", cls="btn btn-primary"), method="post", action="/sessions/new"),
+            A("Saved requests", href="/sessions", cls="btn btn-outline"),
+            cls="actions",
+        ),
+        cls="confirmation",
+        id="confirmation",
+    )
 
 # %% ../nbs/demo.ipynb #5624a515
 HTMX_CDN = "https://cdn.jsdelivr.net/npm/htmx.org@2.0.7/dist/htmx.min.js"  # Used only if the bundled copy is missing
-CANCEL_CONFIRM = "Cancel this request? Every answer you gave will be deleted."  # What Cancel asks before wiping the answers
+CANCEL_CONFIRM = (
+    "Cancel this request? Every answer you gave will be deleted."  # What Cancel asks before wiping the answers
+)
 
 # %% ../nbs/demo.ipynb #e57d20ab
 def _confirm_cancel(flow: StepFlow, question: str) -> None:
     "Make the Cancel button of every step `flow` renders ask `question` first (`hx-confirm`); one attribute on this flow object."
     render = flow.render_step_content
+
     def ask(node):
-        if not isinstance(node, FT): return
-        if node.attrs.get("id") == InteractionHtmlIds.STEP_FLOW_CANCEL_BTN: node(hx_confirm=question)
-        for child in node.children: ask(child)
+        if not isinstance(node, FT):
+            return
+        if node.attrs.get("id") == InteractionHtmlIds.STEP_FLOW_CANCEL_BTN:
+            node(hx_confirm=question)
+        for child in node.children:
+            ask(child)
+
     @functools.wraps(render)  # (keeps what create_stepflow_router marked on it)
     def render_step_content(*args, **kwargs):
         content = render(*args, **kwargs)
         ask(content)
         return content
+
     flow.render_step_content = render_step_content
 
 # %% ../nbs/demo.ipynb #70a29e9f
 def create_app(
-    store: Union[str, WorkflowStateStoreBase] = "memory://",  # A store, or a URL for `open_store` (then closed on shutdown)
+    store: Union[
+        str, WorkflowStateStoreBase
+    ] = "memory://",  # A store, or a URL for `open_store` (then closed on shutdown)
     secret_key: Optional[str] = None,  # Cookie-signing key (None: FastHTML keeps one in `key_fname`)
     key_fname: str = ".sesskey",  # File holding the generated key, so cookies stay valid across restarts
 ) -> FastHTML:  # The demo app; `app.state.store` and `app.state.flow` are its store and StepFlow
     """Build the project-request demo app on `store`."""
     url = store if isinstance(store, str) else None
-    if url is not None: store = open_store(url, max_state_bytes=DEMO_MAX_STATE_BYTES)
-    assert isinstance(store, WorkflowStateStoreBase), f"create_app: store must be a URL or a store, not {type(store).__name__}"
+    if url is not None:
+        store = open_store(url, max_state_bytes=DEMO_MAX_STATE_BYTES)
+    assert isinstance(store, WorkflowStateStoreBase), (
+        f"create_app: store must be a URL or a store, not {type(store).__name__}"
+    )
     htmx = resources.files("cjm_workflow_state") / "static" / "htmx.min.js"
-    htmx_src = "/static/htmx.min.js" if htmx.is_file() else HTMX_CDN  # the package ships it; a broken install falls back
-    app = FastHTML(hdrs=(Meta(name="viewport", content="width=device-width, initial-scale=1"), Style(DEMO_CSS),
-                         Link(rel="icon", type="image/svg+xml", href="/favicon.svg"),
-                         htmx_config(), Script(src=htmx_src)),  # (htmx_config: a 503 shows its message)
-                   default_hdrs=False, canonical=False, secret_key=secret_key, key_fname=key_fname,
-                   on_shutdown=[store.close] if url is not None else None)
+    htmx_src = (
+        "/static/htmx.min.js" if htmx.is_file() else HTMX_CDN
+    )  # the package ships it; a broken install falls back
+    app = FastHTML(
+        hdrs=(
+            Meta(name="viewport", content="width=device-width, initial-scale=1"),
+            Style(DEMO_CSS),
+            Link(rel="icon", type="image/svg+xml", href="/favicon.svg"),
+            htmx_config(),
+            Script(src=htmx_src),
+        ),  # (htmx_config: a 503 shows its message)
+        default_hdrs=False,
+        canonical=False,
+        secret_key=secret_key,
+        key_fname=key_fname,
+        on_shutdown=[store.close] if url is not None else None,
+    )
     app.state.store, key = store, store.session_key
     shown_url = redact_url(url) if url else type(store).__name__
 
@@ -396,8 +556,9 @@ def create_app(
             state = {**state, **extra}
         return render_confirmation(state)
 
-    flow = app.state.flow = StepFlow(FLOW_ID, make_steps(), state_store=store, on_complete=on_complete,
-                                     show_progress=True)
+    flow = app.state.flow = StepFlow(
+        FLOW_ID, make_steps(), state_store=store, on_complete=on_complete, show_progress=True
+    )
     create_stepflow_router(flow, prefix="/wizard").to_app(app)
     _confirm_cancel(flow, CANCEL_CONFIRM)  # after the router: every step it or `/` renders asks before Cancel
     nav = dict(next_route="/wizard/next_step", back_route="/wizard/back_step", cancel_route="/wizard/reset")
@@ -415,32 +576,60 @@ def create_app(
 
     def not_theirs(sess, session_id):
         "A 404 when `session_id` is not one of the visitor's requests (nothing is changed), else None."
-        if session_id not in own_ids(sess): return Response("No such saved request", status_code=404)
+        if session_id not in own_ids(sess):
+            return Response("No such saved request", status_code=404)
 
     def layout(title, *content, active="wizard"):
-        def link(text, href, name): return A(text, href=href, cls="active" if active == name else None)
-        return (Title(f"{title} · cjm-workflow-state demo"),
-                Header(Div(A(Span("◆", cls="logo"), "Project request", href="/", cls="brand"),
-                           Nav(link("Request", "/", "wizard"), link("Saved requests", "/sessions", "sessions"),
-                               Form(Button("+ New request", cls="btn btn-primary btn-sm", id="new-request"),
-                                    method="post", action="/sessions/new"), cls="nav"), cls="bar"), cls="topbar"),
-                Main(*content, cls="container"),
-                Footer(P("Demo of cjm-workflow-state · every answer is saved to ", Code(shown_url),
-                         " · restart the server and carry on" if not shown_url.startswith("memory") else
-                         " (in memory: a restart forgets it)"), cls="container footer"))
+        def link(text, href, name):
+            return A(text, href=href, cls="active" if active == name else None)
+
+        return (
+            Title(f"{title} · cjm-workflow-state demo"),
+            Header(
+                Div(
+                    A(Span("◆", cls="logo"), "Project request", href="/", cls="brand"),
+                    Nav(
+                        link("Request", "/", "wizard"),
+                        link("Saved requests", "/sessions", "sessions"),
+                        Form(
+                            Button("+ New request", cls="btn btn-primary btn-sm", id="new-request"),
+                            method="post",
+                            action="/sessions/new",
+                        ),
+                        cls="nav",
+                    ),
+                    cls="bar",
+                ),
+                cls="topbar",
+            ),
+            Main(*content, cls="container"),
+            Footer(
+                P(
+                    "Demo of cjm-workflow-state · every answer is saved to ",
+                    Code(shown_url),
+                    " · restart the server and carry on"
+                    if not shown_url.startswith("memory")
+                    else " (in memory: a restart forgets it)",
+                ),
+                cls="container footer",
+            ),
+        )
 
     @app.get("/static/htmx.min.js")
     def htmx_js():
         return FileResponse(str(htmx), media_type="text/javascript", headers={"Cache-Control": "public, max-age=86400"})
 
     @app.get("/favicon.svg")
-    def favicon_svg(): return Response(FAVICON_SVG, media_type="image/svg+xml", headers={"Cache-Control": "public, max-age=86400"})
+    def favicon_svg():
+        return Response(FAVICON_SVG, media_type="image/svg+xml", headers={"Cache-Control": "public, max-age=86400"})
+
     app.get("/favicon.ico")(favicon_svg)  # where browsers and crawlers look without reading the page
 
     @app.get("/")
     def index(req, sess):
         state = flow.get_workflow_state(sess)
-        if state.get(SENT_AT): body = render_confirmation(state)
+        if state.get(SENT_AT):
+            body = render_confirmation(state)
         else:
             step = flow.get_step(flow.get_current_step_id(sess)) or flow.steps[0]
             body = flow.render_step_content(step, flow.create_context(req, sess, step), **nav)
@@ -457,50 +646,122 @@ def create_app(
             title = s.label or _answer(state, "project_title")
             idx = flow.get_step_index(s.current_step) if s.current_step else 0
             done = bool(state.get(SENT_AT))
-            status = (Div(Span("Submitted", cls="badge badge-done", style="margin-left:0"), " ",
-                          Span(state.get(REFERENCE, ""), cls="muted nowrap")) if done else
-                      Div(f"Step {(idx or 0) + 1} of {len(flow.steps)} · {flow.steps[idx or 0].title}",
-                          Div(Span(style=f"width:{100 * ((idx or 0) + 1) // len(flow.steps)}%"), cls="meter")))
+            status = (
+                Div(
+                    Span("Submitted", cls="badge badge-done", style="margin-left:0"),
+                    " ",
+                    Span(state.get(REFERENCE, ""), cls="muted nowrap"),
+                )
+                if done
+                else Div(
+                    f"Step {(idx or 0) + 1} of {len(flow.steps)} · {flow.steps[idx or 0].title}",
+                    Div(Span(style=f"width:{100 * ((idx or 0) + 1) // len(flow.steps)}%"), cls="meter"),
+                )
+            )
             hidden = Input(type="hidden", name="session_id", value=s.session_id)
             is_current = s.session_id == current
-            rows.append(Tr(
-                Td(Strong(title or "Untitled request", Span("current", cls="badge badge-current") if is_current else None),
-                   Small(" · ".join(x for x in (_answer(state, "name"), _answer(state, "email")) if x) or "no answers yet"),
-                   cls="label-cell"),
-                Td(status),
-                Td(_ago(s.updated_ts), Br(), Small(f"{s.updated_at} UTC", cls="muted"), cls="when"),
-                Td(Div(Form(hidden, Button("Open" if done else "Resume", cls="btn btn-primary btn-sm"),
-                            method="post", action="/sessions/resume"),
-                       Details(Summary("Rename", cls="btn btn-outline btn-sm"),
-                               Form(hidden, Input(name="label", value=title or "", maxlength=120, aria_label="New label",
-                                                  placeholder="e.g. Bakery website"),
-                                    Button("Save", cls="btn btn-primary btn-sm"), method="post", action="/sessions/rename"),
-                               cls="rename"),
-                       Form(hidden, Button("Delete", cls="btn btn-danger btn-sm"), method="post", action="/sessions/delete",
-                            onsubmit="return confirm('Delete this request? This cannot be undone.')"),
-                       cls="row-actions"), cls="actions-cell"),
-                cls="current" if is_current else None, data_session=s.session_id))
-        table = (Div(Table(Thead(Tr(Th("Request"), Th("Progress"), Th("Last update"), Th(""))), Tbody(*rows), id="sessions"),
-                     cls="table-wrap")
-                 if rows else Div(P("No saved requests yet."), A("Start one", href="/", cls="btn btn-primary"), cls="empty"))
-        note = (Div(f"This browser keeps at most {MAX_SAVED} requests: delete one to start another.", cls="alert",
-                    role="alert") if full else None)
-        return layout("Saved requests",
-                      Div(Div(H1("Saved requests"), P("Your requests in this browser, newest first. Resume one to carry on "
-                                                      "where it stopped.", cls="muted")), cls="page-head"),
-                      note, Div(table, cls="card table-card"), active="sessions")
+            rows.append(
+                Tr(
+                    Td(
+                        Strong(
+                            title or "Untitled request",
+                            Span("current", cls="badge badge-current") if is_current else None,
+                        ),
+                        Small(
+                            " · ".join(x for x in (_answer(state, "name"), _answer(state, "email")) if x)
+                            or "no answers yet"
+                        ),
+                        cls="label-cell",
+                    ),
+                    Td(status),
+                    Td(_ago(s.updated_ts), Br(), Small(f"{s.updated_at} UTC", cls="muted"), cls="when"),
+                    Td(
+                        Div(
+                            Form(
+                                hidden,
+                                Button("Open" if done else "Resume", cls="btn btn-primary btn-sm"),
+                                method="post",
+                                action="/sessions/resume",
+                            ),
+                            Details(
+                                Summary("Rename", cls="btn btn-outline btn-sm"),
+                                Form(
+                                    hidden,
+                                    Input(
+                                        name="label",
+                                        value=title or "",
+                                        maxlength=120,
+                                        aria_label="New label",
+                                        placeholder="e.g. Bakery website",
+                                    ),
+                                    Button("Save", cls="btn btn-primary btn-sm"),
+                                    method="post",
+                                    action="/sessions/rename",
+                                ),
+                                cls="rename",
+                            ),
+                            Form(
+                                hidden,
+                                Button("Delete", cls="btn btn-danger btn-sm"),
+                                method="post",
+                                action="/sessions/delete",
+                                onsubmit="return confirm('Delete this request? This cannot be undone.')",
+                            ),
+                            cls="row-actions",
+                        ),
+                        cls="actions-cell",
+                    ),
+                    cls="current" if is_current else None,
+                    data_session=s.session_id,
+                )
+            )
+        table = (
+            Div(
+                Table(Thead(Tr(Th("Request"), Th("Progress"), Th("Last update"), Th(""))), Tbody(*rows), id="sessions"),
+                cls="table-wrap",
+            )
+            if rows
+            else Div(P("No saved requests yet."), A("Start one", href="/", cls="btn btn-primary"), cls="empty")
+        )
+        note = (
+            Div(
+                f"This browser keeps at most {MAX_SAVED} requests: delete one to start another.",
+                cls="alert",
+                role="alert",
+            )
+            if full
+            else None
+        )
+        return layout(
+            "Saved requests",
+            Div(
+                Div(
+                    H1("Saved requests"),
+                    P(
+                        "Your requests in this browser, newest first. Resume one to carry on where it stopped.",
+                        cls="muted",
+                    ),
+                ),
+                cls="page-head",
+            ),
+            note,
+            Div(table, cls="card table-card"),
+            active="sessions",
+        )
 
     @app.post("/sessions/new")
     def new_session(sess):
         ids = [i for i in own_ids(sess) if store.session_exists(FLOW_ID, i)]  # an untouched new request is not kept
-        if len(ids) >= MAX_SAVED: return Redirect("/sessions?full=1")  # refuse, rather than drop an old one
+        if len(ids) >= MAX_SAVED:
+            return Redirect("/sessions?full=1")  # refuse, rather than drop an old one
         set_session_id(sess, str(uuid.uuid4()), key)
         keep(sess, ids)
         return Redirect("/")
 
     @app.post("/sessions/resume")
     def resume(sess, session_id: str):
-        if missing := not_theirs(sess, session_id): return missing
+        if missing := not_theirs(sess, session_id):
+            return missing
         ids = own_ids(sess)
         set_session_id(sess, session_id, key)
         keep(sess, ids)
@@ -508,17 +769,22 @@ def create_app(
 
     @app.post("/sessions/rename")
     def rename(sess, session_id: str, label: str = ""):
-        if missing := not_theirs(sess, session_id): return missing
-        try: store.set_session_label(FLOW_ID, session_id, " ".join(label.split())[:120] or None)
-        except (TypeError, ValueError) as e: return Response(f"Invalid label: {e}", status_code=400)
+        if missing := not_theirs(sess, session_id):
+            return missing
+        try:
+            store.set_session_label(FLOW_ID, session_id, " ".join(label.split())[:120] or None)
+        except (TypeError, ValueError) as e:
+            return Response(f"Invalid label: {e}", status_code=400)
         return Redirect("/sessions")
 
     @app.post("/sessions/delete")
     def delete(sess, session_id: str):
-        if missing := not_theirs(sess, session_id): return missing
+        if missing := not_theirs(sess, session_id):
+            return missing
         store.delete_session(FLOW_ID, session_id)
         ids = [i for i in own_ids(sess) if i != session_id]
-        if sess.get(key) == session_id: sess.pop(key)
+        if sess.get(key) == session_id:
+            sess.pop(key)
         keep(sess, ids)
         return Redirect("/sessions")
 
@@ -528,29 +794,45 @@ def create_app(
 def _listen(
     host: str,  # Interface to listen on ("": every interface, as in uvicorn)
     port: int,  # Port to listen on
-) -> Tuple[List[socket.socket], Optional[str]]:  # The listening sockets and None, or [] and why the demo cannot listen there
+) -> Tuple[
+    List[socket.socket], Optional[str]
+]:  # The listening sockets and None, or [] and why the demo cannot listen there
     "Bind and listen on every address of `host` as uvicorn would (asyncio's `create_server`); on failure nothing stays open."
-    if not 0 < port < 65536: return [], f"port {port} is not a port number; choose one from 1 to 65535 with --port"
-    try: addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except (OSError, UnicodeError) as e: return [], f"cannot listen on host {host!r} ({e}); choose another with --host"
+    if not 0 < port < 65536:
+        return [], f"port {port} is not a port number; choose one from 1 to 65535 with --port"
+    try:
+        addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as e:
+        return [], f"cannot listen on host {host!r} ({e}); choose another with --host"
     where, sockets = host or "every interface", []
     try:
         for family, kind, proto, _, address in dict.fromkeys(addresses):  # (each address once, in the resolver's order)
-            try: s = socket.socket(family, kind, proto)
-            except OSError: continue  # a family this machine lacks (e.g. IPv6 turned off): asyncio skips it too
+            try:
+                s = socket.socket(family, kind, proto)
+            except OSError:
+                continue  # a family this machine lacks (e.g. IPv6 turned off): asyncio skips it too
             sockets.append(s)
-            if os.name == "posix" and sys.platform != "cygwin": s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6: s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if os.name == "posix" and sys.platform != "cygwin":
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             s.bind(address)
-            s.listen(2048)  # at once (uvicorn's backlog): with address reuse, another socket bound here could listen first
+            s.listen(
+                2048
+            )  # at once (uvicorn's backlog): with address reuse, another socket bound here could listen first
     except OSError as e:
-        for s in sockets: s.close()
+        for s in sockets:
+            s.close()
         if e.errno == errno.EADDRINUSE:
-            return [], (f"port {port} on {where} is already in use; stop the program using it, "
-                        f"or choose another port with --port (e.g. --port {port + 1 if port < 65535 else 5001})")
+            return [], (
+                f"port {port} on {where} is already in use; stop the program using it, "
+                f"or choose another port with --port (e.g. --port {port + 1 if port < 65535 else 5001})"
+            )
         return [], f"cannot listen on {where} port {port} ({e.strerror}); choose another with --port or --host"
-    if not sockets: return [], f"cannot listen on host {host!r} (no usable address); choose another with --host"
+    if not sockets:
+        return [], f"cannot listen on host {host!r} (no usable address); choose another with --host"
     return sockets, None
+
 
 def _url(
     host: str,  # Interface the demo listens on
@@ -560,9 +842,9 @@ def _url(
     shown = "localhost" if not host else f"[{host.replace('%', '%25')}]" if ":" in host else host
     return f"http://{shown}:{port}"
 
-
 # %% ../nbs/demo.ipynb #59f1eedd
 PROG = "cjm-workflow-demo"  # The program's name in `--help` and its messages, however it is started
+
 
 def serve(
     store: str = DEFAULT_STORE_URL,  # Store URL: sqlite:///file.db, redis://host:6379/0, postgresql://user@host/db or memory://
@@ -571,21 +853,36 @@ def serve(
 ):
     """Serve the project-request demo until Ctrl-C (`cjm-workflow-demo` or `python -m cjm_workflow_state.demo`)."""
     import uvicorn
+
     sockets, problem = _listen(host, port)  # the port is ours before anything is created or announced
-    if problem: sys.exit(f"{PROG}: {problem}")
+    if problem:
+        sys.exit(f"{PROG}: {problem}")
     try:
-        try: app = create_app(store)
-        except (ValueError, TypeError, ImportError, ConnectionError) as e:  # the message may quote the URL: not its password
+        try:
+            app = create_app(store)
+        except (
+            ValueError,
+            TypeError,
+            ImportError,
+            ConnectionError,
+        ) as e:  # the message may quote the URL: not its password
             sys.exit(f"{PROG}: {hide_secrets(str(e), store)}")
         everywhere = "" if host else "every interface; "
-        print(f"Project request demo: {_url(host, port)}  ({everywhere}store: {redact_url(store)}; Ctrl-C stops it)",
-              flush=True)
+        print(
+            f"Project request demo: {_url(host, port)}  ({everywhere}store: {redact_url(store)}; Ctrl-C stops it)",
+            flush=True,
+        )
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
-        try: server.run(sockets=sockets)  # uvicorn serves on the sockets bound above: it binds none of its own
-        except KeyboardInterrupt: pass
+        try:
+            server.run(sockets=sockets)  # uvicorn serves on the sockets bound above: it binds none of its own
+        except KeyboardInterrupt:
+            pass
     finally:
-        for s in sockets: s.close()
-    if not server.started: sys.exit(3)  # as `uvicorn.run` does when the server could not start
+        for s in sockets:
+            s.close()
+    if not server.started:
+        sys.exit(3)  # as `uvicorn.run` does when the server could not start
+
 
 def main(
     argv: Optional[List[str]] = None,  # Arguments after the program name (default: `sys.argv[1:]`)
@@ -596,4 +893,5 @@ def main(
 
 # %% ../nbs/demo.ipynb #f2b1c0d8
 #| eval: false
-if __name__ == "__main__": main()  # python -m cjm_workflow_state.demo
+if __name__ == "__main__":
+    main()  # python -m cjm_workflow_state.demo

@@ -14,17 +14,22 @@ class WorkflowStateError(Exception):
 class InvalidIdError(WorkflowStateError, ValueError):
     """A flow, session or step id is empty, too long, or holds control characters."""
 
+
 class StateNotSerializableError(WorkflowStateError, TypeError):
     """A state value cannot be stored as JSON; the message names the key."""
+
 
 class StateTooLargeError(WorkflowStateError, ValueError):
     """An update would make the serialised state larger than the store's `max_state_bytes`."""
 
+
 class SessionExistsError(WorkflowStateError, ValueError):
     """A session id that already holds data was used where a new one is required."""
 
+
 class StoreUnavailableError(WorkflowStateError, ConnectionError):
     """The backend's server cannot be reached, or a call's outcome is unknown (the connection dropped after it was sent); the message names its address. Worth retrying later."""
+
 
 class BackendError(WorkflowStateError, RuntimeError):
     """The backend refused the call for a reason retrying will not fix (bad credentials, missing database, corrupt or read-only file, a foreign table, a full server); the message names the address or path, the cause and what to do."""
@@ -34,9 +39,13 @@ import re
 from typing import List
 from urllib.parse import unquote
 
-_USERINFO_SECRET = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/?#@]*:)(.*)@")  # scheme://user:PASSWORD@ (to the last @)
-_SECRET_PARAM = re.compile(r"((?:^|[?&;\s])[A-Za-z0-9_.-]*(?:pass|pwd|secret|token|key)[A-Za-z0-9_.-]*=)([^&;\s]+)",
-                           re.IGNORECASE)  # password=, sslpassword=, token=, ... in a query or conninfo string
+_USERINFO_SECRET = re.compile(
+    r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/?#@]*:)(.*)@"
+)  # scheme://user:PASSWORD@ (to the last @)
+_SECRET_PARAM = re.compile(
+    r"((?:^|[?&;\s])[A-Za-z0-9_.-]*(?:pass|pwd|secret|token|key)[A-Za-z0-9_.-]*=)([^&;\s]+)", re.IGNORECASE
+)  # password=, sslpassword=, token=, ... in a query or conninfo string
+
 
 def redact_url(
     url: str,  # A store URL
@@ -45,12 +54,16 @@ def redact_url(
     url = _USERINFO_SECRET.sub(r"\1***@", str(url), count=1)
     return _SECRET_PARAM.sub(r"\1***", url)
 
+
 def url_secrets(
     url: str,  # A store URL
 ) -> List[str]:  # The secrets written in it (as written and percent-decoded), longest first
     """The passwords and other secrets in a URL, the ones `redact_url` hides."""
-    found = [m.group(2) for m in _USERINFO_SECRET.finditer(str(url))] + [m.group(2) for m in _SECRET_PARAM.finditer(str(url))]
+    found = [m.group(2) for m in _USERINFO_SECRET.finditer(str(url))] + [
+        m.group(2) for m in _SECRET_PARAM.finditer(str(url))
+    ]
     return sorted({s for x in found for s in (x, unquote(x)) if s}, key=len, reverse=True)
+
 
 def hide_secrets(
     text: str,  # Text that may quote the URLs, e.g. an error message

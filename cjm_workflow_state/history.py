@@ -27,5 +27,6 @@ def pop_history(
     history: List[Dict[str, Any]],  # Current history stack
 ) -> Optional[Tuple[Dict[str, Any], List[Dict[str, Any]]]]:  # (snapshot, updated_history) or None
     """Pop the most recent snapshot from the history stack."""
-    if not history: return None
+    if not history:
+        return None
     return history[-1], list(history[:-1])

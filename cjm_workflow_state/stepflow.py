@@ -39,14 +39,18 @@ def create_stepflow_router(
             router(flat, methods=methods, name=func.__name__)(func)
     scoped = callable(getattr(flow.state_store, "request_scope", None))
     wrapped: Dict[int, Any] = {}  # id(handler) -> its wrapped twin (a handler registered at two paths gets one)
-    router.routes = [(wrapped.setdefault(id(entry[0]), _route(flow, router, entry[0], scoped)), *entry[1:])
-                     for entry in router.routes]
+    router.routes = [
+        (wrapped.setdefault(id(entry[0]), _route(flow, router, entry[0], scoped)), *entry[1:])
+        for entry in router.routes
+    ]
     return router
 
 # %% ../nbs/stepflow.ipynb #3c49fb8e
 class _Refused(Exception):
     "A write of the request was refused (StepFlow may have caught it): the scope must write nothing."
-    def __init__(self, error: Exception): self.error = error
+
+    def __init__(self, error: Exception):
+        self.error = error
 
 # %% ../nbs/stepflow.ipynb #0ccf923a
 REFUSED_MESSAGES = {  # What a user reads when a step's answers could not be saved (the log has the store's error)
@@ -58,6 +62,7 @@ UNAVAILABLE_MESSAGE = "The wizard is unavailable for a moment. Nothing you enter
 # %% ../nbs/stepflow.ipynb #e4ada8c3
 def _refused_message(error: Exception) -> str:
     return next(text for kind, text in REFUSED_MESSAGES.items() if isinstance(error, kind))
+
 
 def _route(
     flow: StepFlow,  # The wizard
@@ -76,28 +81,41 @@ def _route(
     async def route(**params):
         request, sess, scope = params["request"], params["sess"], None
         try:
-            async with (store.request_scope(sess) if scoped else contextlib.nullcontext()) as scope:
+            async with store.request_scope(sess) if scoped else contextlib.nullcontext() as scope:
                 if guarded and await _is_stale(flow, request, sess):
-                    return await _current_step(flow, router, request, sess,
-                                               Div(P(STALE_MESSAGE), role="status", cls="wfs-notice wfs-stale"))
+                    return await _current_step(
+                        flow, router, request, sess, Div(P(STALE_MESSAGE), role="status", cls="wfs-notice wfs-stale")
+                    )
                 # a sync handler runs in a worker thread, as FastHTML runs it (the thread sees the scope)
                 response = await (handler(**params) if is_async else asyncio.to_thread(handler, **params))
-                if scope is not None and scope.errors: raise _Refused(scope.errors[0])
+                if scope is not None and scope.errors:
+                    raise _Refused(scope.errors[0])
             return response
         except _Refused as refused:
-            _log.warning("StepFlow %r: a write of session %r was refused, nothing of the request was written: %s",
-                         flow.flow_id, scope.session_id, refused.error)
-            try: return await _refused_step(flow, router, params, refused.error)
-            except StoreUnavailableError as e: return _unavailable(flow, e)
-        except StoreUnavailableError as e: return _unavailable(flow, e)
+            _log.warning(
+                "StepFlow %r: a write of session %r was refused, nothing of the request was written: %s",
+                flow.flow_id,
+                scope.session_id,
+                refused.error,
+            )
+            try:
+                return await _refused_step(flow, router, params, refused.error)
+            except StoreUnavailableError as e:
+                return _unavailable(flow, e)
+        except StoreUnavailableError as e:
+            return _unavailable(flow, e)
+
     return route
+
 
 async def _refused_step(flow: StepFlow, router: APIRouter, params: dict, error: Exception):
     "The current step, as stored, re-rendered under an alert saying why the request's answers were not saved."
     request, sess = params["request"], params["sess"]
     async with flow.state_store.request_scope(sess):
-        return await _current_step(flow, router, request, sess,
-                                   Div(P(_refused_message(error)), role="alert", cls="wfs-error"))
+        return await _current_step(
+            flow, router, request, sess, Div(P(_refused_message(error)), role="alert", cls="wfs-error")
+        )
+
 
 async def _current_step(flow: StepFlow, router: APIRouter, request, sess, message: FT) -> FT:
     """The session's current step, as stored, rendered in the flow's container under `message`; as StepFlow shows a
@@ -106,22 +124,37 @@ async def _current_step(flow: StepFlow, router: APIRouter, request, sess, messag
     on_enter = getattr(step, "on_enter", None)
     if on_enter is not None:
         shown = on_enter(flow.get_workflow_state(sess), request, sess)
-        if inspect.isawaitable(shown): shown = await shown
-        if shown is not None: return Div(message, shown, id=flow.container_id)
+        if inspect.isawaitable(shown):
+            shown = await shown
+        if shown is not None:
+            return Div(message, shown, id=flow.container_id)
     content = flow.render_step_content(
-        step_obj=step, ctx=flow.create_context(request, sess, step), next_route=router.next_step.to(),
-        back_route=router.back_step.to(), cancel_route=router.reset.to())
+        step_obj=step,
+        ctx=flow.create_context(request, sess, step),
+        next_route=router.next_step.to(),
+        back_route=router.back_step.to(),
+        cancel_route=router.reset.to(),
+    )
     return Div(message, content, id=flow.container_id)
+
 
 def _unavailable(flow: StepFlow, error: StoreUnavailableError) -> HTMLResponse:
     "503 with a short message: the store could not be reached, nothing of the request was written."
     _log.warning("StepFlow %r: the store is unavailable, answered 503: %s", flow.flow_id, error)
-    return HTMLResponse(f'<div role="alert" class="wfs-error wfs-unavailable" id="{flow.container_id}">'
-                        f"<p>{UNAVAILABLE_MESSAGE}</p></div>", status_code=503, headers={"Retry-After": "5"})
+    return HTMLResponse(
+        f'<div role="alert" class="wfs-error wfs-unavailable" id="{flow.container_id}">'
+        f"<p>{UNAVAILABLE_MESSAGE}</p></div>",
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )
 
 # %% ../nbs/stepflow.ipynb #122d1e1a
-STEP_FIELD = "__wfs_step"  # Form field naming the step a form was rendered for (StepFlow stores no key starting with "__")
-VERSION_FIELD = "__wfs_version"  # Form field naming what the page showed: the session, its step and its answers (a digest)
+STEP_FIELD = (
+    "__wfs_step"  # Form field naming the step a form was rendered for (StepFlow stores no key starting with "__")
+)
+VERSION_FIELD = (
+    "__wfs_version"  # Form field naming what the page showed: the session, its step and its answers (a digest)
+)
 STALE_MESSAGE = "This page was out of date; here is where you are. Nothing from that page was saved."
 
 # %% ../nbs/stepflow.ipynb #6f3f4ca8
@@ -133,15 +166,21 @@ def _version(flow: StepFlow, sess) -> str:
     store, flow_id = flow.state_store, flow.flow_id
     key = getattr(store, "session_key", None)
     session_id = sess.get(key) if key is not None and hasattr(sess, "get") else None
-    find_scope = getattr(store, "_scope_for", None)  # (our stores' lookup of their open scope; a third-party store has none)
+    find_scope = getattr(
+        store, "_scope_for", None
+    )  # (our stores' lookup of their open scope; a third-party store has none)
     scope = find_scope(session_id) if find_scope is not None and session_id is not None else None
-    if scope is not None: step, text = scope.current_step(flow_id), scope.state_text(flow_id) or "{}"
+    if scope is not None:
+        step, text = scope.current_step(flow_id), scope.state_text(flow_id) or "{}"
     else:
         step, state = store.get_current_step(flow_id, sess), store.get_state(flow_id, sess)
-        try: text = encode_json(state)
-        except (TypeError, ValueError): text = json.dumps(state, sort_keys=True, default=repr)  # (not our store's values)
+        try:
+            text = encode_json(state)
+        except (TypeError, ValueError):
+            text = json.dumps(state, sort_keys=True, default=repr)  # (not our store's values)
     seen = f"{session_id}\x00{step}\x00{text}"
     return hashlib.blake2b(seen.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
+
 
 def _bind_forms_to_steps(flow: StepFlow) -> None:
     """Make every step the flow renders carry its step id and the version of what it shows (`_version`): hidden
@@ -150,7 +189,9 @@ def _bind_forms_to_steps(flow: StepFlow) -> None:
     `hx-vals` object already there. Sets one attribute on this flow object, `render_step_content`, wrapping the
     class's method; patches no class."""
     render = flow.render_step_content
-    if getattr(render, "_binds_step", False): return  # (a second router for the same flow)
+    if getattr(render, "_binds_step", False):
+        return  # (a second router for the same flow)
+
     @functools.wraps(render)
     def render_step_content(*args, **kwargs):
         step = kwargs["step_obj"] if "step_obj" in kwargs else args[0]
@@ -159,37 +200,50 @@ def _bind_forms_to_steps(flow: StepFlow) -> None:
         if isinstance(content, FT):
             fields = {STEP_FIELD: step.id, VERSION_FIELD: _version(flow, ctx.session)}
             content(*[Input(type="hidden", name=k, value=v) for k, v in fields.items()])
-            try: vals = json.loads(content.attrs.get("hx-vals") or "{}")
-            except ValueError: vals = None  # (a `js:` expression: left alone; the hidden inputs still go with the form)
-            if isinstance(vals, dict): content(hx_vals=json.dumps({**vals, **fields}))
+            try:
+                vals = json.loads(content.attrs.get("hx-vals") or "{}")
+            except ValueError:
+                vals = None  # (a `js:` expression: left alone; the hidden inputs still go with the form)
+            if isinstance(vals, dict):
+                content(hx_vals=json.dumps({**vals, **fields}))
         return content
+
     render_step_content._binds_step = True
     flow.render_step_content = render_step_content
+
 
 async def _posted(request, name: str) -> Optional[str]:
     "A field of the request's form (the query, or the form body), or None without one."
     value = request.query_params.get(name)
     if value is None and request.method != "GET":
-        try: value = (await request.form()).get(name)  # (Starlette keeps the parsed form: StepFlow reads it again)
-        except Exception: return None  # not a form StepFlow could read either
+        try:
+            value = (await request.form()).get(name)  # (Starlette keeps the parsed form: StepFlow reads it again)
+        except Exception:
+            return None  # not a form StepFlow could read either
     return value if isinstance(value, str) else None
+
 
 async def _is_stale(flow: StepFlow, request, sess) -> bool:
     """Whether the request came from a page that is out of date: rendered for another step than the session's current
     one, or (with a version) showing another session, step or answers than the session now holds. A session whose
     stored step is not one of the flow's is left to StepFlow (its routes start the flow again)."""
     step, version = await _posted(request, STEP_FIELD), await _posted(request, VERSION_FIELD)
-    if step is None and version is None: return False  # not our form: served as before
+    if step is None and version is None:
+        return False  # not our form: served as before
     current = flow.get_current_step_id(sess)
-    if flow.get_step(current) is None: return False
+    if flow.get_step(current) is None:
+        return False
     return (step is not None and step != current) or (version is not None and version != _version(flow, sess))
 
 # %% ../nbs/stepflow.ipynb #e36348c5
 # htmx 2's default `responseHandling`, with a 503 swapped in before the other errors (the first matching rule wins)
 _HTMX_RESPONSE_HANDLING = [
-    {"code": "204", "swap": False}, {"code": "[23]..", "swap": True},
+    {"code": "204", "swap": False},
+    {"code": "[23]..", "swap": True},
     {"code": "503", "swap": True, "error": True},  # the router's "unavailable" message (see `_unavailable`)
-    {"code": "[45]..", "swap": False, "error": True}, {"code": "...", "swap": False}]
+    {"code": "[45]..", "swap": False, "error": True},
+    {"code": "...", "swap": False},
+]
 
 # %% ../nbs/stepflow.ipynb #2bba91fa
 def htmx_config(

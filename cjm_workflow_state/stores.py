@@ -17,9 +17,12 @@ from .errors import redact_url
 SCHEMES: Dict[str, str] = {  # URL scheme -> module whose `open_url(url, **options)` builds the store
     "memory": "cjm_workflow_state.backends.memory",
     "sqlite": "cjm_workflow_state.backends.sqlite",
-    "redis": "cjm_workflow_state.backends.redis", "rediss": "cjm_workflow_state.backends.redis",
-    "postgresql": "cjm_workflow_state.backends.postgres", "postgres": "cjm_workflow_state.backends.postgres",
+    "redis": "cjm_workflow_state.backends.redis",
+    "rediss": "cjm_workflow_state.backends.redis",
+    "postgresql": "cjm_workflow_state.backends.postgres",
+    "postgres": "cjm_workflow_state.backends.postgres",
 }
+
 
 def register_scheme(
     scheme: str,  # URL scheme, e.g. "mystore"
@@ -32,14 +35,31 @@ def register_scheme(
 _COMMON = {"ttl": "seconds or none", "max_state_bytes": "int", "session_key": "text"}
 _REDIS, _POSTGRES = "cjm_workflow_state.backends.redis", "cjm_workflow_state.backends.postgres"
 
-_URL_OPTIONS: Dict[str, Dict[str, str]] = {  # backend module -> the store options its URLs may set: name -> kind of value
+_URL_OPTIONS: Dict[
+    str, Dict[str, str]
+] = {  # backend module -> the store options its URLs may set: name -> kind of value
     "cjm_workflow_state.backends.memory": {**_COMMON, "max_sessions": "int or none"},
     "cjm_workflow_state.backends.sqlite": {**_COMMON, "synchronous": "text", "busy_timeout": "timeout"},
-    _REDIS: {"prefix": "text", **_COMMON, "socket_timeout": "timeout or none", "socket_connect_timeout": "timeout or none",
-             "retries": "int"},
-    _POSTGRES: {"table": "text", "schema": "text", **_COMMON, "min_size": "int", "max_size": "int",
-                "prepare_threshold": "int or none", "connect_timeout": "timeout", "pool_timeout": "timeout",
-                "socket_timeout": "timeout or none", "statement_timeout": "timeout or none", "create_table": "bool"},
+    _REDIS: {
+        "prefix": "text",
+        **_COMMON,
+        "socket_timeout": "timeout or none",
+        "socket_connect_timeout": "timeout or none",
+        "retries": "int",
+    },
+    _POSTGRES: {
+        "table": "text",
+        "schema": "text",
+        **_COMMON,
+        "min_size": "int",
+        "max_size": "int",
+        "prepare_threshold": "int or none",
+        "connect_timeout": "timeout",
+        "pool_timeout": "timeout",
+        "socket_timeout": "timeout or none",
+        "statement_timeout": "timeout or none",
+        "create_table": "bool",
+    },
 }
 # A timeout read from a URL is more than 0 and at most this many seconds (about 23 days): SQLite's busy timeout and
 # PostgreSQL's statement and TCP user timeouts are int milliseconds, which stop at 2147483.647 s
@@ -47,30 +67,58 @@ _MAX_TIMEOUT = 2_000_000
 _AT_MOST = {"retries": 100}  # integer options with an upper bound (retries=10**18 against a dead server never ends)
 
 # redis-py's own URL options that make sense for the store (checked here, then left in the URL for redis-py to read)
-_REDIS_DRIVER = {"db": "int", "username": "text", "password": "text", "client_name": "text", "max_connections": "int",
-                 "health_check_interval": "int", "socket_keepalive": "bool", "socket_read_size": "int"}
-_REDIS_TLS = {"ssl_cert_reqs": "text", "ssl_ca_certs": "text", "ssl_ca_path": "text", "ssl_certfile": "text",
-              "ssl_keyfile": "text", "ssl_password": "text", "ssl_check_hostname": "bool", "ssl_min_version": "int",
-              "ssl_ciphers": "text", "ssl_include_verify_flags": "text", "ssl_exclude_verify_flags": "text"}
+_REDIS_DRIVER = {
+    "db": "int",
+    "username": "text",
+    "password": "text",
+    "client_name": "text",
+    "max_connections": "int",
+    "health_check_interval": "int",
+    "socket_keepalive": "bool",
+    "socket_read_size": "int",
+}
+_REDIS_TLS = {
+    "ssl_cert_reqs": "text",
+    "ssl_ca_certs": "text",
+    "ssl_ca_path": "text",
+    "ssl_certfile": "text",
+    "ssl_keyfile": "text",
+    "ssl_password": "text",
+    "ssl_check_hostname": "bool",
+    "ssl_min_version": "int",
+    "ssl_ciphers": "text",
+    "ssl_include_verify_flags": "text",
+    "ssl_exclude_verify_flags": "text",
+}
 _REFUSED = {  # driver options a store cannot work with, and why
-    _REDIS: {"decode_responses": "the store reads raw bytes", "encoding": "the store encodes its own data",
-             "protocol": "the store speaks RESP2", "retry_on_timeout": "the store retries by itself (use retries=)",
-             "retry_on_error": "the store retries by itself (use retries=)", "timeout": "the store uses a plain connection pool"},
+    _REDIS: {
+        "decode_responses": "the store reads raw bytes",
+        "encoding": "the store encodes its own data",
+        "protocol": "the store speaks RESP2",
+        "retry_on_timeout": "the store retries by itself (use retries=)",
+        "retry_on_error": "the store retries by itself (use retries=)",
+        "timeout": "the store uses a plain connection pool",
+    },
     _POSTGRES: {"client_encoding": "the store exchanges its text with the server as UTF8"},
 }
 _DRIVERS = {_REDIS: "redis-py's", _POSTGRES: "libpq's"}  # whose the pass-through options are
 # libpq parameters the store sets from socket_timeout (its own values would replace the URL's)
 _KEEPALIVES = ("keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count", "tcp_user_timeout")
 
+
 def _libpq_parameters() -> Dict[str, str]:
     "The connection parameters of the libpq psycopg uses (its debug-only ones left out), as pass-through options."
     from psycopg.pq import Conninfo  # imported with the postgres backend, so psycopg is there
+
     return {o.keyword.decode(): "text" for o in Conninfo.get_defaults() if o.dispchar != b"D"}
+
 
 def _driver_options(module: str, scheme: str) -> Dict[str, str]:
     "The driver's own query parameters that URLs of `scheme` may carry: name -> kind of value."
-    if module == _REDIS: return {**_REDIS_DRIVER, **(_REDIS_TLS if scheme == "rediss" else {})}
-    if module == _POSTGRES: return _libpq_parameters()
+    if module == _REDIS:
+        return {**_REDIS_DRIVER, **(_REDIS_TLS if scheme == "rediss" else {})}
+    if module == _POSTGRES:
+        return _libpq_parameters()
     return {}
 
 # %% ../nbs/stores.ipynb #1c2d3e4f
@@ -78,19 +126,31 @@ _INT, _DECIMAL = re.compile(r"[0-9]{1,18}"), re.compile(r"[0-9]{0,18}\.[0-9]{1,1
 _NO_USER_INFO = ("memory", "sqlite")  # schemes whose URLs have no user info (user:password@); the others may
 _SECRET_NAME = re.compile(r"pass|pwd|secret|token", re.IGNORECASE)  # options whose value is a secret
 
+
 def _parse(kind: str, text: str) -> Any:
     "`text` read as a value of `kind` (int, seconds, timeout, bool, text; 'or none' allows none); ValueError if it is not one."
     base, optional = kind.split(" or ")[0], kind.endswith(" or none")
-    if optional and text.lower() == "none": return None
-    if base == "text": return text
-    if base == "bool" and text.lower() in ("true", "1", "false", "0"): return text.lower() in ("true", "1")
+    if optional and text.lower() == "none":
+        return None
+    if base == "text":
+        return text
+    if base == "bool" and text.lower() in ("true", "1", "false", "0"):
+        return text.lower() in ("true", "1")
     value = int(text) if _INT.fullmatch(text) else float(text) if _DECIMAL.fullmatch(text) else None
-    if base == "int" and type(value) is int: return value
-    if base == "seconds" and value is not None: return value
-    if base == "timeout" and value is not None and 0 < value <= _MAX_TIMEOUT: return value
-    what = {"int": "an integer >= 0", "seconds": "a number of seconds (e.g. 3600 or 2.5)", "bool": "true or false",
-            "timeout": f"a number of seconds more than 0 and at most {_MAX_TIMEOUT} (e.g. 5 or 2.5)"}[base]
+    if base == "int" and type(value) is int:
+        return value
+    if base == "seconds" and value is not None:
+        return value
+    if base == "timeout" and value is not None and 0 < value <= _MAX_TIMEOUT:
+        return value
+    what = {
+        "int": "an integer >= 0",
+        "seconds": "a number of seconds (e.g. 3600 or 2.5)",
+        "bool": "true or false",
+        "timeout": f"a number of seconds more than 0 and at most {_MAX_TIMEOUT} (e.g. 5 or 2.5)",
+    }[base]
     raise ValueError(what + (", or none" if optional else ""))
+
 
 def _split_query(url: str) -> Tuple[str, Optional[str]]:
     "`url` without its query, and the query (None if it has none); a server URL's query starts after its user info."
@@ -100,37 +160,48 @@ def _split_query(url: str) -> Tuple[str, Optional[str]]:
         slash = rest.find("/")
         start = rest.rfind("@", 0, len(rest) if slash < 0 else slash) + 1
     at = rest.find("?", start)
-    if at < 0: return url, None
-    return f"{scheme}://{rest[:at]}", rest[at + 1:]
+    if at < 0:
+        return url, None
+    return f"{scheme}://{rest[:at]}", rest[at + 1 :]
+
 
 def _decode(text: str) -> Optional[str]:
     "A query name or value, percent-decoded (a + stays a plus); None if its bytes are not UTF-8."
-    try: return unquote(text, errors="strict")
-    except UnicodeDecodeError: return None
+    try:
+        return unquote(text, errors="strict")
+    except UnicodeDecodeError:
+        return None
+
 
 def _hidden(name: Optional[str], has_value: bool, after_secret: bool, known: Optional[Set[str]]) -> bool:
     "Is a query piece's name to be hidden? (Not UTF-8, or the tail of a secret that held an unescaped &.)"
     return name is None or after_secret and (not has_value or known is None or name not in known)
+
 
 def _shown(
     url: str,  # A store URL
     known: Optional[Set[str]] = None,  # The query option names of its scheme (None: not known)
 ) -> str:  # `url` fit for a message
     "`url` with its user info's password as ***, and its query's values as *** (names kept, unless they may be secret)."
-    if not isinstance(url, str): return redact_url(url)
+    if not isinstance(url, str):
+        return redact_url(url)
     base, query = _split_query(url)
-    if query is None: return redact_url(base)
+    if query is None:
+        return redact_url(base)
     pieces, after_secret = [], False
     for piece in query.split("&"):
         raw_name, eq, _ = piece.partition("=")
         name = _decode(raw_name)
-        if _hidden(name, bool(eq), after_secret, known): pieces.append("***")  # after_secret stays: a secret with two &s
+        if _hidden(name, bool(eq), after_secret, known):
+            pieces.append("***")  # after_secret stays: a secret with two &s
         else:
             pieces.append(raw_name + ("=***" if eq else ""))
             after_secret = bool(name and _SECRET_NAME.search(name))
     return redact_url(base) + "?" + "&".join(pieces)
 
+
 _REDIS_CLIENT_NAME = re.compile(r"[!-~]+")  # Redis refuses client names with spaces, newlines or other characters
+
 
 def _driver_value_problem(module: str, name: str, value: str) -> Optional[str]:
     "Why the store cannot work with this value of a pass-through option (without the value), or None."
@@ -140,12 +211,17 @@ def _driver_value_problem(module: str, name: str, value: str) -> Optional[str]:
         return f"it sets client_encoding, and {_REFUSED[_POSTGRES]['client_encoding']}"
     return None
 
+
 def _redis_url_settings(url: str) -> Dict[str, Any]:
     "What redis-py's `parse_url` reads from a URL without a query: username, password, host, port, db."
     from redis.connection import parse_url  # imported with the redis backend, so redis-py is there
-    try: found = parse_url(url)
-    except ValueError: return {}  # a bad port: redis-py says so when the store is built
+
+    try:
+        found = parse_url(url)
+    except ValueError:
+        return {}  # a bad port: redis-py says so when the store is built
     return {k: v for k, v in found.items() if k != "connection_class"}
+
 
 def _url_options(
     url: str,  # A store URL of a built-in backend
@@ -158,60 +234,88 @@ def _url_options(
     ours, theirs = _URL_OPTIONS[module], _driver_options(module, scheme)
     refused = _REFUSED.get(module, {})
     known = set(ours) | set(theirs) | set(refused) | (set(_REDIS_TLS) if module == _REDIS else set())
+
     def fail(what: str, more: str = "") -> ValueError:
         return ValueError(f"store URL {_shown(url, known)!r}: {what}{more}")
+
     if module == _REDIS:  # redis-py ends the address at the first '/', '?' or '#', and the user info at the last '@'
         rest = base.split("://", 1)[1]
         netloc = rest.split("/", 1)[0]
-        if any(c in netloc.rpartition("@")[0] for c in "?#") or "@" in rest[len(netloc):]:
-            raise fail("the user info (user:password@) holds a '?', '#' or '/', which redis-py reads as the end of the "
-                       "address: percent-encode it (%3F, %23, %2F); an '@' in a query value is written %40")
+        if any(c in netloc.rpartition("@")[0] for c in "?#") or "@" in rest[len(netloc) :]:
+            raise fail(
+                "the user info (user:password@) holds a '?', '#' or '/', which redis-py reads as the end of the "
+                "address: percent-encode it (%3F, %23, %2F); an '@' in a query value is written %40"
+            )
     options, kept, seen, after_secret = {}, [], set(), None
     for piece in (query or "").split("&"):
-        if not piece: continue
+        if not piece:
+            continue
         raw_name, eq, raw_value = piece.partition("=")
         name, value = _decode(raw_name), _decode(raw_value)
-        if name is None: raise fail("a URL option's name is not percent-encoded UTF-8")
+        if name is None:
+            raise fail("a URL option's name is not percent-encoded UTF-8")
         if _hidden(name, bool(eq), after_secret is not None, known):
-            raise fail(f"the query holds an unknown piece after the URL option {after_secret!r}: if that value holds "
-                       f"'&', write it as %26")
+            raise fail(
+                f"the query holds an unknown piece after the URL option {after_secret!r}: if that value holds "
+                f"'&', write it as %26"
+            )
         after_secret = name if _SECRET_NAME.search(name) else None
-        if not eq or not raw_value: raise fail(f"the URL option {name!r} has no value (write {name}=value)")
-        if value is None: raise fail(f"the value of the URL option {name!r} is not percent-encoded UTF-8")
-        if name in seen: raise fail(f"the URL option {name!r} is given twice")
+        if not eq or not raw_value:
+            raise fail(f"the URL option {name!r} has no value (write {name}=value)")
+        if value is None:
+            raise fail(f"the value of the URL option {name!r} is not percent-encoded UTF-8")
+        if name in seen:
+            raise fail(f"the URL option {name!r} is given twice")
         seen.add(name)
         if name in keywords:
-            raise fail(f"{name!r} is given both as a URL option and as the keyword argument {name}=: set it in one "
-                       f"place")
-        if name in refused: raise fail(f"the URL option {name!r} cannot be used ({refused[name]})")
+            raise fail(
+                f"{name!r} is given both as a URL option and as the keyword argument {name}=: set it in one place"
+            )
+        if name in refused:
+            raise fail(f"the URL option {name!r} cannot be used ({refused[name]})")
         kind = ours.get(name) or theirs.get(name)
         if kind is None:
             if module == _REDIS and name in _REDIS_TLS:
                 raise fail(f"the URL option {name!r} is for TLS connections: use a rediss:// URL")
             valid = f"; {scheme}:// URLs take the store options {', '.join(ours)}"
-            if theirs: valid += f", and {_DRIVERS[module]} {', '.join(sorted(set(theirs) - set(ours)))}"
+            if theirs:
+                valid += f", and {_DRIVERS[module]} {', '.join(sorted(set(theirs) - set(ours)))}"
             raise fail(f"unknown URL option {name!r}", valid)
-        try: typed = _parse(kind, value)
-        except ValueError as e: raise fail(f"the value of the URL option {name!r} is not {e}") from None
+        try:
+            typed = _parse(kind, value)
+        except ValueError as e:
+            raise fail(f"the value of the URL option {name!r} is not {e}") from None
         if name in _AT_MOST and typed > _AT_MOST[name]:
             raise fail(f"the value of the URL option {name!r} is not an integer from 0 to {_AT_MOST[name]}")
         why = None if name in ours else _driver_value_problem(module, name, value)
-        if why: raise fail(f"the value of the URL option {name!r} cannot be used: {why}")
-        if name in ours: options[name] = typed
-        else: kept.append(quote(name, safe="") + "=" + quote(value, safe=""))  # the driver reads exactly `value`
+        if why:
+            raise fail(f"the value of the URL option {name!r} cannot be used: {why}")
+        if name in ours:
+            options[name] = typed
+        else:
+            kept.append(quote(name, safe="") + "=" + quote(value, safe=""))  # the driver reads exactly `value`
     if module == _REDIS:  # redis-py lets the URL's user info and path win over keywords, and the query over the path
         for name, value in _redis_url_settings(base).items():
             where = "path" if name == "db" else "user info" if name in ("username", "password") else "address"
             if name in seen or name in keywords:
-                raise fail(f"{name!r} is given both in the URL's {where} and as the "
-                           + (f"URL option {name}=" if name in seen else f"keyword argument {name}=") + ": set it in one place")
+                raise fail(
+                    f"{name!r} is given both in the URL's {where} and as the "
+                    + (f"URL option {name}=" if name in seen else f"keyword argument {name}=")
+                    + ": set it in one place"
+                )
     if module == _POSTGRES:
-        default = inspect.signature(importlib.import_module(module).PostgresWorkflowStateStore).parameters["socket_timeout"].default
+        default = (
+            inspect.signature(importlib.import_module(module).PostgresWorkflowStateStore)
+            .parameters["socket_timeout"]
+            .default
+        )
         socket_timeout = options.get("socket_timeout", keywords.get("socket_timeout", default))
         taken = [n for n in _KEEPALIVES if n in seen]
         if taken and socket_timeout is not None:
-            raise fail(f"the URL option {taken[0]!r} would be replaced by the store's own keepalive settings, which "
-                       f"follow socket_timeout: give socket_timeout=none to set {', '.join(_KEEPALIVES)} yourself")
+            raise fail(
+                f"the URL option {taken[0]!r} would be replaced by the store's own keepalive settings, which "
+                f"follow socket_timeout: give socket_timeout=none to set {', '.join(_KEEPALIVES)} yourself"
+            )
     return base + ("?" + "&".join(kept) if kept else ""), options
 
 # %% ../nbs/stores.ipynb #b27eb9bf
@@ -242,11 +346,15 @@ def open_store(
     shows the URL with its password and every query value as `***`. A scheme added with `register_scheme` gets its
     URL as written, query included."""
     if not isinstance(url, str) or "://" not in url:
-        raise ValueError(f"store URL must look like scheme://..., got {redact_url(url)!r}; known schemes: {', '.join(sorted(SCHEMES))}")
+        raise ValueError(
+            f"store URL must look like scheme://..., got {redact_url(url)!r}; known schemes: {', '.join(sorted(SCHEMES))}"
+        )
     scheme = url.split("://", 1)[0].lower()
     opener = SCHEMES.get(scheme)
     if opener is None:
-        raise ValueError(f"unknown store URL scheme {scheme!r} in {_shown(url)!r}; known schemes: {', '.join(sorted(SCHEMES))}")
+        raise ValueError(
+            f"unknown store URL scheme {scheme!r} in {_shown(url)!r}; known schemes: {', '.join(sorted(SCHEMES))}"
+        )
     module = importlib.import_module(opener)  # (a missing driver is named here, before the query is read)
     if opener in _URL_OPTIONS:
         url, from_url = _url_options(url, opener, options)

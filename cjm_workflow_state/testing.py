@@ -25,17 +25,26 @@ from typing import Any, Callable, Dict, Iterable, Optional, Type
 from fastcore.test import test_eq, test_fail, test_ne
 from cjm_fasthtml_interactions.patterns.step_flow import WorkflowStateStore
 
-from .core.base import (DEFAULT_SESSION_KEY, MAX_LABEL_LENGTH, MAX_STATE_DEPTH, encode_json,
-                                          format_timestamp, get_session_id, set_session_id)
+from cjm_workflow_state.core.base import (
+    DEFAULT_SESSION_KEY,
+    MAX_LABEL_LENGTH,
+    MAX_STATE_DEPTH,
+    encode_json,
+    format_timestamp,
+    get_session_id,
+    set_session_id,
+)
 from .core.state_store import rotate_session_id
 
 # %% ../nbs/testing.ipynb #80b70950
 _CHECKS: Dict[str, Callable] = {}
 
+
 def conformance_check(fn: Callable) -> Callable:
     "Register `fn` (named `check_<behaviour>`) as a conformance check."
     _CHECKS[fn.__name__.removeprefix("check_")] = fn
     return fn
+
 
 def conformance_checks() -> Dict[str, Callable]:  # Check name -> check(make_store)
     """Every conformance check, by name, for running them one at a time (e.g. pytest parametrisation)."""
@@ -52,24 +61,66 @@ def _fresh(make_store, **options):
     assert store.list_flows() == [], f"make_store() must return an empty store, it holds flows {store.list_flows()}"
     return store
 
-def _sid() -> str: return f"s-{uuid.uuid4()}"
+
+def _sid() -> str:
+    return f"s-{uuid.uuid4()}"
+
 
 def _refused(call: Callable, error: Type[BaseException] = ValueError, contains: Optional[str] = None) -> None:
     "Assert that `call()` raises `error` (a subclass counts), with `contains` in its message when given."
-    try: call()
+    try:
+        call()
     except error as e:
         assert contains is None or contains in str(e), f"{contains!r} is not in the error message: {e}"
-    else: raise AssertionError(f"expected {error.__name__}")
+    else:
+        raise AssertionError(f"expected {error.__name__}")
 
 # %% ../nbs/testing.ipynb #ca2f317c
-TRICKY_IDS = ["a", "a:b", "a:b:c", "%", "_", "a%", "it's", 'say "hi"', "{slot}", "ünï-cødé ✓", "x" * 256,
-              "a\\b", "SELECT * FROM t; --", "*", "[a]"]  # Ids that break stores which glue keys together
+TRICKY_IDS = [
+    "a",
+    "a:b",
+    "a:b:c",
+    "%",
+    "_",
+    "a%",
+    "it's",
+    'say "hi"',
+    "{slot}",
+    "ünï-cødé ✓",
+    "x" * 256,
+    "a\\b",
+    "SELECT * FROM t; --",
+    "*",
+    "[a]",
+]  # Ids that break stores which glue keys together
 
 # %% ../nbs/testing.ipynb #7ceb78ea
-PUBLIC_METHODS = ("get_current_step", "set_current_step", "get_state", "update_state", "clear_state",
-                  "get_step_state", "update_step_state", "clear_step_state", "create_session", "session_exists",
-                  "get_session_summary", "list_sessions", "set_session_label", "delete_session", "list_flows",
-                  "rekey_session", "restore_session", "export_sessions", "count_sessions", "purge_expired", "close", "__enter__", "__exit__")
+PUBLIC_METHODS = (
+    "get_current_step",
+    "set_current_step",
+    "get_state",
+    "update_state",
+    "clear_state",
+    "get_step_state",
+    "update_step_state",
+    "clear_step_state",
+    "create_session",
+    "session_exists",
+    "get_session_summary",
+    "list_sessions",
+    "set_session_label",
+    "delete_session",
+    "list_flows",
+    "rekey_session",
+    "restore_session",
+    "export_sessions",
+    "count_sessions",
+    "purge_expired",
+    "close",
+    "__enter__",
+    "__exit__",
+)
+
 
 @conformance_check
 def check_interface(make_store):
@@ -78,6 +129,7 @@ def check_interface(make_store):
         assert isinstance(store, WorkflowStateStore), "not an instance of cjm_fasthtml_interactions' WorkflowStateStore"
         missing = [m for m in PUBLIC_METHODS if not callable(getattr(store, m, None))]
         assert not missing, f"missing methods: {missing}"
+
 
 @conformance_check
 def check_unknown_session(make_store):
@@ -91,6 +143,7 @@ def check_unknown_session(make_store):
         test_eq(store.get_session_summary("flow", "nobody"), None)
         test_eq(store.list_sessions("flow"), [])
         test_eq(store.list_flows(), [])
+
 
 @conformance_check
 def check_current_step(make_store):
@@ -107,18 +160,26 @@ def check_current_step(make_store):
         store.set_current_step("flow", other, "only_step")
         test_eq(store.get_state("flow", other), {})
 
+
 @conformance_check
 def check_update_merge(make_store):
     "`update_state` merges shallowly: `dict.update` semantics, a nested dict replaces the old one, `None` is a value."
     with _fresh(make_store) as store:
         sess, model = {}, {}
-        for upd in [{"a": 1, "nested": {"x": 1, "y": 2}}, {"b": [1, 2]}, {"nested": {"z": 3}},
-                    {"a": None}, {}, {"b": "replaced", "c": False}]:
+        for upd in [
+            {"a": 1, "nested": {"x": 1, "y": 2}},
+            {"b": [1, 2]},
+            {"nested": {"z": 3}},
+            {"a": None},
+            {},
+            {"b": "replaced", "c": False},
+        ]:
             store.update_state("flow", sess, upd)
             model.update(upd)
             test_eq(store.get_state("flow", sess), model)
         test_eq(store.get_state("flow", sess)["nested"], {"z": 3})
         test_eq("a" in store.get_state("flow", sess), True)
+
 
 @conformance_check
 def check_empty_update_writes_nothing(make_store):
@@ -127,6 +188,7 @@ def check_empty_update_writes_nothing(make_store):
         store.update_state("flow", "s1", {})
         test_eq(store.session_exists("flow", "s1"), False)
 
+
 @conformance_check
 def check_deep_copy(make_store):
     "`get_state` returns a deep, independent copy; mutating the `updates` passed in later changes nothing either."
@@ -134,9 +196,12 @@ def check_deep_copy(make_store):
         sess = {}
         updates = {"files": ["a.wav"], "meta": {"tags": ["x"], "n": {"deep": [1]}}}
         store.update_state("flow", sess, updates)
-        updates["files"].append("later"); updates["meta"]["tags"].append("later")
+        updates["files"].append("later")
+        updates["meta"]["tags"].append("later")
         state = store.get_state("flow", sess)
-        state["files"].append("b.wav"); state["meta"]["tags"].clear(); state["meta"]["n"]["deep"].append(2)
+        state["files"].append("b.wav")
+        state["meta"]["tags"].clear()
+        state["meta"]["n"]["deep"].append(2)
         state["new"] = 1
         test_eq(store.get_state("flow", sess), {"files": ["a.wav"], "meta": {"tags": ["x"], "n": {"deep": [1]}}})
         test_ne(store.get_state("flow", sess) is store.get_state("flow", sess), True)
@@ -146,12 +211,28 @@ def check_deep_copy(make_store):
 
 # %% ../nbs/testing.ipynb #3cf5750a
 ROUND_TRIP_VALUES = {  # Values whose stored form is exactly json.loads(json.dumps(value))
-    "str": "Zoë 👋 \"quoted\" \\ back\nslash", "empty_str": "", "int": 42, "neg": -7, "big_int": 2**63 + 1,
-    "huge_int": 10**30, "float": 0.1, "float_exp": 1e300, "tiny": 5e-324, "whole_float": 1.0, "neg_float": -2.5,
-    "true": True, "false": False, "none": None, "list": [1, "two", None, [3.5]], "tuple": (1, 2),
-    "dict": {"a": {"b": {"c": [1, {"d": None}]}}}, "empty_list": [],
-    "empty_dict": {}, "unicode_key": {"ключ": "значение"},
+    "str": 'Zoë 👋 "quoted" \\ back\nslash',
+    "empty_str": "",
+    "int": 42,
+    "neg": -7,
+    "big_int": 2**63 + 1,
+    "huge_int": 10**30,
+    "float": 0.1,
+    "float_exp": 1e300,
+    "tiny": 5e-324,
+    "whole_float": 1.0,
+    "neg_float": -2.5,
+    "true": True,
+    "false": False,
+    "none": None,
+    "list": [1, "two", None, [3.5]],
+    "tuple": (1, 2),
+    "dict": {"a": {"b": {"c": [1, {"d": None}]}}},
+    "empty_list": [],
+    "empty_dict": {},
+    "unicode_key": {"ключ": "значение"},
 }
+
 
 @conformance_check
 def check_json_round_trip(make_store):
@@ -164,23 +245,36 @@ def check_json_round_trip(make_store):
             test_eq((key, got[key], type(got[key])), (key, value, type(value)))
         test_eq(json.dumps(got, sort_keys=True), json.dumps(expected, sort_keys=True))
         store.update_state("flow", "s", {"ключ ✓": 1, "": "empty key", "a.b": 2, "$x": 3})
-        test_eq({k: got2 for k, got2 in store.get_state("flow", "s").items() if k in ("ключ ✓", "", "a.b", "$x")},
-                {"ключ ✓": 1, "": "empty key", "a.b": 2, "$x": 3})
+        test_eq(
+            {k: got2 for k, got2 in store.get_state("flow", "s").items() if k in ("ключ ✓", "", "a.b", "$x")},
+            {"ключ ✓": 1, "": "empty key", "a.b": 2, "$x": 3},
+        )
+
 
 @conformance_check
 def check_bad_values(make_store):
     "A value JSON cannot hold raises `TypeError` naming its key, and nothing of that update is written."
     with _fresh(make_store) as store:
         store.update_state("flow", "s", {"keep": 1})
-        for bad in [{"ok": 1, "upload": object()}, {"ok": 1, "ratio": float("nan")}, {"ok": 1, "inf": float("inf")},
-                    {"ok": 1, "s": {1, 2}}, {"ok": 1, "b": b"bytes"}, {"ok": 1, "deep": {"x": [object()]}}]:
+        for bad in [
+            {"ok": 1, "upload": object()},
+            {"ok": 1, "ratio": float("nan")},
+            {"ok": 1, "inf": float("inf")},
+            {"ok": 1, "s": {1, 2}},
+            {"ok": 1, "b": b"bytes"},
+            {"ok": 1, "deep": {"x": [object()]}},
+        ]:
             bad_key = [k for k in bad if k != "ok"][0]
             test_fail(lambda: store.update_state("flow", "s", bad), contains=bad_key)
-            try: store.update_state("flow", "s", bad)
-            except TypeError: pass
-            else: raise AssertionError(f"{bad_key}: expected TypeError")
+            try:
+                store.update_state("flow", "s", bad)
+            except TypeError:
+                pass
+            else:
+                raise AssertionError(f"{bad_key}: expected TypeError")
             test_fail(lambda: store.update_step_state("flow", "s", "st", bad), contains=bad_key)
-        circular = []; circular.append(circular)
+        circular = []
+        circular.append(circular)
         test_fail(lambda: store.update_state("flow", "s", {"ok": 1, "loop": circular}), contains="loop")
         test_fail(lambda: store.update_state("flow", "s", {3: "int key"}), contains="3")
         test_fail(lambda: store.update_state("flow", "s", ["not", "a", "mapping"]))
@@ -192,15 +286,21 @@ def check_bad_values(make_store):
 def _nested(depth: int, leaf="leaf"):
     "A value `depth` containers deep (dicts and lists in turn)."
     value = leaf
-    for i in range(depth): value = [value, 1] if i % 2 else {"k": value, "n": 1}
+    for i in range(depth):
+        value = [value, 1] if i % 2 else {"k": value, "n": 1}
     return value
+
 
 def _call_at_stack_depth(frames: int, fn):
     "Call `fn()` with the call stack `frames` frames deep."
     f: Optional[FrameType]  # (None past the outermost frame)
     depth, f = 0, sys._getframe()
-    while f is not None: depth, f = depth + 1, f.f_back
-    def down(n): return fn() if n <= 0 else down(n - 1)
+    while f is not None:
+        depth, f = depth + 1, f.f_back
+
+    def down(n):
+        return fn() if n <= 0 else down(n - 1)
+
     return down(frames - depth - 1)
 
 # %% ../nbs/testing.ipynb #5aa474a0
@@ -213,13 +313,19 @@ def check_depth_limit(make_store):
         test_eq(store.get_state("flow", "s"), {"deep": ok, "top": 1})
         test_eq(_call_at_stack_depth(850, lambda: store.get_state("flow", "s")), {"deep": ok, "top": 1})
         store.update_state("flow", "s", {"limit": _nested(MAX_STATE_DEPTH)})
-        store.update_step_state("flow", "s", "st", {"limit": _nested(MAX_STATE_DEPTH - 1)})  # the step dict is one level
+        store.update_step_state(
+            "flow", "s", "st", {"limit": _nested(MAX_STATE_DEPTH - 1)}
+        )  # the step dict is one level
         for depth in (MAX_STATE_DEPTH + 1, 950, 5000):
             bad = _nested(depth)
             _refused(lambda: store.update_state("flow", "s", {"ok": 2, "too_deep": bad}), TypeError, "too_deep")
             _refused(lambda: store.update_state("flow", "fresh", {"too_deep": bad}), TypeError, "too_deep")
             _refused(lambda: store.restore_session("flow", "fresh", {"too_deep": bad}), TypeError, "too_deep")
-        _refused(lambda: store.update_step_state("flow", "s", "st", {"too_deep": _nested(MAX_STATE_DEPTH)}), TypeError, "too_deep")
+        _refused(
+            lambda: store.update_step_state("flow", "s", "st", {"too_deep": _nested(MAX_STATE_DEPTH)}),
+            TypeError,
+            "too_deep",
+        )
         test_eq(store.session_exists("flow", "fresh"), False)
         test_eq(sorted(store.get_state("flow", "s")), ["_step_st", "deep", "limit", "top"])
 
@@ -233,7 +339,14 @@ def check_nested_keys(make_store):
     "Dict keys are `str` at every depth: a nested int/float/bool/None key is refused naming the top-level key."
     with _fresh(make_store) as store:
         store.update_state("flow", "s", {"keep": 1})
-        for bad in [{1: "a", "1": "b"}, {"x": {2: "y"}}, [{"a": {None: 1}}], {1.5: 0}, [[{True: 1}]], {"ok": 1, False: 0}]:
+        for bad in [
+            {1: "a", "1": "b"},
+            {"x": {2: "y"}},
+            [{"a": {None: 1}}],
+            {1.5: 0},
+            [[{True: 1}]],
+            {"ok": 1, False: 0},
+        ]:
             _refused(lambda: store.update_state("flow", "s", {"ok": 2, "bad": bad}), TypeError, "bad")
             _refused(lambda: store.update_step_state("flow", "s", "st", {"bad": bad}), TypeError, "bad")
             _refused(lambda: store.update_state("flow", "fresh", {"bad": bad}), TypeError, "bad")
@@ -246,13 +359,19 @@ def check_nested_keys(make_store):
 # %% ../nbs/testing.ipynb #59184d0f
 _SURROGATE_TEXTS = ("\ud800", "\udfff", "\ud800\udfff", "a\udbffz")  # Strings no store can hold as given
 
+
 @conformance_check
 def check_surrogates(make_store):
     "Surrogate code points in a state key or string value, at any depth, are refused with `TypeError` naming the top-level key; nothing is written."
     with _fresh(make_store) as store:
         store.update_state("flow", "s", {"keep": 1})
         for text in _SURROGATE_TEXTS:
-            for bad in (text, ["x", {"y": text}], {text: 1}, {"ok": [{"n": {text: None}}]}):  # value, nested value, nested keys
+            for bad in (
+                text,
+                ["x", {"y": text}],
+                {text: 1},
+                {"ok": [{"n": {text: None}}]},
+            ):  # value, nested value, nested keys
                 _refused(lambda: store.update_state("flow", "s", {"ok": 2, "bad": bad}), TypeError, "bad")
                 _refused(lambda: store.update_step_state("flow", "s", "st", {"bad": bad}), TypeError, "bad")
                 _refused(lambda: store.update_state("flow", "fresh", {"bad": bad}), TypeError, "bad")
@@ -263,8 +382,13 @@ def check_surrogates(make_store):
             _refused(lambda: store.restore_session("flow", "fresh", {text: 1}), TypeError, key)
         test_eq(store.get_state("flow", "s"), {"keep": 1})
         test_eq(store.session_exists("flow", "fresh"), False)
-        good = {"emoji": "😀", "accent": "é", "😀": "é", "é": ["😀", {"😀é": {"é": "😀"}}],
-                "escape_lookalike": "\\ud800 \\udfff"}  # a backslash and letters, not a surrogate
+        good = {
+            "emoji": "😀",
+            "accent": "é",
+            "😀": "é",
+            "é": ["😀", {"😀é": {"é": "😀"}}],
+            "escape_lookalike": "\\ud800 \\udfff",
+        }  # a backslash and letters, not a surrogate
         store.update_state("flow", "s", good)
         store.update_step_state("flow", "s", "st", good)
         test_eq(store.get_state("flow", "s"), {"keep": 1, **good, "_step_st": good})
@@ -276,6 +400,7 @@ def check_surrogates(make_store):
 def canonical_size(state: dict) -> int:  # Bytes of the canonical JSON text of `state`
     "The size every store reports for `state`."
     return len(json.dumps(state, separators=(",", ":"), ensure_ascii=True))
+
 
 @conformance_check
 def check_max_state_bytes(make_store):
@@ -290,13 +415,17 @@ def check_max_state_bytes(make_store):
         test_fail(lambda: store.update_state("flow", "s", {"b": "y" * (filler_len + 1)}), contains="max_state_bytes")
         test_fail(lambda: store.update_state("flow", "s", {"c": 1}), contains="max_state_bytes")
         test_fail(lambda: store.update_step_state("flow", "s", "st", {"c": 1}), contains="max_state_bytes")
-        try: store.update_state("flow", "s", {"c": 1})
-        except ValueError: pass
-        else: raise AssertionError("expected ValueError")
+        try:
+            store.update_state("flow", "s", {"c": 1})
+        except ValueError:
+            pass
+        else:
+            raise AssertionError("expected ValueError")
         test_eq(store.get_state("flow", "s"), {**base, "b": "y" * filler_len})
         store.update_state("flow", "s", {"b": ""})  # shrinking is always allowed
         test_fail(lambda: store.update_state("flow", "new", {"big": "z" * limit}), contains="max_state_bytes")
         test_eq(store.session_exists("flow", "new"), False)
+
 
 @conformance_check
 def check_state_size_bytes(make_store):
@@ -306,7 +435,9 @@ def check_state_size_bytes(make_store):
         test_eq(store.get_session_summary("flow", "s").state_size_bytes, canonical_size({}))
         for upd in [{"a": 1}, {"b": "Zoë", "c": [1, 2.5, None]}, {"a": {"n": "x" * 100}}, {"b": None}]:
             store.update_state("flow", "s", upd)
-            test_eq(store.get_session_summary("flow", "s").state_size_bytes, canonical_size(store.get_state("flow", "s")))
+            test_eq(
+                store.get_session_summary("flow", "s").state_size_bytes, canonical_size(store.get_state("flow", "s"))
+            )
         store.update_step_state("flow", "s", "st", {"k": [1, 2]})
         test_eq(store.get_session_summary("flow", "s").state_size_bytes, canonical_size(store.get_state("flow", "s")))
         store.clear_step_state("flow", "s", "st")
@@ -325,9 +456,12 @@ def check_session_argument(make_store):
         test_eq(store.get_current_step("flow", sess), "two")
         for bad in [42, None, ["list"], b"bytes"]:
             test_fail(lambda: store.get_state("flow", bad), contains="sess")
-            try: store.get_state("flow", bad)
-            except TypeError: pass
-            else: raise AssertionError(f"{bad!r}: expected TypeError")
+            try:
+                store.get_state("flow", bad)
+            except TypeError:
+                pass
+            else:
+                raise AssertionError(f"{bad!r}: expected TypeError")
         for bad in ["", "x" * 257, "a\nb", "nul\x00"]:
             test_fail(lambda: store.update_state("flow", bad, {"k": 1}))
         tampered = {DEFAULT_SESSION_KEY: "bad\x00id"}
@@ -335,32 +469,47 @@ def check_session_argument(make_store):
         test_ne(tampered[DEFAULT_SESSION_KEY], "bad\x00id")
         test_eq(store.get_state("flow", tampered), {"k": 2})
 
+
 @conformance_check
 def check_id_validation(make_store):
     "Empty, over-long, control-character or non-str flow and step ids are rejected on every call."
     with _fresh(make_store) as store:
         for bad in ["", "x" * 257, "tab\t", "\x7f"]:
-            for call in [lambda: store.get_state(bad, "s"), lambda: store.update_state(bad, "s", {"k": 1}),
-                         lambda: store.set_current_step(bad, "s", "st"), lambda: store.list_sessions(bad),
-                         lambda: store.create_session(bad), lambda: store.set_current_step("f", "s", bad),
-                         lambda: store.update_step_state("f", "s", bad, {"k": 1})]:
-                try: call()
-                except ValueError: pass
-                else: raise AssertionError(f"id {bad!r} was accepted")
+            for call in [
+                lambda: store.get_state(bad, "s"),
+                lambda: store.update_state(bad, "s", {"k": 1}),
+                lambda: store.set_current_step(bad, "s", "st"),
+                lambda: store.list_sessions(bad),
+                lambda: store.create_session(bad),
+                lambda: store.set_current_step("f", "s", bad),
+                lambda: store.update_step_state("f", "s", bad, {"k": 1}),
+            ]:
+                try:
+                    call()
+                except ValueError:
+                    pass
+                else:
+                    raise AssertionError(f"id {bad!r} was accepted")
         for bad in [None, 1, ("t",)]:
             for call in [lambda: store.get_state(bad, "s"), lambda: store.set_current_step("f", "s", bad)]:
-                try: call()
-                except TypeError: pass
-                else: raise AssertionError(f"id {bad!r} was accepted")
+                try:
+                    call()
+                except TypeError:
+                    pass
+                else:
+                    raise AssertionError(f"id {bad!r} was accepted")
         test_eq(store.list_flows(), [])
+
 
 @conformance_check
 def check_id_isolation(make_store):
     "No flow or session id, whatever characters it holds, reaches another flow's or session's data."
     with _fresh(make_store) as store:
         pairs = [(f, s) for f in TRICKY_IDS for s in TRICKY_IDS[:6]]
-        for i, (f, s) in enumerate(pairs): store.update_state(f, s, {"i": i})
-        for i, (f, s) in enumerate(pairs): test_eq((f, s, store.get_state(f, s)), (f, s, {"i": i}))
+        for i, (f, s) in enumerate(pairs):
+            store.update_state(f, s, {"i": i})
+        for i, (f, s) in enumerate(pairs):
+            test_eq((f, s, store.get_state(f, s)), (f, s, {"i": i}))
         test_eq(store.list_flows(), sorted(TRICKY_IDS))
         for f in TRICKY_IDS:
             test_eq(sorted(x.session_id for x in store.list_sessions(f)), sorted(TRICKY_IDS[:6]))
@@ -373,10 +522,17 @@ def check_id_isolation(make_store):
 
 # %% ../nbs/testing.ipynb #cde1d424
 class _Ids(str, enum.Enum):  # str(member) is "_Ids.FLOW", not its value: ids must use the value
-    FLOW = "flow"; SESSION = "sess-1"; OTHER = "sess-2"; NEW = "sess-3"; STEP = "upload"; LABEL = "Draft"
+    FLOW = "flow"
+    SESSION = "sess-1"
+    OTHER = "sess-2"
+    NEW = "sess-3"
+    STEP = "upload"
+    LABEL = "Draft"
+
 
 class _Id(str):
-    def __str__(self): return "not the id"
+    def __str__(self):
+        return "not the id"
 
 # %% ../nbs/testing.ipynb #41cdf095
 @conformance_check
@@ -385,7 +541,9 @@ def check_str_subclass_ids(make_store):
     plain = lambda x: (x, type(x))
     with _fresh(make_store) as store:
         F, S, T, L = _Ids.FLOW, _Ids.SESSION, _Ids.STEP, _Ids.LABEL
-        store.update_state(F, S, {"k": 1}); store.set_current_step(F, S, T); store.update_step_state(F, S, T, {"x": 1})
+        store.update_state(F, S, {"k": 1})
+        store.set_current_step(F, S, T)
+        store.update_step_state(F, S, T, {"x": 1})
         test_eq(plain(store.get_current_step("flow", "sess-1")), ("upload", str))
         test_eq(store.get_state(F, _Id("sess-1")), {"k": 1, "_step_upload": {"x": 1}})
         test_eq(store.get_step_state(F, S, T), {"x": 1})
@@ -396,16 +554,22 @@ def check_str_subclass_ids(make_store):
         for x in store.list_sessions("flow"):
             test_eq([plain(v) for v in (x.flow_id, x.session_id)], [(x.flow_id, str), (x.session_id, str)])
             for v in (x.current_step, x.label):
-                if v is not None: test_eq(type(v), str)
-        test_eq(sorted((x.session_id, x.label) for x in store.list_sessions("flow")),
-                [("sess-1", "Mine"), ("sess-2", "Draft"), ("sess-3", "Draft")])
+                if v is not None:
+                    test_eq(type(v), str)
+        test_eq(
+            sorted((x.session_id, x.label) for x in store.list_sessions("flow")),
+            [("sess-1", "Mine"), ("sess-2", "Draft"), ("sess-3", "Draft")],
+        )
         for r in store.export_sessions():
             for k in ("flow_id", "session_id", "current_step", "label"):
-                if r[k] is not None: test_eq((k, type(r[k])), (k, str))
+                if r[k] is not None:
+                    test_eq((k, type(r[k])), (k, str))
         test_eq(store.rekey_session(S, _Id("sess-4")), 1)
         test_eq(store.get_state("flow", "sess-4")["k"], 1)
         test_eq(store.session_exists(F, _Ids.NEW), True)
-        store.clear_step_state(F, "sess-4", T); store.delete_session(F, _Ids.OTHER); store.clear_state(F, _Ids.NEW)
+        store.clear_step_state(F, "sess-4", T)
+        store.delete_session(F, _Ids.OTHER)
+        store.clear_state(F, _Ids.NEW)
         test_eq(sorted(x.session_id for x in store.list_sessions("flow")), ["sess-4"])
         sess = {}
         set_session_id(sess, _Ids.SESSION)
@@ -418,15 +582,19 @@ def check_clear_state(make_store):
     "`clear_state` forgets step, state and label of that session only; it is idempotent."
     with _fresh(make_store) as store:
         store.create_session("flow", "s", label="L")
-        store.set_current_step("flow", "s", "two"); store.update_state("flow", "s", {"k": 1})
-        store.update_state("flow", "other", {"k": 2}); store.update_state("flow2", "s", {"k": 3})
+        store.set_current_step("flow", "s", "two")
+        store.update_state("flow", "s", {"k": 1})
+        store.update_state("flow", "other", {"k": 2})
+        store.update_state("flow2", "s", {"k": 3})
         store.clear_state("flow", "s")
         test_eq((store.get_state("flow", "s"), store.get_current_step("flow", "s")), ({}, None))
         test_eq((store.session_exists("flow", "s"), store.get_session_summary("flow", "s")), (False, None))
-        store.clear_state("flow", "s"); store.clear_state("never", "seen")
+        store.clear_state("flow", "s")
+        store.clear_state("never", "seen")
         test_eq((store.get_state("flow", "other"), store.get_state("flow2", "s")), ({"k": 2}, {"k": 3}))
         store.update_state("flow", "s", {"fresh": True})
         test_eq(store.get_session_summary("flow", "s").label, None)
+
 
 @conformance_check
 def check_step_state(make_store):
@@ -454,6 +622,7 @@ def check_step_state(make_store):
 # %% ../nbs/testing.ipynb #9003de8e
 _TS = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
 
+
 def _parse_ts(text: str) -> datetime:
     assert _TS.match(text), f"timestamp {text!r} is not 'YYYY-MM-DD HH:MM:SS'"
     return datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc)
@@ -470,13 +639,17 @@ def check_create_session(make_store):
         test_eq(store.get_current_step("flow", "mine"), None)
         store.update_state("flow", "mine", {"k": 1})
         test_fail(lambda: store.create_session("flow", "mine", label="Other"), contains="mine")
-        try: store.create_session("flow", "mine")
-        except ValueError: pass
-        else: raise AssertionError("expected ValueError")
+        try:
+            store.create_session("flow", "mine")
+        except ValueError:
+            pass
+        else:
+            raise AssertionError("expected ValueError")
         summary = store.get_session_summary("flow", "mine")
         test_eq((summary.label, store.get_state("flow", "mine")), ("Draft", {"k": 1}))
         test_eq(store.create_session("other_flow", "mine"), "mine")
         test_fail(lambda: store.create_session("flow", "bad\x00"))
+
 
 @conformance_check
 def check_summary(make_store):
@@ -486,8 +659,10 @@ def check_summary(make_store):
         store.create_session("flow", "s", label="L")
         store.set_current_step("flow", "s", "two")
         s = store.get_session_summary("flow", "s")
-        test_eq(list(vars(s))[:7], ["flow_id", "session_id", "label", "current_step", "created_at", "updated_at",
-                                    "state_size_bytes"])
+        test_eq(
+            list(vars(s))[:7],
+            ["flow_id", "session_id", "label", "current_step", "created_at", "updated_at", "state_size_bytes"],
+        )
         test_eq((s.flow_id, s.session_id, s.label, s.current_step), ("flow", "s", "L", "two"))
         created, updated = _parse_ts(s.created_at), _parse_ts(s.updated_at)
         after = datetime.now(timezone.utc) + timedelta(seconds=2)
@@ -499,6 +674,7 @@ def check_summary(make_store):
         assert s2.updated_ts > s.updated_ts >= s.created_ts, "update_state did not move updated_ts"
         for x in (s, s2):  # the strings are the full-precision times, formatted (so a later second shows as later)
             test_eq((x.created_at, x.updated_at), (format_timestamp(x.created_ts), format_timestamp(x.updated_ts)))
+
 
 @conformance_check
 def check_labels(make_store):
@@ -512,24 +688,31 @@ def check_labels(make_store):
         store.set_session_label("flow", "ghost", "x")
         test_eq(store.session_exists("flow", "ghost"), False)
 
+
 @conformance_check
 def check_delete_session(make_store):
     "`delete_session` removes one session, idempotently."
     with _fresh(make_store) as store:
-        for s in ("a", "b"): store.update_state("flow", s, {"k": s})
-        store.delete_session("flow", "a"); store.delete_session("flow", "a")
+        for s in ("a", "b"):
+            store.update_state("flow", s, {"k": s})
+        store.delete_session("flow", "a")
+        store.delete_session("flow", "a")
         test_eq([x.session_id for x in store.list_sessions("flow")], ["b"])
         test_eq(store.get_state("flow", "a"), {})
+
 
 @conformance_check
 def check_list_flows(make_store):
     "`list_flows` lists the flows holding at least one session, sorted."
     with _fresh(make_store) as store:
-        for f in ["zeta", "alpha", "mid"]: store.set_current_step(f, "s", "one")
+        for f in ["zeta", "alpha", "mid"]:
+            store.set_current_step(f, "s", "one")
         store.create_session("labelled_only", label="x")
         test_eq(store.list_flows(), ["alpha", "labelled_only", "mid", "zeta"])
-        store.delete_session("mid", "s"); store.clear_state("zeta", "s")
+        store.delete_session("mid", "s")
+        store.clear_state("zeta", "s")
         test_eq(store.list_flows(), ["alpha", "labelled_only"])
+
 
 @conformance_check
 def check_list_sessions_order(make_store):
@@ -539,7 +722,8 @@ def check_list_sessions_order(make_store):
             store.create_session("flow", sid, label=label)
             time.sleep(0.002)
         for sid in ["s2", "s0"]:
-            store.update_state("flow", sid, {"touched": True}); time.sleep(0.002)
+            store.update_state("flow", sid, {"touched": True})
+            time.sleep(0.002)
         store.update_state("other", "s9", {"k": 1})
         ids = lambda **kw: [x.session_id for x in store.list_sessions("flow", **kw)]
         test_eq(ids(), ["s0", "s2", "s4", "s1", "s3"])
@@ -558,16 +742,20 @@ def check_list_sessions_order(make_store):
         test_fail(lambda: store.list_sessions("flow", limit=-1), contains="limit")
         test_fail(lambda: store.list_sessions("flow", offset=-1), contains="offset")
 
+
 @conformance_check
 def check_same_second_order(make_store):
     "Two writes within one second still order by their real time."
     with _fresh(make_store) as store:
         sids = [f"s{i}" for i in range(6)]
         for sid in reversed(sids):
-            store.update_state("flow", sid, {"k": 1}); time.sleep(0.003)
+            store.update_state("flow", sid, {"k": 1})
+            time.sleep(0.003)
         test_eq([x.session_id for x in store.list_sessions("flow")], sids)
-        test_eq([x.session_id for x in store.list_sessions("flow", order_by="created_at", descending=False)],
-                list(reversed(sids)))
+        test_eq(
+            [x.session_id for x in store.list_sessions("flow", order_by="created_at", descending=False)],
+            list(reversed(sids)),
+        )
 
 # %% ../nbs/testing.ipynb #42891f45
 @conformance_check
@@ -575,8 +763,18 @@ def check_label_rule(make_store):
     "Labels follow the id character rule (no control characters or lone surrogates) with a longer limit; nothing is written on a bad one."
     with _fresh(make_store) as store:
         store.create_session("flow", "s", label="ok")
-        for bad in ["lone \ud800", "\udfff", "two\nlines", "esc \x1b[31m", "bell\x07", "nul\x00", "tab\t", "del\x7f",
-                    "c1\x85", "x" * (MAX_LABEL_LENGTH + 1)]:
+        for bad in [
+            "lone \ud800",
+            "\udfff",
+            "two\nlines",
+            "esc \x1b[31m",
+            "bell\x07",
+            "nul\x00",
+            "tab\t",
+            "del\x7f",
+            "c1\x85",
+            "x" * (MAX_LABEL_LENGTH + 1),
+        ]:
             _refused(lambda: store.create_session("flow", "new", label=bad))
             _refused(lambda: store.set_session_label("flow", "s", bad))
             _refused(lambda: store.restore_session("flow", "new", {"k": 1}, label=bad))
@@ -593,7 +791,8 @@ def check_rekey_session(make_store):
     "`rekey_session` moves every flow's data of a session id, all or nothing; the old id then holds nothing."
     with _fresh(make_store) as store:
         for f in ["one", "two", "a:b"]:
-            store.update_state(f, "old", {"f": f}); store.set_current_step(f, "old", "st")
+            store.update_state(f, "old", {"f": f})
+            store.set_current_step(f, "old", "st")
         store.set_session_label("one", "old", "L")
         store.update_state("one", "bystander", {"k": 1})
         test_eq(store.rekey_session("old", "new"), 3)
@@ -605,18 +804,23 @@ def check_rekey_session(make_store):
         test_eq(store.rekey_session("nobody", "fresh"), 0)
         store.update_state("two", "taken", {"mine": True})
         test_fail(lambda: store.rekey_session("new", "taken"), contains="taken")
-        try: store.rekey_session("new", "taken")
-        except ValueError: pass
-        else: raise AssertionError("expected ValueError")
+        try:
+            store.rekey_session("new", "taken")
+        except ValueError:
+            pass
+        else:
+            raise AssertionError("expected ValueError")
         test_eq((store.get_state("one", "new"), store.get_state("one", "taken")), ({"f": "one"}, {}))
         test_eq(store.get_state("two", "taken"), {"mine": True})
+
 
 @conformance_check
 def check_rotate_session_id(make_store):
     "`rotate_session_id` gives the cookie session a fresh id that carries the data; the old id holds nothing."
     with _fresh(make_store) as store:
         sess = {}
-        store.update_state("checkout", sess, {"cart": [1]}); store.set_current_step("signup", sess, "two")
+        store.update_state("checkout", sess, {"cart": [1]})
+        store.set_current_step("signup", sess, "two")
         old = sess[DEFAULT_SESSION_KEY]
         new = rotate_session_id(sess, store)
         test_ne(new, old)
@@ -626,32 +830,44 @@ def check_rotate_session_id(make_store):
 # %% ../nbs/testing.ipynb #be32d34e
 TTL = 1.0  # Seconds, for the expiry checks
 
+
 class FakeClock:
     "A clock for a store's `clock`: it starts at the real time and moves only when advanced."
-    def __init__(self,
-                 start: Optional[float] = None,  # Epoch seconds to start at (now when None)
-                ):
+
+    def __init__(
+        self,
+        start: Optional[float] = None,  # Epoch seconds to start at (now when None)
+    ):
         self.now = time.time() if start is None else start
 
-    def __call__(self) -> float: return self.now  # Epoch seconds
+    def __call__(self) -> float:
+        return self.now  # Epoch seconds
 
-    def advance(self,
-                seconds: float,  # How far to move the clock
-               ) -> None:
+    def advance(
+        self,
+        seconds: float,  # How far to move the clock
+    ) -> None:
         "Move the clock forward."
         self.now += seconds
 
 # %% ../nbs/testing.ipynb #17b5409b
 class _Timeline:
     "`sleep` and `monotonic` for a ttl check: on a `FakeClock` given to the store, or on the real clock."
+
     def __init__(self, store):
         self.fake = None
         if getattr(store, "server_time", True) is False:  # (a store without the attribute keeps time its own way)
             self.fake = store.clock = FakeClock()
+
     def sleep(self, seconds: float) -> None:
-        if self.fake is None: time.sleep(seconds)
-        else: self.fake.advance(seconds)
-    def monotonic(self) -> float: return time.monotonic() if self.fake is None else self.fake.now
+        if self.fake is None:
+            time.sleep(seconds)
+        else:
+            self.fake.advance(seconds)
+
+    def monotonic(self) -> float:
+        return time.monotonic() if self.fake is None else self.fake.now
+
 
 def _timed(make_store, **options):
     "A fresh store, and the timeline its ttl checks run on."
@@ -664,8 +880,10 @@ def check_ttl(make_store):
     "A session not written for longer than `ttl` reads as absent everywhere; a write keeps it alive; reads do not."
     store, clock = _timed(make_store, ttl=TTL)
     with store:
-        store.create_session("flow", "old", label="L"); store.update_state("flow", "old", {"k": 1})
-        store.update_state("flow", "kept", {"k": 1}); store.set_current_step("flow", "kept", "one")
+        store.create_session("flow", "old", label="L")
+        store.update_state("flow", "old", {"k": 1})
+        store.update_state("flow", "kept", {"k": 1})
+        store.set_current_step("flow", "kept", "one")
         clock.sleep(TTL * 0.6)
         store.update_state("flow", "kept", {"k": 2})
         test_eq(store.get_state("flow", "old"), {"k": 1})  # a read, which must not extend the old session
@@ -684,13 +902,15 @@ def check_ttl(make_store):
         test_eq(store.create_session("flow", "old"), "old")
         store.purge_expired()
 
+
 @conformance_check
 def check_purge_expired(make_store):
     """`purge_expired` removes expired sessions (or the engine already has) and keeps live ones, also a session written
     while it runs; without a ttl it removes nothing; timedelta ttl works."""
     store, clock = _timed(make_store, ttl=timedelta(seconds=TTL))
     with store:
-        for s in ("a", "b", "c"): store.update_state("flow", s, {"k": s})
+        for s in ("a", "b", "c"):
+            store.update_state("flow", s, {"k": s})
         clock.sleep(TTL * 1.3)
         store.update_state("flow", "live", {"k": 1})
         removed = store.purge_expired()
@@ -700,33 +920,45 @@ def check_purge_expired(make_store):
     store, clock = _timed(make_store, ttl=TTL)
     with store:  # sessions written again while a purge runs are kept, with that write
         ids = [f"r{i:03d}" for i in range(150)]
-        for sid in ids: store.update_state("flow", sid, {"old": True})
+        for sid in ids:
+            store.update_state("flow", sid, {"old": True})
         clock.sleep(TTL * 1.3)
         started = threading.Event()
+
         def write():
             for i, sid in enumerate(ids):
                 store.update_state("flow", sid, {"new": sid})
-                if i == len(ids) // 3: started.set()  # the purge starts with a third written, two thirds to go
-                if started.is_set(): time.sleep(0.0002)  # (leave the purge room to run between these writes)
-        writer = threading.Thread(target=write); writer.start()
+                if i == len(ids) // 3:
+                    started.set()  # the purge starts with a third written, two thirds to go
+                if started.is_set():
+                    time.sleep(0.0002)  # (leave the purge room to run between these writes)
+
+        writer = threading.Thread(target=write)
+        writer.start()
         started.wait(30)
-        try: store.purge_expired()
-        finally: writer.join(60)
+        try:
+            store.purge_expired()
+        finally:
+            writer.join(60)
         test_eq([store.get_state("flow", sid) for sid in ids], [{"new": sid} for sid in ids])
     with _fresh(make_store) as store:
         store.update_state("flow", "s", {"k": 1})
         test_eq(store.purge_expired(), 0)
         test_eq(store.get_state("flow", "s"), {"k": 1})
 
+
 @conformance_check
 def check_count_sessions(make_store):
     "`count_sessions` counts a flow's live sessions, as `list_sessions` lists them."
     with _fresh(make_store) as store:
         test_eq(store.count_sessions("flow"), 0)
-        for i in range(7): store.update_state("flow", f"s{i}", {"i": i})
-        store.create_session("flow", "labelled", label="L"); store.set_current_step("other", "s0", "one")
+        for i in range(7):
+            store.update_state("flow", f"s{i}", {"i": i})
+        store.create_session("flow", "labelled", label="L")
+        store.set_current_step("other", "s0", "one")
         test_eq((store.count_sessions("flow"), store.count_sessions("other")), (8, 1))
-        store.delete_session("flow", "s3"); store.rekey_session("s0", "moved")
+        store.delete_session("flow", "s3")
+        store.rekey_session("s0", "moved")
         test_eq((store.count_sessions("flow"), len(store.list_sessions("flow"))), (7, 7))
         test_fail(lambda: store.count_sessions("bad\x00"), contains="flow_id")
 
@@ -734,19 +966,35 @@ def check_count_sessions(make_store):
 @conformance_check
 def check_ttl_rule(make_store):
     "`ttl` is None or finite seconds / a timedelta in [0.001, 1e10]; anything else fails at construction, on every backend."
-    for bad, error in [(float("inf"), ValueError), (1e16, ValueError), (float("nan"), ValueError), (0, ValueError),
-                       (-1, ValueError), (1e10 + 1, ValueError), (0.0001, ValueError), (timedelta(days=200_000), ValueError),
-                       (timedelta(0), ValueError), (True, TypeError), ("1d", TypeError), ([60], TypeError)]:
-        try: store = make_store(ttl=bad)
-        except error: continue
-        except Exception as e: raise AssertionError(f"ttl={bad!r}: expected {error.__name__}, got {type(e).__name__}: {e}")
+    for bad, error in [
+        (float("inf"), ValueError),
+        (1e16, ValueError),
+        (float("nan"), ValueError),
+        (0, ValueError),
+        (-1, ValueError),
+        (1e10 + 1, ValueError),
+        (0.0001, ValueError),
+        (timedelta(days=200_000), ValueError),
+        (timedelta(0), ValueError),
+        (True, TypeError),
+        ("1d", TypeError),
+        ([60], TypeError),
+    ]:
+        try:
+            store = make_store(ttl=bad)
+        except error:
+            continue
+        except Exception as e:
+            raise AssertionError(f"ttl={bad!r}: expected {error.__name__}, got {type(e).__name__}: {e}")
         store.close()
         raise AssertionError(f"ttl={bad!r} was accepted")
     test_fail(lambda: make_store(ttl=float("inf")), contains="None")  # the message says how to never expire
     for ttl in (1e10, timedelta(days=365 * 300), 10**10):
         with _fresh(make_store, ttl=ttl) as store:
-            store.update_state("flow", "s", {"k": 1}); store.set_current_step("flow", "s", "one")
-            store.create_session("flow", "t", label="L"); store.update_step_state("flow", "t", "st", {"x": 1})
+            store.update_state("flow", "s", {"k": 1})
+            store.set_current_step("flow", "s", "one")
+            store.create_session("flow", "t", label="L")
+            store.update_step_state("flow", "t", "st", {"x": 1})
             test_eq((store.get_state("flow", "s"), store.get_current_step("flow", "s")), ({"k": 1}, "one"))
             test_eq(sorted(x.session_id for x in store.list_sessions("flow")), ["s", "t"])
             test_eq((store.list_flows(), store.purge_expired()), (["flow"], 0))
@@ -756,78 +1004,117 @@ def check_ttl_rule(make_store):
             test_eq(store.session_exists("flow", "t"), False)
 
 # %% ../nbs/testing.ipynb #3431897b
-def _by_id(records): return sorted(records, key=lambda r: (r["flow_id"], r["session_id"]))
+def _by_id(records):
+    return sorted(records, key=lambda r: (r["flow_id"], r["session_id"]))
 
 # %% ../nbs/testing.ipynb #680599ce
 @conformance_check
 def check_export_restore(make_store):
     "`export_sessions` yields every live session once with its whole record; `restore_session` writes it back as is."
     with _fresh(make_store) as store:
-        store.restore_session("flow", "a", {"k": [1, {"x": None}]}, current_step="two", label="L",
-                              created_ts=1_700_000_000.25, updated_ts=1_700_000_100.5)
-        store.update_state("flow", "b", {"k": 2}); store.create_session("other", "a", label="M")
+        store.restore_session(
+            "flow",
+            "a",
+            {"k": [1, {"x": None}]},
+            current_step="two",
+            label="L",
+            created_ts=1_700_000_000.25,
+            updated_ts=1_700_000_100.5,
+        )
+        store.update_state("flow", "b", {"k": 2})
+        store.create_session("other", "a", label="M")
         records = _by_id(store.export_sessions(page_size=1))
         test_eq([(r["flow_id"], r["session_id"]) for r in records], [("flow", "a"), ("flow", "b"), ("other", "a")])
-        test_eq({k: records[0][k] for k in ("label", "current_step", "created_ts", "updated_ts", "state")},
-                {"label": "L", "current_step": "two", "created_ts": 1_700_000_000.25, "updated_ts": 1_700_000_100.5,
-                 "state": {"k": [1, {"x": None}]}})
+        test_eq(
+            {k: records[0][k] for k in ("label", "current_step", "created_ts", "updated_ts", "state")},
+            {
+                "label": "L",
+                "current_step": "two",
+                "created_ts": 1_700_000_000.25,
+                "updated_ts": 1_700_000_100.5,
+                "state": {"k": [1, {"x": None}]},
+            },
+        )
         test_eq([r["session_id"] for r in store.export_sessions("other")], ["a"])
-        for bad in (0, -1, 2.5, True): test_fail(lambda: store.export_sessions(page_size=bad), contains="page_size")
+        for bad in (0, -1, 2.5, True):
+            test_fail(lambda: store.export_sessions(page_size=bad), contains="page_size")
     with _fresh(make_store) as copy:
-        for r in records: copy.restore_session(**r)
+        for r in records:
+            copy.restore_session(**r)
         test_eq(_by_id(copy.export_sessions()), records)
+
 
 @conformance_check
 def check_export_during_deletes(make_store):
     "Sessions deleted or written during `export_sessions` never make it skip or repeat a session live for the whole export."
     with _fresh(make_store) as store:
         ids = [f"s{i:03d}" for i in range(40)]
-        for sid in ids: store.update_state("flow", sid, {"sid": sid})
+        for sid in ids:
+            store.update_state("flow", sid, {"sid": sid})
         exported, deleted = [], set()
         for i, record in enumerate(store.export_sessions("flow", page_size=4)):  # between pages and within them:
             sid = record["session_id"]
             exported.append(record)
-            if i % 2: store.update_state("flow", sid, {"sid": sid})  # a write of an exported session
-            else: store.delete_session("flow", sid); deleted.add(sid)  # an exported session goes: later ones shift
+            if i % 2:
+                store.update_state("flow", sid, {"sid": sid})  # a write of an exported session
+            else:
+                store.delete_session("flow", sid)
+                deleted.add(sid)  # an exported session goes: later ones shift
             store.update_state("flow", f"new-{i}", {"sid": f"new-{i}"})  # a session created during the export
             later = ids[min(i + 9, len(ids) - 1)]
-            if later not in deleted: store.delete_session("flow", later); deleted.add(later)  # one not exported yet
+            if later not in deleted:
+                store.delete_session("flow", later)
+                deleted.add(later)  # one not exported yet
         sids = [r["session_id"] for r in exported]
         test_eq([s for s in ids if s not in deleted and s not in sids], [])  # every session live throughout
         test_eq(len(sids), len(set(sids)))  # once
         test_eq([r["state"] for r in exported], [{"sid": s} for s in sids])  # with its own state
     with _fresh(make_store) as store:  # the same with another thread deleting
         ids = [f"t{i:03d}" for i in range(150)]
-        for sid in ids: store.update_state("flow", sid, {"sid": sid})
+        for sid in ids:
+            store.update_state("flow", sid, {"sid": sid})
         doomed, sids, started = set(ids[1::3]) | set(ids[2::3]), [], threading.Event()
+
         def delete():
             started.wait(10)
-            for sid in sorted(doomed, reverse=True): store.delete_session("flow", sid)
-        deleter = threading.Thread(target=delete); deleter.start()
+            for sid in sorted(doomed, reverse=True):
+                store.delete_session("flow", sid)
+
+        deleter = threading.Thread(target=delete)
+        deleter.start()
         try:
-            for record in store.export_sessions("flow", page_size=7): sids.append(record["session_id"]); started.set()
-        finally: started.set(); deleter.join(60)
+            for record in store.export_sessions("flow", page_size=7):
+                sids.append(record["session_id"])
+                started.set()
+        finally:
+            started.set()
+            deleter.join(60)
         test_eq([s for s in ids if s not in doomed and s not in sids], [])
         test_eq(len(sids), len(set(sids)))
+
 
 @conformance_check
 def check_export_during_expiry(make_store):
     "Sessions that expire during a slow `export_sessions` never make it skip a session live for the whole export."
     store, clock = _timed(make_store, ttl=TTL)
     with store:
-        for i in range(4): store.update_state("flow", f"a{i}", {"i": i})  # these expire while the export runs
+        for i in range(4):
+            store.update_state("flow", f"a{i}", {"i": i})  # these expire while the export runs
         expired_at = clock.monotonic() + TTL
         clock.sleep(TTL * 0.7)
         kept = [f"b{i}" for i in range(8)]
-        for sid in kept: store.update_state("flow", sid, {"sid": sid})
+        for sid in kept:
+            store.update_state("flow", sid, {"sid": sid})
         kept_until = clock.monotonic() - 0.05 + TTL
         sids = []
         for record in store.export_sessions("flow", page_size=4):
             sids.append(record["session_id"])
-            if len(sids) == 4: clock.sleep(max(0.0, expired_at + 0.1 - clock.monotonic()))  # the first page expires
+            if len(sids) == 4:
+                clock.sleep(max(0.0, expired_at + 0.1 - clock.monotonic()))  # the first page expires
         test_eq(len(sids), len(set(sids)))
         if clock.monotonic() < kept_until:  # else the machine stalled so long that the b sessions may have expired too
             test_eq([s for s in kept if s not in sids], [])
+
 
 @conformance_check
 def check_restore_timestamps(make_store):
@@ -837,59 +1124,88 @@ def check_restore_timestamps(make_store):
         for bad in [float("nan"), float("inf"), -float("inf"), 1e300, -1.0, 253402300800.0, 10**400]:
             for field in ("created_ts", "updated_ts"):
                 for sid in ("rec-1", "kept"):
-                    try: store.restore_session("flow", sid, {"k": 2}, label="new", **{field: bad})
-                    except ValueError as e: assert "flow" in str(e) and sid in str(e), f"the error does not name the record: {e}"
-                    else: raise AssertionError(f"{field}={bad!r} was accepted")
+                    try:
+                        store.restore_session("flow", sid, {"k": 2}, label="new", **{field: bad})
+                    except ValueError as e:
+                        assert "flow" in str(e) and sid in str(e), f"the error does not name the record: {e}"
+                    else:
+                        raise AssertionError(f"{field}={bad!r} was accepted")
         for bad in [True, "1700000000", [1.0], b"1"]:
             for field in ("created_ts", "updated_ts"):
-                try: store.restore_session("flow", "rec-1", {"k": 2}, **{field: bad})
-                except (TypeError, ValueError) as e: assert "rec-1" in str(e), f"the error does not name the record: {e}"
-                else: raise AssertionError(f"{field}={bad!r} was accepted")
+                try:
+                    store.restore_session("flow", "rec-1", {"k": 2}, **{field: bad})
+                except (TypeError, ValueError) as e:
+                    assert "rec-1" in str(e), f"the error does not name the record: {e}"
+                else:
+                    raise AssertionError(f"{field}={bad!r} was accepted")
         test_eq(store.session_exists("flow", "rec-1"), False)
         s = store.get_session_summary("flow", "kept")
         test_eq((store.get_state("flow", "kept"), s.label, s.created_ts, s.updated_ts), ({"k": 1}, "L", 1.5e9, 1.6e9))
         store.restore_session("flow", "first", {}, created_ts=0, updated_ts=0)
         store.restore_session("flow", "last", {}, created_ts=253402300799.0, updated_ts=253402300799.0)
-        test_eq([(x.session_id, x.created_at) for x in store.list_sessions("flow", order_by="created_at")],
-                [("last", "9999-12-31 23:59:59"), ("kept", "2017-07-14 02:40:00"), ("first", "1970-01-01 00:00:00")])
+        test_eq(
+            [(x.session_id, x.created_at) for x in store.list_sessions("flow", order_by="created_at")],
+            [("last", "9999-12-31 23:59:59"), ("kept", "2017-07-14 02:40:00"), ("first", "1970-01-01 00:00:00")],
+        )
         test_eq(len(list(store.export_sessions("flow"))), 3)
+
+
 @conformance_check
 def check_export_order_and_round_trip(make_store):
     """`export_sessions` yields flows in `list_flows` order and each flow's sessions by session id (code point order,
     at any page size); a dump moved through the in-memory store and back into a fresh store of this backend comes out
     identical: states, steps, labels and timestamps (to the millisecond every engine keeps)."""
     from cjm_workflow_state.backends.memory import InMemoryWorkflowStateStore
+
     ids = ["b", "a", "B", "a b", "é", "😀", "ab", "a:b", "Z", "_", "x" * 256]
     with _fresh(make_store) as store:
         for i, sid in enumerate(ids):
-            store.restore_session("f2" if i % 3 else "f1", sid, {"i": i, "nested": {"l": [i, None, 1.5]}, "s": sid},
-                                  current_step=f"step{i}" if i % 2 else None, label=f"L{i}" if i % 4 else None,
-                                  created_ts=1_600_000_000.125 + i, updated_ts=1_700_000_000.5 + i * 0.001)
+            store.restore_session(
+                "f2" if i % 3 else "f1",
+                sid,
+                {"i": i, "nested": {"l": [i, None, 1.5]}, "s": sid},
+                current_step=f"step{i}" if i % 2 else None,
+                label=f"L{i}" if i % 4 else None,
+                created_ts=1_600_000_000.125 + i,
+                updated_ts=1_700_000_000.5 + i * 0.001,
+            )
         expected = [(f, sid) for f in ("f1", "f2") for sid in sorted(ids) if (f == "f2") == (ids.index(sid) % 3 != 0)]
         for page_size in (1, 3, 500):
             dump = list(store.export_sessions(page_size=page_size))
             test_eq([(r["flow_id"], r["session_id"]) for r in dump], expected)
         middle = InMemoryWorkflowStateStore()
-        for r in dump: middle.restore_session(**r)
+        for r in dump:
+            middle.restore_session(**r)
     with _fresh(make_store) as copy:
-        for r in middle.export_sessions(): copy.restore_session(**r)
+        for r in middle.export_sessions():
+            copy.restore_session(**r)
         test_eq(list(copy.export_sessions()), dump)
         for r in dump:
             s = copy.get_session_summary(r["flow_id"], r["session_id"])
-            test_eq((s.label, s.current_step, s.created_ts, s.updated_ts, s.state_size_bytes),
-                    (r["label"], r["current_step"], r["created_ts"], r["updated_ts"], len(encode_json(r["state"]))))
+            test_eq(
+                (s.label, s.current_step, s.created_ts, s.updated_ts, s.state_size_bytes),
+                (r["label"], r["current_step"], r["created_ts"], r["updated_ts"], len(encode_json(r["state"]))),
+            )
 
 # %% ../nbs/testing.ipynb #044c3bbc
 def _run_threads(n: int, target: Callable[[int], None]) -> None:
     "Run target(i) in n threads started together; re-raise the first error."
     errors, barrier = [], threading.Barrier(n)
+
     def run(i):
-        try: barrier.wait(); target(i)
-        except BaseException as e: errors.append(e)
+        try:
+            barrier.wait()
+            target(i)
+        except BaseException as e:
+            errors.append(e)
+
     threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads: t.start()
-    for t in threads: t.join(120)
-    if errors: raise errors[0]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    if errors:
+        raise errors[0]
 
 # %% ../nbs/testing.ipynb #e9b0989a
 @conformance_check
@@ -897,10 +1213,15 @@ def check_concurrent_updates(make_store):
     "Threads updating different keys of one session at once never lose each other's keys (one shared store)."
     with _fresh(make_store) as store:
         n_threads, per_thread = 8, 25
-        _run_threads(n_threads, lambda t: [store.update_state("flow", "shared", {f"t{t}-{i}": i}) for i in range(per_thread)])
+        _run_threads(
+            n_threads, lambda t: [store.update_state("flow", "shared", {f"t{t}-{i}": i}) for i in range(per_thread)]
+        )
         test_eq(len(store.get_state("flow", "shared")), n_threads * per_thread)
-        _run_threads(n_threads, lambda t: [store.update_step_state("flow", "shared", "st", {f"t{t}-{i}": i}) for i in range(10)])
+        _run_threads(
+            n_threads, lambda t: [store.update_step_state("flow", "shared", "st", {f"t{t}-{i}": i}) for i in range(10)]
+        )
         test_eq(len(store.get_step_state("flow", "shared", "st")), n_threads * 10)
+
 
 @conformance_check
 def check_concurrent_stores(make_store):
@@ -910,13 +1231,17 @@ def check_concurrent_stores(make_store):
         stores = [first] + [make_store() for _ in range(3)]
         try:
             if any(s.get_state("flow", "shared") != {"seed": 0} for s in stores[1:]):
-                raise CheckNotRun("the factory's stores do not share data (a write through one store is not read "
-                                  "through another made while it is open), so there is nothing shared to check; "
-                                  "see SharedStores")
+                raise CheckNotRun(
+                    "the factory's stores do not share data (a write through one store is not read "
+                    "through another made while it is open), so there is nothing shared to check; "
+                    "see SharedStores"
+                )
             _run_threads(4, lambda t: [stores[t].update_state("flow", "shared", {f"t{t}-{i}": i}) for i in range(25)])
             test_eq(len(first.get_state("flow", "shared")), 101)
         finally:
-            for s in stores[1:]: s.close()
+            for s in stores[1:]:
+                s.close()
+
 
 @conformance_check
 def check_close(make_store):
@@ -928,10 +1253,13 @@ def check_close(make_store):
     store.close()
 
 # %% ../nbs/testing.ipynb #fe98c8b7
-def _round_trip(value): return json.loads(json.dumps(value))
+def _round_trip(value):
+    return json.loads(json.dumps(value))
+
 
 def _hypothesis():
-    try: import hypothesis
+    try:
+        import hypothesis
     except ImportError:
         raise ImportError('the model-based check needs hypothesis: pip install "cjm-workflow-state[testing]"') from None
     return hypothesis
@@ -942,10 +1270,19 @@ def state_machine(make_store) -> type:  # A hypothesis state machine class bound
     _hypothesis()
     from hypothesis import strategies as st
     from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
-    _json_leaf = (st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.text(max_size=8)
-                  | st.floats(allow_nan=False, allow_infinity=False))
-    _json = st.recursive(_json_leaf, lambda inner: st.lists(inner, max_size=3)
-                         | st.dictionaries(st.text(max_size=4), inner, max_size=3), max_leaves=6)
+
+    _json_leaf = (
+        st.none()
+        | st.booleans()
+        | st.integers(-(2**70), 2**70)
+        | st.text(max_size=8)
+        | st.floats(allow_nan=False, allow_infinity=False)
+    )
+    _json = st.recursive(
+        _json_leaf,
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+        max_leaves=6,
+    )
     _keys = st.sampled_from(["a", "b", "c", "_step_s1", "ü", ""])
     _flows = st.sampled_from(["f", "f:x", "%"])
     _sessions = st.sampled_from(["s1", "s2", "s1:x", "_"])
@@ -958,12 +1295,14 @@ def state_machine(make_store) -> type:  # A hypothesis state machine class bound
             self.store = _fresh(make_store)
             self.model = {}  # (flow, session) -> {"state": {}, "step": None, "label": None}
 
-        def _rec(self, f, s): return self.model.setdefault((f, s), {"state": {}, "step": None, "label": None})
+        def _rec(self, f, s):
+            return self.model.setdefault((f, s), {"state": {}, "step": None, "label": None})
 
         @rule(f=_flows, s=_sessions, updates=st.dictionaries(_keys, _json, max_size=3))
         def update_state(self, f, s, updates):
             self.store.update_state(f, s, updates)
-            if updates: self._rec(f, s)["state"].update(_round_trip(updates))
+            if updates:
+                self._rec(f, s)["state"].update(_round_trip(updates))
 
         @rule(f=_flows, s=_sessions, step=_steps, updates=st.dictionaries(_keys, _json, min_size=1, max_size=2))
         def update_step_state(self, f, s, step, updates):
@@ -975,7 +1314,8 @@ def state_machine(make_store) -> type:  # A hypothesis state machine class bound
         @rule(f=_flows, s=_sessions, step=_steps)
         def clear_step_state(self, f, s, step):
             self.store.clear_step_state(f, s, step)
-            if (f, s) in self.model: self.model[(f, s)]["state"].pop(f"_step_{step}", None)
+            if (f, s) in self.model:
+                self.model[(f, s)]["state"].pop(f"_step_{step}", None)
 
         @rule(f=_flows, s=_sessions, step=_steps)
         def set_current_step(self, f, s, step):
@@ -990,8 +1330,10 @@ def state_machine(make_store) -> type:  # A hypothesis state machine class bound
         @rule(f=_flows, s=_sessions, label=_labels)
         def create_session(self, f, s, label):
             if (f, s) in self.model:
-                try: self.store.create_session(f, s, label)
-                except ValueError: return
+                try:
+                    self.store.create_session(f, s, label)
+                except ValueError:
+                    return
                 raise AssertionError("create_session overwrote an existing session")
             self.store.create_session(f, s, label)
             self._rec(f, s)["label"] = label
@@ -999,19 +1341,24 @@ def state_machine(make_store) -> type:  # A hypothesis state machine class bound
         @rule(f=_flows, s=_sessions, label=_labels)
         def set_label(self, f, s, label):
             self.store.set_session_label(f, s, label)
-            if (f, s) in self.model: self.model[(f, s)]["label"] = label
+            if (f, s) in self.model:
+                self.model[(f, s)]["label"] = label
 
         @rule(old=_sessions, new=_sessions)
         def rekey(self, old, new):
-            if old == new: return
+            if old == new:
+                return
             if any(s == new for (_, s) in self.model):
-                try: self.store.rekey_session(old, new)
-                except ValueError: return
+                try:
+                    self.store.rekey_session(old, new)
+                except ValueError:
+                    return
                 raise AssertionError("rekey_session overwrote a session id that holds data")
             moved = self.store.rekey_session(old, new)
             keys = [k for k in self.model if k[1] == old]
             test_eq(moved, len(keys))
-            for f, _ in keys: self.model[(f, new)] = self.model.pop((f, old))
+            for f, _ in keys:
+                self.model[(f, new)] = self.model.pop((f, old))
 
         @invariant()
         def matches_model(self):
@@ -1027,8 +1374,11 @@ def state_machine(make_store) -> type:  # A hypothesis state machine class bound
                 test_eq(self.store.get_current_step(f, s), rec["step"])
             test_eq(self.store.list_flows(), sorted({f for f, _ in self.model}))
 
-        def teardown(self): self.store.close()
+        def teardown(self):
+            self.store.close()
+
     return StoreMachine
+
 
 @conformance_check
 def check_model(make_store, max_examples: int = 25):
@@ -1036,19 +1386,29 @@ def check_model(make_store, max_examples: int = 25):
     machine = state_machine(make_store)
     from hypothesis import settings, HealthCheck
     from hypothesis.stateful import run_state_machine_as_test
-    run_state_machine_as_test(machine, settings=settings(
-        max_examples=max_examples, stateful_step_count=15, deadline=None, database=None,
-        suppress_health_check=list(HealthCheck)))
+
+    run_state_machine_as_test(
+        machine,
+        settings=settings(
+            max_examples=max_examples,
+            stateful_step_count=15,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        ),
+    )
 
 # %% ../nbs/testing.ipynb #2db6de99
 class SharedStores:
     """A `make_store` factory for the suite: stores made while another is open share its backend; otherwise each
     gets a new, empty one."""
-    def __init__(self,
-                 open_store: Callable[..., Any],  # open_store(backend, **options) -> a store on that backend
-                 new_backend: Callable[[], Any],  # () -> a new, empty backend (a path, a prefix, a table name, ...)
-                 remove_backend: Optional[Callable[[Any], None]] = None,  # remove_backend(backend): delete what it holds
-                ):
+
+    def __init__(
+        self,
+        open_store: Callable[..., Any],  # open_store(backend, **options) -> a store on that backend
+        new_backend: Callable[[], Any],  # () -> a new, empty backend (a path, a prefix, a table name, ...)
+        remove_backend: Optional[Callable[[Any], None]] = None,  # remove_backend(backend): delete what it holds
+    ):
         self.open_store, self.new_backend, self.remove_backend = open_store, new_backend, remove_backend
         self.backends: list = []  # Every backend made, oldest first
         self.stores: list = []  # Every store made
@@ -1056,20 +1416,27 @@ class SharedStores:
 
     def __call__(self, **options) -> Any:  # A store (on the open stores' backend, or a new one)
         "Make a store, as the suite's `make_store(**options)`."
-        if not self._open: self.backends.append(self.new_backend())
+        if not self._open:
+            self.backends.append(self.new_backend())
         store = self.open_store(self.backends[-1], **options)
-        self.stores.append(store); self._open.add(id(store))
+        self.stores.append(store)
+        self._open.add(id(store))
         close = store.close
+
         def closing():  # (`with store:` calls store.close too: the instance attribute wins)
-            self._open.discard(id(store)); close()
+            self._open.discard(id(store))
+            close()
+
         store.close = closing
         return store
 
     def cleanup(self) -> None:
         "Close every store made (closing twice is allowed) and remove every backend made."
-        for store in self.stores: store.close()
+        for store in self.stores:
+            store.close()
         if self.remove_backend:
-            for backend in self.backends: self.remove_backend(backend)
+            for backend in self.backends:
+                self.remove_backend(backend)
 
 # %% ../nbs/testing.ipynb #6e38e665
 def check_store(
@@ -1081,39 +1448,63 @@ def check_store(
     A check that cannot test anything with this factory (`CheckNotRun`) is not counted as passed: it is returned."""
     failures, not_run, skip = [], {}, set(skip)
     unknown = skip - set(_CHECKS)
-    if unknown: raise ValueError(f"unknown checks in skip: {sorted(unknown)}; known: {sorted(_CHECKS)}")
+    if unknown:
+        raise ValueError(f"unknown checks in skip: {sorted(unknown)}; known: {sorted(_CHECKS)}")
     for name, check in _CHECKS.items():
-        if name in skip: continue
+        if name in skip:
+            continue
         start, outcome = time.perf_counter(), ""
-        try: check(make_store)
-        except CheckNotRun as e: not_run[name], outcome = str(e), " NOT RUN"
+        try:
+            check(make_store)
+        except CheckNotRun as e:
+            not_run[name], outcome = str(e), " NOT RUN"
         except Exception as e:
             failures.append(f"{name}: {type(e).__name__}: {' '.join(str(e).split())[:400]}")
             outcome = " FAILED"
-        if verbose: print(f"{name}: {time.perf_counter() - start:.2f}s{outcome}")
+        if verbose:
+            print(f"{name}: {time.perf_counter() - start:.2f}s{outcome}")
     if failures:
-        raise AssertionError(f"{len(failures)} of {len(_CHECKS) - len(skip)} conformance checks failed:\n"
-                             + "\n".join(failures))
+        raise AssertionError(
+            f"{len(failures)} of {len(_CHECKS) - len(skip)} conformance checks failed:\n" + "\n".join(failures)
+        )
     return not_run
 
 # %% ../nbs/testing.ipynb #3393ca03
 _BYSTANDER = "scope-bystander"  # The session id of the scope around calls that name no session: they commit it first
 
+
 class _Wrapped:
     "A store whose public methods are routed through `_route(name, method, args, kwargs)`; everything else is the store's."
+
     def __init__(self, store):
         object.__setattr__(self, "store", store)
-    def __getattr__(self, name): return getattr(self.store, name)
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
     def __setattr__(self, name, value):  # the store's attributes (`clock`, set by the ttl checks) are set on the store
-        if hasattr(type(self), name): object.__setattr__(self, name, value)  # (the wrapper's own, e.g. SharedStores' close)
-        else: setattr(self.store, name, value)
-    def __repr__(self): return f"{type(self).__name__}({self.store!r})"
-    def __enter__(self): return self
-    def __exit__(self, *exc): self.close()
-    def close(self): self.store.close()
+        if hasattr(type(self), name):
+            object.__setattr__(self, name, value)  # (the wrapper's own, e.g. SharedStores' close)
+        else:
+            setattr(self.store, name, value)
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.store!r})"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        self.store.close()
+
 
 def _routed(cls: type, name: str, how: str):
-    def call(self, *args, **kwargs): return self._route(name, getattr(self.store, name), args, kwargs)
+    def call(self, *args, **kwargs):
+        return self._route(name, getattr(self.store, name), args, kwargs)
+
     call.__name__, call.__qualname__, call.__doc__ = name, f"{cls.__name__}.{name}", f"The store's `{name}`, {how}."
     return call
 
@@ -1121,27 +1512,38 @@ def _routed(cls: type, name: str, how: str):
 class ScopedCalls(_Wrapped):
     """A store wrapper for the suite: each call runs inside `store.request_scope(...)` of the session it names (or of
     a bystander session id), so reads come from the scope's snapshot and writes commit at its exit."""
-    def __init__(self,
-                 store,  # A store with `request_scope`
-                ):
+
+    def __init__(
+        self,
+        store,  # A store with `request_scope`
+    ):
         super().__init__(store)
 
     def _route(self, name, method, args, kwargs):
-        if name == "create_session": sess = kwargs.get("session_id", args[1] if len(args) > 1 else None)
-        elif name == "rekey_session": sess = args[0] if args else kwargs.get("old_session_id")
-        elif name in _NO_SESSION: sess = None
-        else: sess = args[1] if len(args) > 1 else kwargs.get("sess", kwargs.get("session_id"))
-        try: scope = self.store.request_scope(_BYSTANDER if sess is None else sess)
-        except (TypeError, ValueError): return method(*args, **kwargs)  # a bad session: the call says so itself
-        with scope: return method(*args, **kwargs)
+        if name == "create_session":
+            sess = kwargs.get("session_id", args[1] if len(args) > 1 else None)
+        elif name == "rekey_session":
+            sess = args[0] if args else kwargs.get("old_session_id")
+        elif name in _NO_SESSION:
+            sess = None
+        else:
+            sess = args[1] if len(args) > 1 else kwargs.get("sess", kwargs.get("session_id"))
+        try:
+            scope = self.store.request_scope(_BYSTANDER if sess is None else sess)
+        except (TypeError, ValueError):
+            return method(*args, **kwargs)  # a bad session: the call says so itself
+        with scope:
+            return method(*args, **kwargs)
 
 # %% ../nbs/testing.ipynb #8e8819aa
 class AsyncCalls(_Wrapped):
     """A store wrapper for the suite: each call goes through the store's async API (`aget_state` for `get_state`,
     ...), run to completion on an event loop of the calling thread."""
-    def __init__(self,
-                 store,  # A store with the async API
-                ):
+
+    def __init__(
+        self,
+        store,  # A store with the async API
+    ):
         super().__init__(store)
         object.__setattr__(self, "_local", threading.local())
         object.__setattr__(self, "_loops", [])
@@ -1155,24 +1557,37 @@ class AsyncCalls(_Wrapped):
 
     def _route(self, name, method, args, kwargs):
         loop, call = self._loop(), getattr(self.store, "a" + name)
-        if name != "export_sessions": return loop.run_until_complete(call(*args, **kwargs))
+        if name != "export_sessions":
+            return loop.run_until_complete(call(*args, **kwargs))
         records = call(*args, **kwargs)
+
         def pull():  # export's pages, read as the caller iterates (as the sync iterator does)
             while True:
-                try: yield loop.run_until_complete(records.__anext__())
-                except StopAsyncIteration: return
+                try:
+                    yield loop.run_until_complete(records.__anext__())
+                except StopAsyncIteration:
+                    return
+
         return pull()
 
     def close(self):
         "Close the store through `aclose`, then the event loops the calls ran on (closing twice is allowed)."
-        try: self._loop().run_until_complete(self.store.aclose())
+        try:
+            self._loop().run_until_complete(self.store.aclose())
         finally:
             for loop in self._loops:
-                if not loop.is_closed(): loop.close()
+                if not loop.is_closed():
+                    loop.close()
 
 # %% ../nbs/testing.ipynb #c230b4b2
 _NO_SESSION = {"list_sessions", "count_sessions", "list_flows", "export_sessions", "purge_expired"}
 for _name in PUBLIC_METHODS:
     if not _name.startswith("__") and _name != "close":
-        setattr(ScopedCalls, _name, _routed(ScopedCalls, _name, "called inside a request scope of the session it names"))
-        setattr(AsyncCalls, _name, _routed(AsyncCalls, _name, f"called as its async twin `a{_name}`, awaited on this thread's event loop"))
+        setattr(
+            ScopedCalls, _name, _routed(ScopedCalls, _name, "called inside a request scope of the session it names")
+        )
+        setattr(
+            AsyncCalls,
+            _name,
+            _routed(AsyncCalls, _name, f"called as its async twin `a{_name}`, awaited on this thread's event loop"),
+        )

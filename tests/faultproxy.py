@@ -27,6 +27,7 @@ Threads and blocking sockets (no asyncio), so delays are accurate to well under 
 one `recv` returns: a small request or reply is one chunk, so `drop_replies(1)` drops one reply; a reply larger than
 the socket buffer may arrive as several chunks, and dropping the first one closes the connection anyway.
 """
+
 import socket, threading, time
 from typing import List, Optional
 from urllib.parse import urlsplit, urlunsplit
@@ -48,22 +49,28 @@ class _Link:
     def close(self) -> None:
         "Close both sides (idempotent); shutting down first wakes the pump threads blocked in recv."
         with self.lock:
-            if self.closed: return
+            if self.closed:
+                return
             self.closed = True
         for sock in (self.client, self.server):
-            try: sock.shutdown(socket.SHUT_RDWR)
-            except OSError: pass
-            try: sock.close()
-            except OSError: pass
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
+                sock.close()
+            except OSError:
+                pass
 
 
 class FaultProxy:
     "A TCP proxy on 127.0.0.1 that forwards to (target_host, target_port) and injects faults on demand."
 
-    def __init__(self,
-                 target_host: str,  # Host of the real server
-                 target_port: int,  # Its port
-                ):
+    def __init__(
+        self,
+        target_host: str,  # Host of the real server
+        target_port: int,  # Its port
+    ):
         self.target = (target_host, int(target_port))
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -74,11 +81,18 @@ class FaultProxy:
         self._delay = 0.0
         self._to_drop = 0
         self._refusing = False
-        self._flowing = threading.Event(); self._flowing.set()  # cleared while frozen
+        self._flowing = threading.Event()
+        self._flowing.set()  # cleared while frozen
         self._closed = False
         self._thread: Optional[threading.Thread] = None
-        self.stats = {"connections": 0, "requests_forwarded": 0, "replies_forwarded": 0,
-                      "replies_dropped": 0, "refused": 0, "round_trips": 0}
+        self.stats = {
+            "connections": 0,
+            "requests_forwarded": 0,
+            "replies_forwarded": 0,
+            "replies_dropped": 0,
+            "refused": 0,
+            "round_trips": 0,
+        }
 
     # --- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> "FaultProxy":
@@ -93,18 +107,25 @@ class FaultProxy:
         "Stop listening and close every connection."
         self._closed = True
         self._flowing.set()  # release pumps held by freeze() so they can exit
-        try: self._listener.shutdown(socket.SHUT_RDWR)
-        except OSError: pass
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self._listener.close()
         self.cut_all()
-        if self._thread is not None: self._thread.join(5)
+        if self._thread is not None:
+            self._thread.join(5)
 
-    def __enter__(self) -> "FaultProxy": return self.start()
-    def __exit__(self, *exc) -> None: self.close()
+    def __enter__(self) -> "FaultProxy":
+        return self.start()
 
-    def url(self,
-            url: str,  # A server URL such as redis://user:pw@host:6379/0 or postgresql://u@host:5432/db
-           ) -> str:
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def url(
+        self,
+        url: str,  # A server URL such as redis://user:pw@host:6379/0 or postgresql://u@host:5432/db
+    ) -> str:
         "The same URL with its host:port replaced by the proxy's (credentials, path and query kept)."
         parts = urlsplit(url)
         userinfo, at, _ = parts.netloc.rpartition("@")
@@ -117,12 +138,15 @@ class FaultProxy:
 
     def drop_replies(self, n: int = 1) -> None:
         "Do not forward the next `n` server->client chunks: close that connection (both sides) instead."
-        with self._lock: self._to_drop += int(n)
+        with self._lock:
+            self._to_drop += int(n)
 
     def cut_all(self) -> None:
         "Close every open connection now."
-        with self._lock: links, self._links = self._links, []
-        for link in links: link.close()
+        with self._lock:
+            links, self._links = self._links, []
+        for link in links:
+            link.close()
 
     def freeze(self) -> None:
         "Stop forwarding in both directions: connections stay open and hang until `thaw()`."
@@ -139,32 +163,39 @@ class FaultProxy:
     # --- machinery -------------------------------------------------------------------------------------------
     def _accept_loop(self) -> None:
         while not self._closed:
-            try: client, _ = self._listener.accept()
-            except OSError: return  # listener closed
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # listener closed
             if self._refusing:
                 self._count("refused")
                 client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST
                 client.close()
                 continue
-            try: server = socket.create_connection(self.target, timeout=5)
+            try:
+                server = socket.create_connection(self.target, timeout=5)
             except OSError:
                 client.close()  # the target is down: the client sees it as down too
                 continue
             server.settimeout(None)
-            for sock in (client, server): sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for sock in (client, server):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             link = _Link(client, server)
-            with self._lock: self._links.append(link)
+            with self._lock:
+                self._links.append(link)
             self._count("connections")
             threading.Thread(target=self._pump, args=(link, client, server, False), daemon=True).start()
             threading.Thread(target=self._pump, args=(link, server, client, True), daemon=True).start()
 
     def _count(self, name: str) -> None:
-        with self._lock: self.stats[name] += 1
+        with self._lock:
+            self.stats[name] += 1
 
     def _take_drop(self) -> bool:
         "True (and one fewer to drop) if the next reply is to be dropped."
         with self._lock:
-            if self._to_drop <= 0: return False
+            if self._to_drop <= 0:
+                return False
             self._to_drop -= 1
             self.stats["replies_dropped"] += 1
             return True
@@ -174,14 +205,19 @@ class FaultProxy:
         try:
             while True:
                 data = source.recv(_CHUNK)
-                if not data: break
-                if is_reply and self._take_drop(): break  # the server acted; the client never hears of it
-                if self._delay: time.sleep(self._delay)
+                if not data:
+                    break
+                if is_reply and self._take_drop():
+                    break  # the server acted; the client never hears of it
+                if self._delay:
+                    time.sleep(self._delay)
                 self._flowing.wait()
-                if link.closed: break
+                if link.closed:
+                    break
                 with self._lock:  # counted before forwarding: the peer may act on it at once
                     self.stats["replies_forwarded" if is_reply else "requests_forwarded"] += 1
-                    if is_reply and link.awaiting: self.stats["round_trips"] += 1
+                    if is_reply and link.awaiting:
+                        self.stats["round_trips"] += 1
                     link.awaiting = not is_reply
                 sink.sendall(data)
         except OSError:
@@ -189,4 +225,5 @@ class FaultProxy:
         finally:
             link.close()
             with self._lock:
-                if link in self._links: self._links.remove(link)
+                if link in self._links:
+                    self._links.remove(link)

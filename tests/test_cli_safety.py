@@ -9,6 +9,7 @@
 - `purge-expired` removes what the store's own clock says is expired: a skewed clock on the admin host cannot make
   it delete fresh sessions.
 """
+
 import io, json, math, os, subprocess, sys, tempfile, types
 
 import pytest
@@ -26,9 +27,17 @@ RAW = ["\x1b", "\x07", "\x9b", "\u202e", "\u2066", "\u2069", "\u2028"]
 
 def cli(*args, stdin=None):
     "The CLI in a fresh interpreter with a UTF-8 stdout, as a terminal user runs it."
-    return subprocess.run([sys.executable, "-m", "cjm_workflow_state.cli", *args], input=stdin, capture_output=True,
-                          text=True, encoding="utf-8", errors="strict", cwd=tempfile.gettempdir(), timeout=120,
-                          env={**os.environ, "PYTHONIOENCODING": "utf-8"})
+    return subprocess.run(
+        [sys.executable, "-m", "cjm_workflow_state.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="strict",
+        cwd=tempfile.gettempdir(),
+        timeout=120,
+        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+    )
 
 
 def run(*argv, stdin=""):
@@ -44,7 +53,8 @@ def plant(store, flow_id, session_id, state, label=None, step=None, ts=1_700_000
 
 
 def assert_escaped(text):
-    for ch in RAW: assert ch not in text, (ch, text)
+    for ch in RAW:
+        assert ch not in text, (ch, text)
     assert "\\u001b" in text or "\\x1b" in text, text
 
 
@@ -53,8 +63,14 @@ def assert_escaped(text):
 def hostile_db(tmp_path):
     url = f"sqlite:///{tmp_path}/hostile.db"
     with open_store(url) as store:
-        plant(store, "flow\u202eevil", "sid\u202e1", {"note": HOSTILE, "ok": "plain é ☕"}, label="lbl" + HOSTILE,
-              step="step\u2066x")
+        plant(
+            store,
+            "flow\u202eevil",
+            "sid\u202e1",
+            {"note": HOSTILE, "ok": "plain é ☕"},
+            label="lbl" + HOSTILE,
+            step="step\u2066x",
+        )
     return url
 
 
@@ -82,11 +98,17 @@ def test_errors_escape_what_they_quote():
     assert code == 1 and "\u202e" not in err and err.count("\n") == 1, err
 
 
-@pytest.mark.parametrize("url, options", [("mongodb://root:s3cret@db.example/admin", ()), ("redis://:s3cret@127.0.0.1:1/0", ()),
-                                          ("postgresql://app@127.0.0.1:1/app?password=s3cret&connect_timeout=1",
-                                           ("-o", "pool_timeout=0.5"))])  # (else the pool retries for its default 5 s)
+@pytest.mark.parametrize(
+    "url, options",
+    [
+        ("mongodb://root:s3cret@db.example/admin", ()),
+        ("redis://:s3cret@127.0.0.1:1/0", ()),
+        ("postgresql://app@127.0.0.1:1/app?password=s3cret&connect_timeout=1", ("-o", "pool_timeout=0.5")),
+    ],
+)  # (else the pool retries for its default 5 s)
 def test_errors_never_show_a_password(url, options):
-    pytest.importorskip("redis"); pytest.importorskip("psycopg")
+    pytest.importorskip("redis")
+    pytest.importorskip("psycopg")
     code, out, err = run("flows", url, *options)
     assert code == 1 and err.count("\n") == 1, err
     assert "s3cret" not in err, err
@@ -104,8 +126,11 @@ def run_utf8(*argv, stdin=""):
 # A state every store holds (keys and values at any depth) whose text terminals act on or encodings trip over: a bidi
 # override, an ANSI escape, BEL, NUL, DEL, a C1 control, a line separator, astral characters (an escaped surrogate
 # pair in the ASCII JSON text). Lone surrogates are refused at write (see the last test of this section).
-TRAVEL_STATE = {"v": "a\u202eb\x1b[31mred\x07", "nul": "x\x00y\x7f\x9b",
-                "nested": {"k\u2028": ["😀", "\U0010ffff", "\u2066x\u2069"], "😀\x1b": {"\x00": "é"}}}
+TRAVEL_STATE = {
+    "v": "a\u202eb\x1b[31mred\x07",
+    "nul": "x\x00y\x7f\x9b",
+    "nested": {"k\u2028": ["😀", "\U0010ffff", "\u2066x\u2069"], "😀\x1b": {"\x00": "é"}},
+}
 
 
 def records(dump):
@@ -155,7 +180,8 @@ def test_hostile_text_travels_to_redis(travel_dump):
         assert_escaped(shown)
         assert records(run_utf8("export", url, "-o", f"prefix={prefix}")[1]) == records(travel_dump)
     finally:
-        with open_store(url, prefix=prefix) as store: store.delete_all()
+        with open_store(url, prefix=prefix) as store:
+            store.delete_all()
 
 
 def test_hostile_text_travels_to_postgres(travel_dump):
@@ -177,26 +203,49 @@ def test_lone_surrogates_are_refused_at_the_store(tmp_path):
     p = cli("import", url, stdin=GOOD[1] + "\n" + old + "\n")
     assert p.returncode == 1 and p.stderr.startswith("cjm-workflow-state: stdin line 2: "), p.stderr
     assert "surrogate" in p.stderr and "nothing imported" in p.stderr, p.stderr
-    with open_store(url) as store: assert store.list_flows() == []
+    with open_store(url) as store:
+        assert store.list_flows() == []
 
 
 class _patched_open:
     "Make the CLI open `store` (without closing it) whatever URL it is given."
-    def __init__(self, store): self.store = store
+
+    def __init__(self, store):
+        self.store = store
+
     def __enter__(self):
         self.saved = cli_module.open_store
         store = self.store
+
         class Unclosed:
-            def __getattr__(self, name): return getattr(store, name)
-            def __enter__(self): return self
-            def __exit__(self, *exc): pass
+            def __getattr__(self, name):
+                return getattr(store, name)
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                pass
+
         cli_module.open_store = lambda url, **options: Unclosed()
-    def __exit__(self, *exc): cli_module.open_store = self.saved
+
+    def __exit__(self, *exc):
+        cli_module.open_store = self.saved
 
 
 # ---- item 9: import checks everything before writing anything -----------------------------------
-GOOD = [json.dumps({"flow_id": "f", "session_id": f"s{i}", "state": {"i": i}, "created_ts": 1_700_000_000.5,
-                    "updated_ts": 1_700_000_001.5}) for i in range(3)]
+GOOD = [
+    json.dumps(
+        {
+            "flow_id": "f",
+            "session_id": f"s{i}",
+            "state": {"i": i},
+            "created_ts": 1_700_000_000.5,
+            "updated_ts": 1_700_000_001.5,
+        }
+    )
+    for i in range(3)
+]
 
 
 def bad_ts(value):
@@ -204,13 +253,33 @@ def bad_ts(value):
     return '{"flow_id": "f", "session_id": "bad", "state": {}, "created_ts": 1700000000, "updated_ts": %s}' % value
 
 
-@pytest.mark.parametrize("bad_line", [
-    bad_ts("NaN"), bad_ts("Infinity"), bad_ts("-Infinity"), bad_ts("1e300"), bad_ts("-5"), bad_ts("253402300800"),
-    '{"flow_id": "f", "session_id": "", "state": {}}',
-    '{"flow_id": "f", "session_id": "x", "state": {"k": 1}, "current_step": "a\\nb"}',
-    '{"flow_id": "f", "session_id": "x", "state": {}, "colour": "red"}',
-    '{"flow_id": "f", "session_id": "x", "state": {}',
-], ids=["nan", "inf", "-inf", "1e300", "negative", "year10000", "empty-id", "newline-step", "unknown-field", "cut-json"])
+@pytest.mark.parametrize(
+    "bad_line",
+    [
+        bad_ts("NaN"),
+        bad_ts("Infinity"),
+        bad_ts("-Infinity"),
+        bad_ts("1e300"),
+        bad_ts("-5"),
+        bad_ts("253402300800"),
+        '{"flow_id": "f", "session_id": "", "state": {}}',
+        '{"flow_id": "f", "session_id": "x", "state": {"k": 1}, "current_step": "a\\nb"}',
+        '{"flow_id": "f", "session_id": "x", "state": {}, "colour": "red"}',
+        '{"flow_id": "f", "session_id": "x", "state": {}',
+    ],
+    ids=[
+        "nan",
+        "inf",
+        "-inf",
+        "1e300",
+        "negative",
+        "year10000",
+        "empty-id",
+        "newline-step",
+        "unknown-field",
+        "cut-json",
+    ],
+)
 def test_import_is_all_or_nothing(bad_line, tmp_path):
     url = f"sqlite:///{tmp_path}/target.db"
     text = "\n".join(GOOD[:2] + ["", bad_line] + GOOD[2:]) + "\n"
@@ -219,15 +288,23 @@ def test_import_is_all_or_nothing(bad_line, tmp_path):
     assert p.stderr.startswith("cjm-workflow-state: stdin line 4: ") and p.stderr.count("\n") == 1, p.stderr
     assert "nothing imported" in p.stderr, p.stderr
     assert p.stderr.count("line") == 1, p.stderr  # one line-number scheme: the input's
-    with open_store(url) as store: assert store.list_flows() == []  # nothing written, not even lines 1-2
+    with open_store(url) as store:
+        assert store.list_flows() == []  # nothing written, not even lines 1-2
 
 
 def test_import_rejects_bad_timestamps_in_process():
     store = InMemoryWorkflowStateStore()
     for value in (math.nan, math.inf, 1e300, -1.0, 253402300800.0):
         with pytest.raises(ValueError, match="line 2"):
-            cli_module.import_jsonl(store, [GOOD[0], bad_ts(json.dumps(value) if math.isfinite(value) else
-                                                                {math.nan: "NaN", math.inf: "Infinity"}[value])])
+            cli_module.import_jsonl(
+                store,
+                [
+                    GOOD[0],
+                    bad_ts(
+                        json.dumps(value) if math.isfinite(value) else {math.nan: "NaN", math.inf: "Infinity"}[value]
+                    ),
+                ],
+            )
         assert store.list_flows() == []
 
 
@@ -249,18 +326,24 @@ def test_import_of_good_lines_still_works(tmp_path):
 def test_import_failing_while_writing_says_exactly_what_was_written():
     class Flaky(InMemoryWorkflowStateStore):
         "Fails on the third write, as a server going away would."
+
         writes = 0
+
         def _restore(self, *a):
             Flaky.writes += 1
-            if Flaky.writes == 3: raise ConnectionError("server went away")
+            if Flaky.writes == 3:
+                raise ConnectionError("server went away")
             super()._restore(*a)
+
     store = Flaky()
     lines = GOOD + [GOOD[0].replace('"s0"', '"s9"')]
-    with pytest.raises(cli_module.ImportStoppedError) as e: cli_module.import_jsonl(store, lines)
+    with pytest.raises(cli_module.ImportStoppedError) as e:
+        cli_module.import_jsonl(store, lines)
     message = str(e.value)
     assert isinstance(e.value.cause, ConnectionError) and (e.value.lineno, e.value.written) == (3, 2)
-    assert message.startswith("line 3: ConnectionError: server went away; lines 1 to 2 (2 sessions) were imported, "
-                              "nothing after line 3"), message
+    assert message.startswith(
+        "line 3: ConnectionError: server went away; lines 1 to 2 (2 sessions) were imported, nothing after line 3"
+    ), message
     assert sorted(s.session_id for s in store.list_sessions("f")) == ["s0", "s1"]
 
 
@@ -268,6 +351,7 @@ def test_import_failing_while_writing_says_exactly_what_was_written():
 def skewed_clock(monkeypatch, seconds):
     "The CLI module's clock runs `seconds` ahead (the store's own modules keep the real one)."
     import time as real
+
     fake = types.SimpleNamespace(**{n: getattr(real, n) for n in dir(real) if not n.startswith("__")})
     fake.time = lambda: real.time() + seconds
     monkeypatch.setattr(cli_module, "time", fake)
@@ -280,7 +364,8 @@ def test_purge_expired_ignores_a_skewed_admin_clock_sqlite(monkeypatch, tmp_path
         store.restore_session("f", "old", {"x": 2}, created_ts=1_700_000_000, updated_ts=1_700_000_000)
     skewed_clock(monkeypatch, 30 * 86400)
     assert run("purge-expired", url, "--ttl", "1d")[:2] == (0, "removed 1 session not written for 1d\n")
-    with open_store(url) as store: assert [s.session_id for s in store.list_sessions("f")] == ["fresh"]
+    with open_store(url) as store:
+        assert [s.session_id for s in store.list_sessions("f")] == ["fresh"]
 
 
 def test_purge_expired_ignores_a_skewed_admin_clock_redis(monkeypatch):
@@ -293,7 +378,8 @@ def test_purge_expired_ignores_a_skewed_admin_clock_redis(monkeypatch):
         assert code == 0, err
         assert store.session_exists("f", "fresh"), out  # fresh by the server's clock: kept
     finally:
-        store.delete_all(); store.close()
+        store.delete_all()
+        store.close()
 
 
 def test_purge_expired_sweeps_ttl_less_sessions_redis():
@@ -306,15 +392,19 @@ def test_purge_expired_sweeps_ttl_less_sessions_redis():
         assert (code, out) == (0, "removed 1 session not written for 1d\n"), err
         assert [s.session_id for s in store.list_sessions("f")] == ["fresh"]
     finally:
-        store.delete_all(); store.close()
+        store.delete_all()
+        store.close()
 
 
 def test_purge_expired_calls_the_store(monkeypatch):
     "Every backend: the CLI opens the store with the ttl and calls its purge_expired, nothing else."
     calls = []
+
     class Probe(InMemoryWorkflowStateStore):
         def purge_expired(self):
-            calls.append(self.ttl); return 7
+            calls.append(self.ttl)
+            return 7
+
     monkeypatch.setattr(cli_module, "open_store", lambda url, **options: Probe(**options))
     assert run("purge-expired", "memory://", "--ttl", "2h")[:2] == (0, "removed 7 sessions not written for 2h\n")
     assert calls == [7200.0]
@@ -323,11 +413,15 @@ def test_purge_expired_calls_the_store(monkeypatch):
 def test_export_uses_export_sessions(monkeypatch):
     "Export goes through the store's export_sessions (keyset pages, INTERFACES.md 1), once for the whole run."
     store = InMemoryWorkflowStateStore()
-    for i in range(3): store.update_state("f", f"s{i}", {"i": i})
+    for i in range(3):
+        store.update_state("f", f"s{i}", {"i": i})
     seen = []
     original = store.export_sessions
+
     def export_sessions(*a, **k):
-        seen.append((a, k)); return original(*a, **k)
+        seen.append((a, k))
+        return original(*a, **k)
+
     store.export_sessions = export_sessions
     with _patched_open(store):
         code, dump, err = run("export", "memory://")

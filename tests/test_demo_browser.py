@@ -4,6 +4,7 @@ Debian's chromium driven by Playwright (`pip install playwright`; `apt-get insta
 `playwright install`). Outside CI the test skips when either is missing; in CI (CI=true) it fails.
 Screenshots of every step go to $DEMO_ARTIFACTS_DIR (default: artifacts/demo-browser/ in the repo).
 """
+
 import os, shutil, socket, subprocess, sys, time
 from datetime import date, timedelta
 from pathlib import Path
@@ -13,22 +14,34 @@ import pytest
 from servers import in_ci
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
-ARTIFACTS = Path(os.environ.get("DEMO_ARTIFACTS_DIR") or Path(__file__).resolve().parent.parent / "artifacts" / "demo-browser")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(
+    os.environ.get("DEMO_ARTIFACTS_DIR") or Path(__file__).resolve().parent.parent / "artifacts" / "demo-browser"
+)
 IN_CI = in_ci()
 
 
 def _require_browser():
     "Skip (outside CI) or fail (in CI) with the reason when playwright or chromium is missing."
     missing = []
-    try: import playwright.sync_api  # noqa: F401
-    except ImportError: missing.append("the playwright package is not installed (pip install playwright)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing.append("the playwright package is not installed (pip install playwright)")
     if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
         missing.append(f"no chromium at {CHROMIUM} (apt-get install chromium)")
     if missing:
         reason = "browser test needs " + "; ".join(missing)
-        if IN_CI: pytest.fail(reason + " -- CI must install both")
+        if IN_CI:
+            pytest.fail(reason + " -- CI must install both")
         pytest.skip(reason)
 
 
@@ -40,21 +53,28 @@ def _free_port() -> int:
 
 class DemoServer:
     "`python -m cjm_workflow_state.demo` as a subprocess, in `workdir` (which also holds its cookie key)."
+
     def __init__(self, workdir: Path, store_url: str, port: int):
         self.workdir, self.store_url, self.port, self.proc = workdir, store_url, port, None
         self.url = f"http://127.0.0.1:{port}"
 
     def start(self, timeout: float = 30):
         log = open(self.workdir / "server.log", "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "cjm_workflow_state.demo", "--store", self.store_url,
-                                      "--port", str(self.port)], cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cjm_workflow_state.demo", "--store", self.store_url, "--port", str(self.port)],
+            cwd=self.workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"demo server exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5): return self
-            except OSError: time.sleep(0.1)
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return self
+            except OSError:
+                time.sleep(0.1)
         self.kill()
         raise AssertionError(f"demo server did not listen on port {self.port} within {timeout}s:\n{self.log()}")
 
@@ -64,28 +84,34 @@ class DemoServer:
             self.proc.kill()
             self.proc.wait(timeout=10)
 
-    def log(self) -> str: return (self.workdir / "server.log").read_text(errors="replace")
+    def log(self) -> str:
+        return (self.workdir / "server.log").read_text(errors="replace")
 
 
 @pytest.fixture
 def browser_page():
     _require_browser()
     from playwright.sync_api import sync_playwright
+
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 860})
             page.set_default_timeout(15_000)
             yield page
-        finally: browser.close()
+        finally:
+            browser.close()
 
 
 def test_wizard_survives_restart_and_sessions_page(browser_page, tmp_path):
     page = browser_page
-    if ARTIFACTS.exists(): shutil.rmtree(ARTIFACTS)
+    if ARTIFACTS.exists():
+        shutil.rmtree(ARTIFACTS)
     ARTIFACTS.mkdir(parents=True)
     shots = iter(range(1, 100))
-    def shot(name): page.screenshot(path=str(ARTIFACTS / f"{next(shots):02d}-{name}.png"), full_page=True)
+
+    def shot(name):
+        page.screenshot(path=str(ARTIFACTS / f"{next(shots):02d}-{name}.png"), full_page=True)
 
     db = tmp_path / "demo.db"
     server = DemoServer(tmp_path, f"sqlite:///{db}", _free_port()).start()
@@ -143,6 +169,7 @@ def test_wizard_survives_restart_and_sessions_page(browser_page, tmp_path):
         # answers 503, and the page shows its message (htmx_config swaps it in). Once the lock is gone, a reload
         # finds the wizard where it was, nothing lost.
         import sqlite3
+
         lock = sqlite3.connect(db, timeout=1, isolation_level=None)
         lock.execute("BEGIN IMMEDIATE")
         try:
@@ -156,7 +183,9 @@ def test_wizard_survives_restart_and_sessions_page(browser_page, tmp_path):
             assert 503 in statuses, statuses
             assert "unavailable for a moment" in page.inner_text(".wfs-unavailable")
             shot("store-unavailable")
-        finally: lock.rollback(); lock.close()
+        finally:
+            lock.rollback()
+            lock.close()
         page.reload()
         page.wait_for_selector("[data-step=budget]")
         assert "Engine dashboard" in page.inner_text("#so-far")
@@ -214,13 +243,17 @@ def test_wizard_survives_restart_and_sessions_page(browser_page, tmp_path):
         # Delete it (accepting the confirm dialog): one row is left.
         page.goto(server.url + "/sessions")
         page.once("dialog", lambda dialog: dialog.accept())
-        page.locator("#sessions tbody tr", has_text="Difference engine dashboard").locator("button", has_text="Delete").click()
+        page.locator("#sessions tbody tr", has_text="Difference engine dashboard").locator(
+            "button", has_text="Delete"
+        ).click()
         page.wait_for_function("document.querySelectorAll('#sessions tbody tr').length === 1")
         assert "Difference engine dashboard" not in page.inner_text("#sessions")
         shot("deleted")
     except BaseException:
-        try: shot("failure")
-        except Exception: pass
+        try:
+            shot("failure")
+        except Exception:
+            pass
         print(server.log())
         raise
     finally:
@@ -228,6 +261,7 @@ def test_wizard_survives_restart_and_sessions_page(browser_page, tmp_path):
 
     # What the browser saw is what the database holds.
     from cjm_workflow_state import open_store
+
     with open_store(f"sqlite:///{db}") as store:
         sessions = store.list_sessions("project_request")
         assert [s.label for s in sessions] == [None]
@@ -239,7 +273,8 @@ def test_a_stale_tab_never_completes_the_wizard(browser_page, tmp_path):
     other answers, writes nothing and shows where the wizard is, with a notice."""
     context = browser_page.context.browser.new_context(viewport={"width": 1100, "height": 860})  # one cookie jar
     tab_a, tab_b = context.new_page(), context.new_page()
-    for tab in (tab_a, tab_b): tab.set_default_timeout(15_000)
+    for tab in (tab_a, tab_b):
+        tab.set_default_timeout(15_000)
     db = tmp_path / "demo.db"
     server = DemoServer(tmp_path, f"sqlite:///{db}", _free_port()).start()
     try:
@@ -283,10 +318,15 @@ def test_a_stale_tab_never_completes_the_wizard(browser_page, tmp_path):
         server.kill()
 
     from cjm_workflow_state import open_store
+
     with open_store(f"sqlite:///{db}") as store:
         (summary,) = store.list_sessions("project_request")
         state = store.get_state("project_request", summary.session_id)
-        assert (state["project_title"], state["project_kind"], summary.current_step) == ("Engine dashboard", "Data pipeline", "project")
+        assert (state["project_title"], state["project_kind"], summary.current_step) == (
+            "Engine dashboard",
+            "Data pipeline",
+            "project",
+        )
 
 
 def _fill_contact(page, name="Ada Lovelace", email="ada@example.com"):
@@ -299,7 +339,9 @@ def _fill_contact(page, name="Ada Lovelace", email="ada@example.com"):
 
 def _overflow(page) -> int:
     "How many CSS pixels the page is wider than the viewport (0: no horizontal scrolling)."
-    return page.evaluate("Math.max(document.documentElement.scrollWidth, document.body.scrollWidth) - window.innerWidth")
+    return page.evaluate(
+        "Math.max(document.documentElement.scrollWidth, document.body.scrollWidth) - window.innerWidth"
+    )
 
 
 def test_phone_width_sessions_page_fits(browser_page, tmp_path):
@@ -326,8 +368,13 @@ def test_phone_width_sessions_page_fits(browser_page, tmp_path):
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "sessions-390px.png"), full_page=True)
         assert _overflow(page) <= 0, f"the page scrolls sideways by {_overflow(page)} px"
-        assert page.evaluate("(() => { const w = document.querySelector('#sessions').parentElement;"
-                             " return w.scrollWidth - w.clientWidth; })()") <= 0, "the table scrolls inside its box"
+        assert (
+            page.evaluate(
+                "(() => { const w = document.querySelector('#sessions').parentElement;"
+                " return w.scrollWidth - w.clientWidth; })()"
+            )
+            <= 0
+        ), "the table scrolls inside its box"
         rows = page.locator("#sessions tbody tr")
         assert rows.count() == 2
         for i in range(2):
@@ -359,11 +406,14 @@ def test_cancel_asks_first(browser_page, tmp_path):
     try:
         page.goto(server.url + "/")
         _fill_contact(page)
+
         def answer(accept):
             def handle(dialog):
                 asked.append((dialog.type, dialog.message))
                 dialog.accept() if accept else dialog.dismiss()
+
             page.once("dialog", handle)
+
         answer(False)
         page.click("#step-flow-cancel-btn")
         page.wait_for_timeout(500)  # (a request, if one were sent, has its answer by now)
@@ -384,6 +434,7 @@ def test_cancel_asks_first(browser_page, tmp_path):
     finally:
         server.kill()
     from cjm_workflow_state import open_store
+
     with open_store(f"sqlite:///{db}") as store:
         for s in store.list_sessions("project_request"):
             assert "name" not in store.get_state("project_request", s.session_id)

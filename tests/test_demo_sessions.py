@@ -6,6 +6,7 @@ changes), nor can a client without a cookie; A still can. Values the server make
 reference) live where a form cannot write them, so posting `submitted_at` / `reference` never marks a request sent.
 Store URLs the demo shows (page footer, start-up line, start-up errors) never show a password.
 """
+
 import io, re
 from contextlib import redirect_stdout
 from datetime import date, timedelta
@@ -19,8 +20,11 @@ from cjm_workflow_state.demo import FLOW_ID, create_app
 
 HX = {"HX-Request": "true"}
 CONTACT = {"name": "Ada Lovelace", "email": "ada@example.com", "company": "Analytical Engines"}
-PROJECT = {"project_title": "Engine dashboard", "project_kind": "Website",
-           "description": "A dashboard for the difference engine's operators."}
+PROJECT = {
+    "project_title": "Engine dashboard",
+    "project_kind": "Website",
+    "description": "A dashboard for the difference engine's operators.",
+}
 BUDGET = {"budget": "$5k to $20k", "deadline": (date.today() + timedelta(days=90)).isoformat(), "priority": "Flexible"}
 
 
@@ -32,7 +36,8 @@ def app():
     store.close()
 
 
-def ids_of(store): return sorted(s.session_id for s in store.list_sessions(FLOW_ID))
+def ids_of(store):
+    return sorted(s.session_id for s in store.list_sessions(FLOW_ID))
 
 
 def started(app, answers=CONTACT):
@@ -53,7 +58,8 @@ def test_sessions_page_shows_only_the_visitors_own(app):
     b, b_id = started(app, {"name": "Bob Builder", "email": "bob@example.com"})
     page_b = b.get("/sessions").text
     assert "Bob Builder" in page_b and b_id in page_b
-    for secret in ("Ada Lovelace", "ada@example.com", a_id): assert secret not in page_b
+    for secret in ("Ada Lovelace", "ada@example.com", a_id):
+        assert secret not in page_b
     page_a = a.get("/sessions").text
     assert "Ada Lovelace" in page_a and a_id in page_a and "Bob" not in page_a and b_id not in page_a
     fresh = TestClient(app).get("/sessions").text  # a new visitor sees no one's
@@ -66,9 +72,11 @@ def test_others_cannot_act_on_a_request(app, who):
     a, a_id = started(app)
     b = started(app, {"name": "Bob Builder", "email": "bob@example.com"})[0] if who == "other visitor" else None
     before = snapshot(store, a_id)
-    for path, data in [("/sessions/resume", {"session_id": a_id}),
-                       ("/sessions/rename", {"session_id": a_id, "label": "mine now"}),
-                       ("/sessions/delete", {"session_id": a_id})]:
+    for path, data in [
+        ("/sessions/resume", {"session_id": a_id}),
+        ("/sessions/rename", {"session_id": a_id, "label": "mine now"}),
+        ("/sessions/delete", {"session_id": a_id}),
+    ]:
         client = b or TestClient(app)  # no cookie: a fresh client every time
         r = client.post(path, data=data, follow_redirects=False)
         assert r.status_code == 404, (path, r.status_code, r.text)
@@ -80,7 +88,10 @@ def test_others_cannot_act_on_a_request(app, who):
     a.post("/sessions/new")
     assert a.post("/sessions/resume", data={"session_id": a_id}, follow_redirects=False).status_code == 303
     assert "Ada Lovelace" in a.get("/").text
-    assert a.post("/sessions/rename", data={"session_id": a_id, "label": "Ada's"}, follow_redirects=False).status_code == 303
+    assert (
+        a.post("/sessions/rename", data={"session_id": a_id, "label": "Ada's"}, follow_redirects=False).status_code
+        == 303
+    )
     assert store.get_session_summary(FLOW_ID, a_id).label == "Ada's"
     assert a.post("/sessions/delete", data={"session_id": a_id}, follow_redirects=False).status_code == 303
     assert not store.session_exists(FLOW_ID, a_id)
@@ -100,8 +111,12 @@ def test_a_visitor_keeps_every_request_they_started(app):
     assert len(re.findall(r'data-session="', a.get("/sessions").text)) == 3
 
 
-FORGED = {"submitted_at": "2024-01-01 00:00:00", "reference": "PR-FORGED", "__submitted_at": "2024-01-01 00:00:00",
-          "__reference": "PR-FORGED2"}
+FORGED = {
+    "submitted_at": "2024-01-01 00:00:00",
+    "reference": "PR-FORGED",
+    "__submitted_at": "2024-01-01 00:00:00",
+    "__reference": "PR-FORGED2",
+}
 
 
 def sent(client):
@@ -113,7 +128,8 @@ def sent(client):
 def test_forged_fields_do_not_send_a_request(app, steps_before):
     client = TestClient(app)
     answers = [CONTACT, PROJECT, BUDGET]
-    for data in answers[:steps_before]: client.post("/wizard/next_step", data=data, headers=HX)
+    for data in answers[:steps_before]:
+        client.post("/wizard/next_step", data=data, headers=HX)
     step_answers = answers[steps_before] if steps_before < 3 else {"consent": ""}
     client.post("/wizard/next_step", data={**step_answers, **FORGED}, headers=HX)
     assert not sent(client)
@@ -123,7 +139,8 @@ def test_forged_fields_do_not_send_a_request(app, steps_before):
 
 def test_sent_request_keeps_its_server_made_values(app):
     client = TestClient(app)
-    for data in (CONTACT, PROJECT, BUDGET, {"consent": "yes"}): client.post("/wizard/next_step", data=data, headers=HX)
+    for data in (CONTACT, PROJECT, BUDGET, {"consent": "yes"}):
+        client.post("/wizard/next_step", data=data, headers=HX)
     home = client.get("/").text
     assert "Request sent" in home
     reference = re.search(r'class="reference">([^<]+)<', home).group(1)
@@ -154,8 +171,10 @@ def test_redact_url_hides_every_secret(url):
 
 
 def test_redact_url_keeps_the_rest():
-    assert demo.redact_url("postgresql://app@db.example:5432/app?sslmode=require&password=x") == \
-        "postgresql://app@db.example:5432/app?sslmode=require&password=***"
+    assert (
+        demo.redact_url("postgresql://app@db.example:5432/app?sslmode=require&password=x")
+        == "postgresql://app@db.example:5432/app?sslmode=require&password=***"
+    )
     assert demo.redact_url("redis://:pw@127.0.0.1:6379/0") == "redis://:***@127.0.0.1:6379/0"
     for url in ("sqlite:///cjm_workflow_demo.db", "memory://", "redis://127.0.0.1:6379/0"):
         assert demo.redact_url(url) == url
@@ -168,30 +187,36 @@ def test_footer_and_start_up_line_hide_the_password(monkeypatch):
     assert "s3cret" not in page and "127.0.0.1:6379" in page
     import uvicorn
 
-    def run(server, sockets=None): server.started = True  # uvicorn returns at once (and did start)
+    def run(server, sockets=None):
+        server.started = True  # uvicorn returns at once (and did start)
+
     monkeypatch.setattr(uvicorn.Server, "run", run)
     monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
     out = io.StringIO()
-    with redirect_stdout(out): demo.serve(store=url, host="127.0.0.1", port=_free_port())
+    with redirect_stdout(out):
+        demo.serve(store=url, host="127.0.0.1", port=_free_port())
     assert "s3cret" not in out.getvalue() and "127.0.0.1:6379" in out.getvalue()
 
 
 def _free_port():
     import socket
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
 def test_start_up_error_hides_the_password():
-    with pytest.raises(SystemExit) as e: demo.serve(store="mongodb://root:s3cret@db.example/admin", host="127.0.0.1", port=_free_port())
+    with pytest.raises(SystemExit) as e:
+        demo.serve(store="mongodb://root:s3cret@db.example/admin", host="127.0.0.1", port=_free_port())
     assert "s3cret" not in str(e.value) and "mongodb" in str(e.value)
 
 
 def test_a_full_browser_refuses_a_new_request_rather_than_drop_one(app):
     store, client = app.state.store, TestClient(app)
     for i in range(demo.MAX_SAVED):
-        if i: assert client.post("/sessions/new", follow_redirects=False).headers["location"] == "/"
+        if i:
+            assert client.post("/sessions/new", follow_redirects=False).headers["location"] == "/"
         client.post("/wizard/next_step", data={"name": f"Person {i}", "email": f"p{i}@example.com"}, headers=HX)
     assert len(client.cookies.get("session_")) < 4000  # the cookie still fits a browser's 4 KB limit
     r = client.post("/sessions/new", follow_redirects=False)
@@ -209,12 +234,20 @@ def test_a_full_browser_refuses_a_new_request_rather_than_drop_one(app):
 def _run_demo(args, cwd, command=None):
     import subprocess
     import sys
-    return subprocess.run((command or [sys.executable, "-m", "cjm_workflow_state.demo"]) + args, cwd=cwd,
-                          capture_output=True, text=True, timeout=60, check=False)
+
+    return subprocess.run(
+        (command or [sys.executable, "-m", "cjm_workflow_state.demo"]) + args,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_a_taken_port_is_refused_before_anything_is_created(tmp_path):
     import socket
+
     with socket.socket() as held:  # another program listens on the port
         held.bind(("127.0.0.1", 0))
         held.listen(1)
@@ -232,7 +265,11 @@ def _console_script():
     from pathlib import Path
 
     found = Path(sys.executable).parent / "cjm-workflow-demo"
-    return [str(found)] if found.exists() else [shutil.which("cjm-workflow-demo") or pytest.skip("no cjm-workflow-demo script")]
+    return (
+        [str(found)]
+        if found.exists()
+        else [shutil.which("cjm-workflow-demo") or pytest.skip("no cjm-workflow-demo script")]
+    )
 
 
 @pytest.mark.parametrize("how", ["python -m", "console script"])
@@ -259,12 +296,14 @@ def test_favicon(app):
 def test_required_field_messages_read_well(app):
     for fields in demo.STEP_FIELDS.values():
         for f in fields:
-            if not f.required: continue
+            if not f.required:
+                continue
             message = demo.field_error(f, "")
             assert message and "is required" not in message and f"{f.label} is" not in message, message
             assert message.startswith("Please"), message
     client = TestClient(app)
-    for data in (CONTACT, PROJECT): client.post("/wizard/next_step", data=data, headers=HX)
+    for data in (CONTACT, PROJECT):
+        client.post("/wizard/next_step", data=data, headers=HX)
     page = client.post("/wizard/next_step", data={"budget": "", "deadline": "", "priority": ""}, headers=HX).text
     assert 'data-step="budget"' in page and "is required" not in page
     assert "Please choose how firm the deadline is" in page and "Please choose a budget" in page
@@ -281,6 +320,7 @@ def test_cancel_asks_before_wiping_the_answers(app):
 # ---- review items 11 and 12: serve listens before anything else; --host "" and IPv6 hosts ---------------------
 class _FakeServerRun:
     "Stands in for `uvicorn.Server.run`: records the sockets it is given and returns at once (the server 'started')."
+
     sockets, listening = "never called", []
 
     def run(self, server, sockets=None):
@@ -292,6 +332,7 @@ class _FakeServerRun:
 @pytest.fixture
 def fake_run(monkeypatch, tmp_path):
     import uvicorn
+
     fake = _FakeServerRun()
     monkeypatch.setattr(uvicorn.Server, "run", lambda server, sockets=None: fake.run(server, sockets))
     monkeypatch.chdir(tmp_path)  # the cookie key file lands here
@@ -300,9 +341,12 @@ def fake_run(monkeypatch, tmp_path):
 
 def _ipv6_loopback():
     import socket
+
     try:
-        with socket.socket(socket.AF_INET6) as s: s.bind(("::1", 0))
-    except OSError: pytest.skip("no IPv6 loopback on this machine")
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
 
 
 def test_serve_holds_the_port_before_it_opens_the_store(fake_run, monkeypatch):
@@ -311,6 +355,7 @@ def test_serve_holds_the_port_before_it_opens_the_store(fake_run, monkeypatch):
     # those very sockets: the other program's listen fails, not the demo's.
     import errno
     import socket
+
     with socket.socket() as other:
         other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         other.bind(("127.0.0.1", 0))
@@ -318,14 +363,18 @@ def test_serve_holds_the_port_before_it_opens_the_store(fake_run, monkeypatch):
         real_create_app = demo.create_app
 
         def create_app_after_the_port_is_contested(*args, **kwargs):
-            try: other.listen(1)
-            except OSError as e: seen["other"] = e.errno
-            else: seen["other"] = "listening"
+            try:
+                other.listen(1)
+            except OSError as e:
+                seen["other"] = e.errno
+            else:
+                seen["other"] = "listening"
             return real_create_app(*args, **kwargs)
 
         monkeypatch.setattr(demo, "create_app", create_app_after_the_port_is_contested)
         out = io.StringIO()
-        with redirect_stdout(out): demo.serve(store="memory://", host="127.0.0.1", port=port)
+        with redirect_stdout(out):
+            demo.serve(store="memory://", host="127.0.0.1", port=port)
     assert seen["other"] == errno.EADDRINUSE, seen  # the demo already listened when it opened the store
     assert fake_run.listening == [("127.0.0.1", port)], fake_run.sockets  # uvicorn got the demo's sockets
     assert all(s.fileno() == -1 for s in fake_run.sockets)  # and they are closed once it returns
@@ -334,6 +383,7 @@ def test_serve_holds_the_port_before_it_opens_the_store(fake_run, monkeypatch):
 
 def test_a_taken_port_ends_start_up_with_exit_1_and_one_line(tmp_path):
     import socket
+
     with socket.socket() as held:
         held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as most servers do: the demo still sees it taken
         held.bind(("127.0.0.1", 0))
@@ -341,29 +391,36 @@ def test_a_taken_port_ends_start_up_with_exit_1_and_one_line(tmp_path):
         port = held.getsockname()[1]
         r = _run_demo(["--store", "sqlite:///taken.db", "--port", str(port)], tmp_path)
     assert r.returncode == 1 and r.stdout == "", (r.returncode, r.stdout, r.stderr)
-    assert r.stderr == (f"cjm-workflow-demo: port {port} on 127.0.0.1 is already in use; stop the program using it, "
-                        f"or choose another port with --port (e.g. --port {port + 1})\n"), r.stderr
+    assert r.stderr == (
+        f"cjm-workflow-demo: port {port} on 127.0.0.1 is already in use; stop the program using it, "
+        f"or choose another port with --port (e.g. --port {port + 1})\n"
+    ), r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_empty_host_listens_on_every_interface_as_uvicorn_does(fake_run):
     import socket
+
     port = _free_port()
     out = io.StringIO()
-    with redirect_stdout(out): demo.serve(store="memory://", host="", port=port)
+    with redirect_stdout(out):
+        demo.serve(store="memory://", host="", port=port)
     assert ("0.0.0.0", port) in fake_run.listening, fake_run.listening
     assert all(addr[1] == port for addr in fake_run.listening)
     banner = out.getvalue()
     assert f"http://localhost:{port}" in banner and "http://:" not in banner, banner
-    with socket.socket() as s: assert s.connect_ex(("127.0.0.1", port)) != 0  # closed again after the run
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0  # closed again after the run
 
 
 def test_ipv6_host_banner_is_a_valid_url(fake_run):
     from urllib.parse import urlsplit
+
     _ipv6_loopback()
     port = _free_port()
     out = io.StringIO()
-    with redirect_stdout(out): demo.serve(store="memory://", host="::1", port=port)
+    with redirect_stdout(out):
+        demo.serve(store="memory://", host="::1", port=port)
     url = re.search(r"http://\S+", out.getvalue()).group(0)
     assert url == f"http://[::1]:{port}", out.getvalue()
     assert (urlsplit(url).hostname, urlsplit(url).port) == ("::1", port)
@@ -374,15 +431,22 @@ def test_the_demo_serves_on_an_ipv6_host_at_the_url_it_prints(tmp_path):
     import subprocess
     import sys
     import urllib.request
+
     _ipv6_loopback()
     port = _free_port()
-    p = subprocess.Popen([sys.executable, "-m", "cjm_workflow_state.demo", "--store", "memory://", "--host", "::1",
-                          "--port", str(port)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "cjm_workflow_state.demo", "--store", "memory://", "--host", "::1", "--port", str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = p.stdout.readline()
         url = re.search(r"http://\S+", line).group(0)
         assert url == f"http://[::1]:{port}", line
-        with urllib.request.urlopen(url + "/", timeout=20) as r: assert r.status == 200 and "Project request" in r.read().decode()
+        with urllib.request.urlopen(url + "/", timeout=20) as r:
+            assert r.status == 200 and "Project request" in r.read().decode()
     finally:
         p.terminate()
         p.wait(20)

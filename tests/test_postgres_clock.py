@@ -6,6 +6,7 @@ lose a session that is live by the server's clock, nor keep one alive that is no
 monkeypatching `time.time` in this process. Needs PostgreSQL at DATABASE_URL (see servers.py); everything is made in
 a schema of this module, dropped at the end.
 """
+
 import time
 
 import pytest
@@ -19,7 +20,8 @@ HOUR = 3600.0
 @pytest.fixture(scope="module")
 def pg():
     "(url, schema) for this module; the schema is dropped afterwards."
-    with postgres_schema("pgclock") as url_and_schema: yield url_and_schema
+    with postgres_schema("pgclock") as url_and_schema:
+        yield url_and_schema
 
 
 make_store = make_postgres_store
@@ -28,6 +30,7 @@ make_store = make_postgres_store
 def server_now(url) -> float:
     "The PostgreSQL server's clock, epoch seconds."
     import psycopg
+
     with psycopg.connect(url, autocommit=True) as conn:
         return float(conn.execute("SELECT extract(epoch from clock_timestamp())").fetchone()[0])
 
@@ -69,7 +72,8 @@ def test_ttl_follows_the_servers_clock_whatever_the_clients(pg, monkeypatch, ske
         assert store.purge_expired() == 2  # the two stale ones, nothing else
         assert sorted(s.session_id for s in store.list_sessions("f")) == ["fresh", "moved2"]
         assert store.get_state("f", "fresh") == {"a": 1, "b": 2}
-    finally: store.close()
+    finally:
+        store.close()
 
 
 @pytest.mark.parametrize("skew", [HOUR, -HOUR], ids=["client_1h_ahead", "client_1h_behind"])
@@ -100,9 +104,14 @@ def test_writes_are_stamped_by_the_servers_clock(pg, monkeypatch, skew, ttl):
     try:
         store.list_flows()  # the table exists
         skew_client_clock(monkeypatch, skew)
-        writes = [lambda: store.create_session("f", "s", label="x"), lambda: store.update_state("f", "s", {"k": 1}),
-                  lambda: store.update_step_state("f", "s", "one", {"k": 1}), lambda: store.set_current_step("f", "s", "two"),
-                  lambda: store.set_session_label("f", "s", "y"), lambda: store.clear_step_state("f", "s", "one")]
+        writes = [
+            lambda: store.create_session("f", "s", label="x"),
+            lambda: store.update_state("f", "s", {"k": 1}),
+            lambda: store.update_step_state("f", "s", "one", {"k": 1}),
+            lambda: store.set_current_step("f", "s", "two"),
+            lambda: store.set_session_label("f", "s", "y"),
+            lambda: store.clear_step_state("f", "s", "one"),
+        ]
         for write in writes:
             write()
             now = server_now(url)
@@ -114,4 +123,5 @@ def test_writes_are_stamped_by_the_servers_clock(pg, monkeypatch, skew, ttl):
         store.update_state("f", "other", {"k": 1})  # a new session: both times the server's, and equal
         s = store.get_session_summary("f", "other")
         assert abs(s.created_ts - server_now(url)) < 5 and s.created_ts == s.updated_ts
-    finally: store.close()
+    finally:
+        store.close()

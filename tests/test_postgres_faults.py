@@ -12,6 +12,7 @@ write transactions shows each was done exactly once. A write whose request never
 found closed before sending) runs normally.
 Needs PostgreSQL at DATABASE_URL (see servers.py); everything is made in a schema of this module, dropped at the end.
 """
+
 import time
 
 import pytest
@@ -24,17 +25,21 @@ faultproxy = pytest.importorskip("faultproxy", reason="tests/faultproxy.py (the 
 @pytest.fixture(scope="module")
 def pg():
     "(url, schema) for this module; the schema is dropped afterwards."
-    with postgres_schema("pgfault") as url_and_schema: yield url_and_schema
+    with postgres_schema("pgfault") as url_and_schema:
+        yield url_and_schema
 
 
 @pytest.fixture
 def proxy(pg):
     "A FaultProxy in front of the PostgreSQL server."
     from psycopg.conninfo import conninfo_to_dict
+
     target = conninfo_to_dict(pg[0])
     p = faultproxy.FaultProxy(target.get("host") or "127.0.0.1", int(target.get("port") or 5432)).start()
-    try: yield p
-    finally: p.close()
+    try:
+        yield p
+    finally:
+        p.close()
 
 
 @pytest.fixture(params=[None, 3600], ids=["no_ttl", "ttl"])
@@ -50,7 +55,9 @@ def store(request, pg, proxy):
 def unknown_outcome(call):
     "The StoreUnavailableError `call` raises, checked to say the outcome is unknown."
     from cjm_workflow_state import StoreUnavailableError
-    with pytest.raises(StoreUnavailableError) as info: call()
+
+    with pytest.raises(StoreUnavailableError) as info:
+        call()
     assert "unknown" in str(info.value), str(info.value)
     return info.value
 
@@ -72,12 +79,17 @@ def test_delete_session_reply_lost(store, proxy):
 def test_rekey_session_commit_reply_lost(store, proxy, monkeypatch):
     "The reply of the rekey transaction's COMMIT is lost: unknown outcome; everything moved (the server committed)."
     import psycopg
+
     store.update_state("f", "before", {"k": 1})
     store.update_state("g", "before", {"k": 2})
     armed, exit_transaction = [True], psycopg.Transaction.__exit__
+
     def drop_commit_reply(self, exc_type, *rest):
-        if exc_type is None and armed: armed.clear(); proxy.drop_replies(1)
+        if exc_type is None and armed:
+            armed.clear()
+            proxy.drop_replies(1)
         return exit_transaction(self, exc_type, *rest)
+
     monkeypatch.setattr(psycopg.Transaction, "__exit__", drop_commit_reply)
     unknown_outcome(lambda: store.rekey_session("before", "after"))
     monkeypatch.undo()
@@ -90,7 +102,8 @@ def test_purge_expired_reply_lost(pg, proxy):
     "purge_expired is not repeated either: a second run would report 0 for what the first one deleted."
     url, schema = pg
     with make_postgres_store(proxy.url(url), schema, ttl=60, min_size=1, max_size=1, pool_timeout=10) as store:
-        for i in range(3): store.restore_session("f", f"old{i}", {"k": i}, updated_ts=time.time() - 3600)
+        for i in range(3):
+            store.restore_session("f", f"old{i}", {"k": i}, updated_ts=time.time() - 3600)
         store.update_state("f", "fresh", {"k": 1})
         proxy.drop_replies(1)
         unknown_outcome(store.purge_expired)
@@ -103,16 +116,24 @@ def write_counter(store, pg):
     row trigger logs the id of each transaction that inserts, updates or deletes a row of it (a repeated write is a
     second transaction, on a new connection)."""
     import psycopg
+
     url, schema = pg
     log, fn = f'"{schema}"."{store.table}_writes"', f'"{schema}"."{store.table}_log"'
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"CREATE TABLE {log} (xid bigint PRIMARY KEY)")
-        conn.execute(f"CREATE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-                     f"INSERT INTO {log} VALUES (txid_current()) ON CONFLICT DO NOTHING; RETURN NULL; END $$")
-        conn.execute(f"CREATE TRIGGER log_writes AFTER INSERT OR UPDATE OR DELETE ON {store._quoted['table']} "
-                     f"FOR EACH ROW EXECUTE FUNCTION {fn}()")
+        conn.execute(
+            f"CREATE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"INSERT INTO {log} VALUES (txid_current()) ON CONFLICT DO NOTHING; RETURN NULL; END $$"
+        )
+        conn.execute(
+            f"CREATE TRIGGER log_writes AFTER INSERT OR UPDATE OR DELETE ON {store._quoted['table']} "
+            f"FOR EACH ROW EXECUTE FUNCTION {fn}()"
+        )
+
     def count() -> int:
-        with psycopg.connect(url, autocommit=True) as conn: return conn.execute(f"SELECT count(*) FROM {log}").fetchone()[0]
+        with psycopg.connect(url, autocommit=True) as conn:
+            return conn.execute(f"SELECT count(*) FROM {log}").fetchone()[0]
+
     return count
 
 
@@ -123,16 +144,27 @@ def seed(store):
 
 
 WRITES = {  # name -> (the call, a check that it took effect)
-    "update_state": (lambda s: s.update_state("f", "s", {"a": 2, "c": 3}),
-                     lambda s: s.get_state("f", "s") == {"a": 2, "_step_one": {"b": 2}, "c": 3}),
-    "update_step_state": (lambda s: s.update_step_state("f", "s", "one", {"d": 4}),
-                          lambda s: s.get_step_state("f", "s", "one") == {"b": 2, "d": 4}),
-    "set_current_step": (lambda s: s.set_current_step("f", "s", "two"), lambda s: s.get_current_step("f", "s") == "two"),
-    "set_session_label": (lambda s: s.set_session_label("f", "s", "Label"),
-                          lambda s: s.get_session_summary("f", "s").label == "Label"),
+    "update_state": (
+        lambda s: s.update_state("f", "s", {"a": 2, "c": 3}),
+        lambda s: s.get_state("f", "s") == {"a": 2, "_step_one": {"b": 2}, "c": 3},
+    ),
+    "update_step_state": (
+        lambda s: s.update_step_state("f", "s", "one", {"d": 4}),
+        lambda s: s.get_step_state("f", "s", "one") == {"b": 2, "d": 4},
+    ),
+    "set_current_step": (
+        lambda s: s.set_current_step("f", "s", "two"),
+        lambda s: s.get_current_step("f", "s") == "two",
+    ),
+    "set_session_label": (
+        lambda s: s.set_session_label("f", "s", "Label"),
+        lambda s: s.get_session_summary("f", "s").label == "Label",
+    ),
     "clear_step_state": (lambda s: s.clear_step_state("f", "s", "one"), lambda s: s.get_state("f", "s") == {"a": 1}),
-    "restore_session": (lambda s: s.restore_session("f", "s", {"r": 1}, current_step="x", label="L"),
-                        lambda s: s.get_state("f", "s") == {"r": 1} and s.get_current_step("f", "s") == "x"),
+    "restore_session": (
+        lambda s: s.restore_session("f", "s", {"r": 1}, current_step="x", label="L"),
+        lambda s: s.get_state("f", "s") == {"r": 1} and s.get_current_step("f", "s") == "x",
+    ),
     "clear_state": (lambda s: s.clear_state("f", "s"), lambda s: not s.session_exists("f", "s")),
 }
 
@@ -173,14 +205,16 @@ def test_reads_are_repeated(store, proxy):
     store.update_state("f", "s", {"a": 1})
     store.update_step_state("f", "s", "one", {"b": 2})
     store.set_current_step("f", "s", "two")
-    reads = [(lambda: store.get_state("f", "s"), {"a": 1, "_step_one": {"b": 2}}),
-             (lambda: store.get_step_state("f", "s", "one"), {"b": 2}),
-             (lambda: store.get_current_step("f", "s"), "two"),
-             (lambda: store.session_exists("f", "s"), True),
-             (lambda: store.get_session_summary("f", "s").current_step, "two"),
-             (lambda: [x.session_id for x in store.list_sessions("f")], ["s"]),
-             (lambda: store.list_flows(), ["f"]),
-             (lambda: [x["session_id"] for x in store.export_sessions("f")], ["s"])]
+    reads = [
+        (lambda: store.get_state("f", "s"), {"a": 1, "_step_one": {"b": 2}}),
+        (lambda: store.get_step_state("f", "s", "one"), {"b": 2}),
+        (lambda: store.get_current_step("f", "s"), "two"),
+        (lambda: store.session_exists("f", "s"), True),
+        (lambda: store.get_session_summary("f", "s").current_step, "two"),
+        (lambda: [x.session_id for x in store.list_sessions("f")], ["s"]),
+        (lambda: store.list_flows(), ["f"]),
+        (lambda: [x["session_id"] for x in store.export_sessions("f")], ["s"]),
+    ]
     for read, expected in reads:
         dropped = proxy.stats["replies_dropped"]
         proxy.drop_replies(1)

@@ -3,6 +3,7 @@
 Needs PostgreSQL at DATABASE_URL (see servers.py). Every test works on a fresh table in a schema made for this
 module, dropped at the end.
 """
+
 import threading
 
 import pytest
@@ -13,7 +14,8 @@ from servers import postgres_schema, make_postgres_store
 @pytest.fixture(scope="module")
 def pg():
     "(url, schema) for this module; the schema is dropped afterwards."
-    with postgres_schema("pgrace") as url_and_schema: yield url_and_schema
+    with postgres_schema("pgrace") as url_and_schema:
+        yield url_and_schema
 
 
 make_store = make_postgres_store
@@ -22,14 +24,19 @@ make_store = make_postgres_store
 def run_threads(n, target):
     "Run target(i) in n threads started together; return the exceptions they raised."
     errors, barrier = [], threading.Barrier(n)
+
     def run(i):
         try:
             barrier.wait(30)
             target(i)
-        except Exception as e: errors.append(e)
+        except Exception as e:
+            errors.append(e)
+
     threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads: t.start()
-    for t in threads: t.join(120)
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
     assert not any(t.is_alive() for t in threads), "a thread hung"
     return errors
 
@@ -65,7 +72,8 @@ def test_rekey_with_concurrent_writes_to_new_flows_loses_nothing(pg, ttl):
                 counters["started"] = k
                 store.rekey_session("old", new)
                 counters["done"] = k
-        finally: stop.set()
+        finally:
+            stop.set()
 
     errors = run_threads(N_WRITERS + 1, lambda i: rekeyer(i) if i == N_WRITERS else writer(i))
     assert errors == []
@@ -78,15 +86,18 @@ def test_rekey_with_concurrent_writes_to_new_flows_loses_nothing(pg, ttl):
     for flow, done_before, started_after in acknowledged:
         # rekeys 1..done_before finished before the write began: they cannot have moved it; the first rekey that
         # started after its acknowledgement (number started_after + 1) must have moved it, if there is one
-        allowed = set(new_ids[done_before:started_after + 1]) | ({"old"} if started_after + 1 > N_REKEYS else set())
-        if len(holders[flow]) != 1 or holders[flow][0] not in allowed: misplaced.append((flow, holders[flow], sorted(allowed)))
-        elif store.get_state(flow, holders[flow][0]) != {"v": int(flow.split("-")[1])}: misplaced.append((flow, "state"))
+        allowed = set(new_ids[done_before : started_after + 1]) | ({"old"} if started_after + 1 > N_REKEYS else set())
+        if len(holders[flow]) != 1 or holders[flow][0] not in allowed:
+            misplaced.append((flow, holders[flow], sorted(allowed)))
+        elif store.get_state(flow, holders[flow][0]) != {"v": int(flow.split("-")[1])}:
+            misplaced.append((flow, "state"))
     assert misplaced == [], misplaced[:10]
     assert len(acknowledged) > 100  # the race really ran
     store.close()
 
 
 # ---- item 6: first use from many threads -------------------------------------------------------------
+
 
 @pytest.mark.parametrize("pool", ["owned", "ready"])
 @pytest.mark.parametrize("with_schema", [True, False])
@@ -96,30 +107,41 @@ def test_first_use_from_many_threads(pg, with_schema, pool):
     missing while another creates it)."""
     from psycopg_pool import ConnectionPool
     from servers import unique_name
+
     url, schema = pg
     schema = unique_name("first") if with_schema else schema
     if pool == "ready":
         ready = ConnectionPool(url, min_size=10, max_size=10, kwargs=dict(autocommit=True), open=True)
         ready.wait(30)
         store = make_store(ready, schema)
-    else: store = make_store(url, schema, min_size=10, max_size=10)
+    else:
+        store = make_store(url, schema, min_size=10, max_size=10)
     try:
+
         def first_call(i):
-            if i % 3 == 0: store.update_state("f", f"s{i}", {"k": i})
-            elif i % 3 == 1: assert store.get_state("f", f"missing{i}") == {}
-            else: store.list_sessions("f")
+            if i % 3 == 0:
+                store.update_state("f", f"s{i}", {"k": i})
+            elif i % 3 == 1:
+                assert store.get_state("f", f"missing{i}") == {}
+            else:
+                store.list_sessions("f")
+
         errors = run_threads(40, first_call)
         assert errors == [], f"{len(errors)} of 40 first calls failed, e.g. {errors[0]!r}"
         assert sorted(s.session_id for s in store.list_sessions("f")) == sorted(f"s{i}" for i in range(0, 40, 3))
     finally:
         store.close()
-        if pool == "ready": ready.close()
+        if pool == "ready":
+            ready.close()
         if with_schema:
             import psycopg
-            with psycopg.connect(url, autocommit=True) as conn: conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 # ---- item 15: update_step_state racing update_state on the same _step_ key -----------------------------
+
 
 @pytest.mark.parametrize("ttl", [None, 3600])
 def test_step_update_races_update_state_of_the_same_key(pg, ttl):
@@ -136,10 +158,12 @@ def test_step_update_races_update_state_of_the_same_key(pg, ttl):
             began = len(log)
             if i % 2:
                 store.update_state("f", "s", {"_step_upload": {"base": i * 1000 + n}, f"top{i}": n})
-                with lock: log.append(("whole", i, n, began))
+                with lock:
+                    log.append(("whole", i, n, began))
             else:
                 store.update_step_state("f", "s", "upload", {f"t{i}-{n}": n})
-                with lock: log.append(("step", i, n, began))
+                with lock:
+                    log.append(("step", i, n, began))
 
     errors = run_threads(n_threads, work)
     assert errors == [], f"{len(errors)} calls failed, e.g. {errors[0]!r}"
@@ -153,5 +177,6 @@ def test_step_update_races_update_state_of_the_same_key(pg, ttl):
     assert isinstance(step.get("base"), int)
     assert all(store.get_state("f", "s")[f"top{i}"] == n_calls - 1 for i in range(1, n_threads, 2))
     from cjm_workflow_state.testing import canonical_size
+
     assert store.get_session_summary("f", "s").state_size_bytes == canonical_size(store.get_state("f", "s"))
     store.close()

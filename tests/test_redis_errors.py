@@ -8,6 +8,7 @@ address (never a password), the server's own words and what to do.
 - `StoreUnavailableError` (a `ConnectionError`): worth retrying later: a server still loading its data set (LOADING),
   busy running a script (BUSY).
 Each refusal leaves nothing written."""
+
 import re, shutil, socketserver, threading, time
 
 import pytest
@@ -21,28 +22,34 @@ from test_redis_outage import start_redis, stop_redis
 
 def error_of(call, cls=BackendError) -> str:
     "Run `call`, which must raise `cls` (our class); return its message. A BackendError must not pass for a ConnectionError."
-    with pytest.raises(cls) as info: call()
+    with pytest.raises(cls) as info:
+        call()
     assert isinstance(info.value, WorkflowStateError), repr(info.value)
-    if cls is BackendError: assert not isinstance(info.value, ConnectionError), repr(info.value)
-    else: assert isinstance(info.value, ConnectionError) and not isinstance(info.value, BackendError), repr(info.value)
+    if cls is BackendError:
+        assert not isinstance(info.value, ConnectionError), repr(info.value)
+    else:
+        assert isinstance(info.value, ConnectionError) and not isinstance(info.value, BackendError), repr(info.value)
     return str(info.value)
 
 
 def own_server(*options):
     if shutil.which("redis-server") is None:
         message = "Redis error tests did not run: redis-server is not on PATH"
-        if in_ci(): pytest.fail(message, pytrace=False)
+        if in_ci():
+            pytest.fail(message, pytrace=False)
         pytest.skip(message)
     port = free_port()
     return port, start_redis(port, *options)
 
 
-WRITES = {"update_state": lambda s: s.update_state("f", "s", {"k": "v" * 100}),
-          "create_session": lambda s: s.create_session("f", "s"),
-          "set_current_step": lambda s: s.set_current_step("f", "s", "two"),
-          "update_step_state": lambda s: s.update_step_state("f", "s", "st", {"x": 1}),
-          "delete_session": lambda s: s.delete_session("f", "s"),
-          "rekey_session": lambda s: s.rekey_session("s", "s2")}
+WRITES = {
+    "update_state": lambda s: s.update_state("f", "s", {"k": "v" * 100}),
+    "create_session": lambda s: s.create_session("f", "s"),
+    "set_current_step": lambda s: s.set_current_step("f", "s", "two"),
+    "update_step_state": lambda s: s.update_step_state("f", "s", "st", {"x": 1}),
+    "delete_session": lambda s: s.delete_session("f", "s"),
+    "rekey_session": lambda s: s.rekey_session("s", "s2"),
+}
 
 
 @pytest.fixture
@@ -53,8 +60,10 @@ def full_server():
     try:
         for i in range(10000):
             client.set(f"filler:{i}", b"x" * 10000)
-    except redis.exceptions.OutOfMemoryError: pass
-    else: pytest.fail("the server never ran out of memory")
+    except redis.exceptions.OutOfMemoryError:
+        pass
+    else:
+        pytest.fail("the server never ran out of memory")
     client.close()
     yield port
     stop_redis(server)
@@ -69,8 +78,8 @@ def test_out_of_memory(full_server):
     for name in ("update_state", "create_session", "set_current_step", "update_step_state"):
         message = error_of(lambda: WRITES[name](store))
         assert address in message and "maxmemory" in message and "nothing was written" in message, (name, message)
-        assert "OOM" in message or "memory" in message   # the server's own words
-    assert store.get_state("f", "s") == {}       # reads still work, and nothing was written
+        assert "OOM" in message or "memory" in message  # the server's own words
+    assert store.get_state("f", "s") == {}  # reads still work, and nothing was written
     assert store.list_sessions("f") == []
     store.close()
 
@@ -79,11 +88,14 @@ def test_bad_db_number():
     url = redis_url()
     base = url.rsplit("/", 1)[0] if re.search(r"/\d+$", url) else url.rstrip("/")
     store = RedisWorkflowStateStore(base + "/987", prefix=unique_name("db"))
-    for call in (lambda: store.get_state("f", "s"), lambda: store.update_state("f", "s", {"k": 1}),
-                 lambda: store.delete_all()):
+    for call in (
+        lambda: store.get_state("f", "s"),
+        lambda: store.update_state("f", "s", {"k": 1}),
+        lambda: store.delete_all(),
+    ):
         message = error_of(call)
         assert store.address in message and "987" in message and "database" in message
-        assert "DB index is out of range" in message     # the server's own words
+        assert "DB index is out of range" in message  # the server's own words
     store.close()
 
 
@@ -98,8 +110,11 @@ def locked_server():
 def test_bad_credentials(locked_server, credentials):
     address = f"127.0.0.1:{locked_server}"
     store = RedisWorkflowStateStore(f"redis://{credentials}{address}/0", prefix=unique_name("auth"))
-    for call in (lambda: store.update_state("f", "s", {"k": 1}), lambda: store.get_state("f", "s"),
-                 lambda: store.delete_all()):
+    for call in (
+        lambda: store.update_state("f", "s", {"k": 1}),
+        lambda: store.get_state("f", "s"),
+        lambda: store.delete_all(),
+    ):
         message = error_of(call)
         assert address in message and "password" in message and "wrong-pw" not in message
         assert "credentials" in message
@@ -124,10 +139,10 @@ def test_acl_denied(acl_server):
     address = f"127.0.0.1:{acl_server}"
     prefix = unique_name("acl")
     store = RedisWorkflowStateStore(f"redis://reader:r-pw@{address}/0", prefix=prefix)
-    assert store.get_current_step("f", "s") is None      # what the user may do works
+    assert store.get_current_step("f", "s") is None  # what the user may do works
     message = error_of(lambda: store.update_state("f", "s", {"k": 1}))
     assert address in message and "r-pw" not in message and "ACL" in message and prefix in message
-    assert "NOPERM" in message or "permission" in message      # the server's own words
+    assert "NOPERM" in message or "permission" in message  # the server's own words
     store.close()
 
 
@@ -153,14 +168,16 @@ def test_read_only_replica(replica_server):
 @pytest.fixture
 def unsaving_server(tmp_path):
     "Port of a private redis-server whose last snapshot failed (its directory vanished): it refuses writes (MISCONF)."
-    folder = tmp_path / "gone"; folder.mkdir()
+    folder = tmp_path / "gone"
+    folder.mkdir()
     port, server = own_server("--dir", str(folder), "--save", "3600 1", "--stop-writes-on-bgsave-error", "yes")
     shutil.rmtree(folder)
     client = redis.Redis(port=port)
     client.bgsave()
     deadline = time.monotonic() + 10
     while client.info("persistence")["rdb_last_bgsave_status"] != "err":
-        if time.monotonic() > deadline: pytest.fail("the snapshot did not fail")
+        if time.monotonic() > deadline:
+            pytest.fail("the snapshot did not fail")
         time.sleep(0.05)
     client.close()
     yield port
@@ -179,6 +196,7 @@ def test_cannot_save_to_disk(unsaving_server):
 
 class _Refuser(socketserver.ThreadingTCPServer):
     "A fake Redis that answers every data command with one error reply (connection set-up commands get +OK)."
+
     daemon_threads = allow_reuse_address = True
 
     def __init__(self, reply: bytes):
@@ -190,22 +208,31 @@ class _RefuserHandler(socketserver.StreamRequestHandler):
     def handle(self):
         while True:
             line = self.rfile.readline()
-            if not line: return
-            if not line.startswith(b"*"): continue
+            if not line:
+                return
+            if not line.startswith(b"*"):
+                continue
             args = []
             for _ in range(int(line[1:])):
                 size = int(self.rfile.readline()[1:])
                 args.append(self.rfile.read(size + 2)[:-2])
             command = args[0].upper()
-            if command == b"HELLO": self.wfile.write(b"%%1\r\n$5\r\nproto\r\n:%s\r\n" % args[1])
-            elif command in (b"CLIENT", b"SELECT", b"AUTH", b"PING"): self.wfile.write(b"+OK\r\n")
-            else: self.wfile.write(self.server.reply)
+            if command == b"HELLO":
+                self.wfile.write(b"%%1\r\n$5\r\nproto\r\n:%s\r\n" % args[1])
+            elif command in (b"CLIENT", b"SELECT", b"AUTH", b"PING"):
+                self.wfile.write(b"+OK\r\n")
+            else:
+                self.wfile.write(self.server.reply)
             self.wfile.flush()
 
 
-@pytest.mark.parametrize("reply,words", [
-    (b"-LOADING Redis is loading the dataset in memory\r\n", "loading"),
-    (b"-BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.\r\n", "busy")])
+@pytest.mark.parametrize(
+    "reply,words",
+    [
+        (b"-LOADING Redis is loading the dataset in memory\r\n", "loading"),
+        (b"-BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.\r\n", "busy"),
+    ],
+)
 def test_worth_retrying_later(reply, words):
     "A server loading its data set or busy with a script: StoreUnavailableError (a ConnectionError), try again shortly."
     with _Refuser(reply) as fake:
@@ -215,7 +242,7 @@ def test_worth_retrying_later(reply, words):
         for call in (lambda: store.update_state("f", "s", {"k": 1}), lambda: store.get_state("f", "s")):
             message = error_of(call, StoreUnavailableError)
             assert address in message and words in message.lower() and "again" in message, message
-            assert "unknown" not in message    # the server refused it: nothing was done
+            assert "unknown" not in message  # the server refused it: nothing was done
         store.close()
         fake.shutdown()
 

@@ -1,6 +1,7 @@
 """Issue 9 item 4 (Redis part): `_list` by session id after an id, the keyset page `export_sessions` is built on
 (the backend primitive of INTERFACES.md):
 session ids in code point order, strictly after `after`, only live sessions, one round trip per call."""
+
 import time
 from urllib.parse import urlsplit
 
@@ -26,20 +27,23 @@ def store():
         s = RedisWorkflowStateStore(proxy.url(url), prefix=unique_name("after"))
         s.proxy = proxy
         yield s
-        s.delete_all(); s.close()
+        s.delete_all()
+        s.close()
 
 
 def test_pages_by_id_in_code_point_order(store):
-    for sid in IDS: store.update_state("f", sid, {"id": sid})
+    for sid in IDS:
+        store.update_state("f", sid, {"id": sid})
     store.update_state("other", "zz", {"k": 1})
-    expected = sorted(IDS)                     # Python orders str by code point
+    expected = sorted(IDS)  # Python orders str by code point
     assert [s.session_id for s in page_after(store, "f", None, 100)] == expected
     pages, after = [], None
     while True:
         before = store.proxy.stats["requests_forwarded"]
         page = page_after(store, "f", after, 3)
-        assert store.proxy.stats["requests_forwarded"] == before + 1   # one round trip per page
-        if not page: break
+        assert store.proxy.stats["requests_forwarded"] == before + 1  # one round trip per page
+        if not page:
+            break
         assert len(page) <= 3
         pages += [s.session_id for s in page]
         after = page[-1].session_id
@@ -50,9 +54,11 @@ def test_pages_by_id_in_code_point_order(store):
 
 
 def test_deleted_and_expired_sessions_are_skipped_and_the_page_still_filled(store):
-    for i in range(10): store.update_state("f", f"s{i}", {"k": i})
+    for i in range(10):
+        store.update_state("f", f"s{i}", {"k": i})
     timed = RedisWorkflowStateStore(store._client, prefix=store.prefix, ttl=0.2)
-    for i in range(10): timed.update_state("f", f"s{i}x", {"k": i})   # s0x sorts between s0 and s1
+    for i in range(10):
+        timed.update_state("f", f"s{i}x", {"k": i})  # s0x sorts between s0 and s1
     store.delete_session("f", "s1")
     time.sleep(0.4)
     assert [s.session_id for s in page_after(store, "f", None, 4)] == ["s0", "s2", "s3", "s4"]

@@ -1,5 +1,6 @@
 """Faults, for real: a Redis server this test starts itself on a spare port (never the shared one) goes down,
 hangs and comes back; the same store object reports it promptly and then works again."""
+
 import os, shutil, signal, subprocess, time
 
 import pytest
@@ -14,14 +15,30 @@ BOUND = 10.0  # Seconds any call may take to report an unavailable server
 
 def start_redis(port: int, *options: str) -> subprocess.Popen:
     "A throw-away redis-server on 127.0.0.1:`port` (no persistence, more redis-server `options`), once it answers."
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no", "--daemonize", "no", *options],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            *options,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     client = redis.Redis(port=port, socket_connect_timeout=0.5, socket_timeout=0.5)
     deadline = time.monotonic() + 15
     while True:
         try:
-            client.ping(); client.close()
+            client.ping()
+            client.close()
             return server
         except redis.AuthenticationError:  # up, and asks for a password
             client.close()
@@ -45,12 +62,14 @@ def own_redis():
     "Port and process of a private redis-server; stopped afterwards."
     if shutil.which("redis-server") is None:
         message = "Redis outage tests did not run: redis-server is not on PATH (install Redis to run them)"
-        if in_ci(): pytest.fail(message, pytrace=False)
+        if in_ci():
+            pytest.fail(message, pytrace=False)
         pytest.skip(message)
     port = free_port()
     servers = [start_redis(port)]
     yield port, servers
-    for server in servers: stop_redis(server)
+    for server in servers:
+        stop_redis(server)
 
 
 def calls(store):

@@ -1,5 +1,6 @@
 """Several processes (separate interpreters, as several app servers are) write one session at the same time on Redis:
 nothing is lost."""
+
 import json, subprocess, sys, time
 
 from cjm_workflow_state import open_store
@@ -26,8 +27,15 @@ store.close()
 def run_workers(url: str, prefix: str, keys: int, step: str = "") -> list:
     "Start PROCESSES workers together; return each one's (start, end) time."
     start_at = time.time() + 3  # every interpreter is up and connected by then
-    workers = [subprocess.Popen([sys.executable, "-c", WORKER, url, prefix, str(w), str(start_at), step, str(keys)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for w in range(PROCESSES)]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, url, prefix, str(w), str(start_at), step, str(keys)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for w in range(PROCESSES)
+    ]
     spans = []
     for w in workers:
         out, err = w.communicate(timeout=180)
@@ -46,9 +54,11 @@ def test_processes_update_one_session():
         assert len(state) == PROCESSES * KEYS
         assert state == {f"w{w}-k{i}": [w, i] for w in range(PROCESSES) for i in range(KEYS)}
         assert store.get_session_summary("flow", "shared").state_size_bytes == len(
-            json.dumps(state, separators=(",", ":"), ensure_ascii=True))
+            json.dumps(state, separators=(",", ":"), ensure_ascii=True)
+        )
     finally:
-        store.delete_all(); store.close()
+        store.delete_all()
+        store.close()
 
 
 def test_processes_update_one_step_state():
@@ -58,6 +68,8 @@ def test_processes_update_one_step_state():
     try:
         run_workers(url, prefix, 100, step="upload")
         assert store.get_step_state("flow", "shared", "upload") == {
-            f"w{w}-k{i}": i for w in range(PROCESSES) for i in range(100)}
+            f"w{w}-k{i}": i for w in range(PROCESSES) for i in range(100)
+        }
     finally:
-        store.delete_all(); store.close()
+        store.delete_all()
+        store.close()

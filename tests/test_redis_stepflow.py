@@ -16,7 +16,8 @@ def prefix():
     url, name = redis_url(), unique_name("stepflow")
     yield name
     cleanup = open_store(url, prefix=name)
-    cleanup.delete_all(); cleanup.close()
+    cleanup.delete_all()
+    cleanup.close()
 
 
 def test_wizard_resumes_after_restart(prefix):
@@ -50,5 +51,6 @@ def test_wizard_resumes_after_restart(prefix):
 def test_two_app_servers_serve_one_wizard(prefix):
     "Two uvicorn processes on one Redis prefix; one user's requests alternate between them; the wizard completes."
     ports = [free_port(), free_port()]
-    while ports[1] == ports[0]: ports[1] = free_port()
+    while ports[1] == ports[0]:
+        ports[1] = free_port()
     run_wizard_on_two_servers(redis_url(), {"prefix": prefix}, ports)

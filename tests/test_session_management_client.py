@@ -11,6 +11,7 @@ without its dependencies, then its other requirements:
 
 Outside CI the test is skipped when the package is missing; with CI=true it fails instead.
 """
+
 import sys, time
 from datetime import datetime, timezone
 
@@ -25,9 +26,12 @@ try:
     from cjm_fasthtml_workflow_session_management.utils import default_label, parse_sqlite_timestamp
     from cjm_fasthtml_workflow_session_management.components.session_list import render_session_list  # noqa: F401 (its UI imports too)
 except ImportError as e:
-    if in_ci(): raise
-    pytest.skip(f"cjm-fasthtml-workflow-session-management is not installed ({e}); see this file's docstring",
-                allow_module_level=True)
+    if in_ci():
+        raise
+    pytest.skip(
+        f"cjm-fasthtml-workflow-session-management is not installed ({e}); see this file's docstring",
+        allow_module_level=True,
+    )
 
 from cjm_workflow_state.state_store import SQLiteWorkflowStateStore, SessionSummary  # the import path it uses
 
@@ -67,8 +71,8 @@ def test_lifecycle(store):
     assert [e.summary.session_id for e in listed] == [second, first]
     assert all(isinstance(e.summary, SessionSummary) for e in listed)
     by_id = {e.summary.session_id: e for e in listed}
-    assert by_id[first].resolved_label == "Interview"                    # stored label
-    assert by_id[second].resolved_label == "talk.wav (review)"          # from label_generator
+    assert by_id[first].resolved_label == "Interview"  # stored label
+    assert by_id[second].resolved_label == "talk.wav (review)"  # from label_generator
     assert by_id[second].enriched_fields == {"files": "2", "model": "large"}
     assert by_id[first].enriched_fields == {"files": "0", "model": "—"}
     assert by_id[second].summary.state_size_bytes == len('{"files":["talk.wav","q&a.wav"],"model":"large"}')
@@ -78,8 +82,14 @@ def test_lifecycle(store):
     assert created is not None and abs(created.timestamp() - by_id[first].summary.created_ts) < 1
     assert abs((datetime.now(timezone.utc) - created).total_seconds()) < 60
 
-    assert [e.summary.session_id for e in service.list_sessions(order_by="created_at", descending=False)] == [first, second]
-    assert [e.resolved_label for e in service.list_sessions(order_by="label", descending=False)] == ["talk.wav (review)", "Interview"]
+    assert [e.summary.session_id for e in service.list_sessions(order_by="created_at", descending=False)] == [
+        first,
+        second,
+    ]
+    assert [e.resolved_label for e in service.list_sessions(order_by="label", descending=False)] == [
+        "talk.wav (review)",
+        "Interview",
+    ]
 
     service.rename_session(second, "Talk")
     assert service.get_session(second).resolved_label == "Talk"
@@ -97,7 +107,10 @@ def test_lifecycle(store):
 
 def test_default_label_and_failing_callbacks(store):
     "Without a label or a generator the label comes from created_at; callbacks that raise are ignored."
-    def broken(*args): raise RuntimeError("host bug")
+
+    def broken(*args):
+        raise RuntimeError("host bug")
+
     service = SessionManagementService(store, "flow", enricher=broken, label_generator=broken)
     sid = service.create_session()
     (entry,) = service.list_sessions()
@@ -122,13 +135,17 @@ def test_flows_are_separate(store):
 def test_opens_a_0_0_3_database(tmp_path):
     "A database written by 0.0.3 (its schema, built with sqlite3) is listed by the service after the migration."
     import json, sqlite3
+
     path = tmp_path / "legacy.db"
     with sqlite3.connect(path) as conn:
         conn.execute("""CREATE TABLE workflow_state (flow_session_key TEXT PRIMARY KEY, current_step TEXT,
                         state_json TEXT DEFAULT '{}', created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
                         updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP, label TEXT)""")
-        conn.execute("INSERT INTO workflow_state VALUES ('transcription:s1', 'review', ?, '2026-04-08 19:11:50', "
-                     "'2026-04-08 19:12:00', NULL)", (json.dumps({"files": ["old.wav"]}),))
+        conn.execute(
+            "INSERT INTO workflow_state VALUES ('transcription:s1', 'review', ?, '2026-04-08 19:11:50', "
+            "'2026-04-08 19:12:00', NULL)",
+            (json.dumps({"files": ["old.wav"]}),),
+        )
     conn.close()
     with SQLiteWorkflowStateStore(path) as store:
         (entry,) = SessionManagementService(store, "transcription", label_generator=label_generator).list_sessions()

@@ -3,6 +3,7 @@ not the time it was called: else a session's `updated_ts` can be older than its 
 ttl it expires early (the history checker's "stale-stamp"). Here another connection holds the write lock with
 BEGIN IMMEDIATE for HOLD seconds while the store's write waits for it. Last, a clock set by hand (`store.clock`) drives
 the statements instead of SQLite's."""
+
 import sqlite3, threading, time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -28,14 +29,17 @@ def while_locked(path, call):
         released = time.time()
         blocker.execute("COMMIT")
         worker.join(10)
-    finally: blocker.close()
+    finally:
+        blocker.close()
     assert "result" in out, "the write failed (see the thread's exception above)"
     return released, out["result"]
 
 
 WRITES = {  # name -> a write to the existing session "s"
     "update_state": lambda st: st.update_state("flow", "s", {"plan": "pro"}),  # one UPDATE statement
-    "update_state (transaction path)": lambda st: st.update_state("flow", "s", {"pl\u00e4n": "pro"}),  # merged in Python
+    "update_state (transaction path)": lambda st: st.update_state(
+        "flow", "s", {"pl\u00e4n": "pro"}
+    ),  # merged in Python
     "update_step_state": lambda st: st.update_step_state("flow", "s", "one", {"x": 1}),
     "clear_step_state": lambda st: st.clear_step_state("flow", "s", "one"),
     "set_current_step": lambda st: st.set_current_step("flow", "s", "two"),
@@ -55,7 +59,8 @@ def test_a_write_that_waited_for_the_lock_stamps_when_it_applied(tmp_path, write
         released, _ = while_locked(path, lambda: WRITES[write](store))
         after = store.get_session_summary("flow", "s")
         assert after.updated_ts >= released - TOLERANCE, (
-            f"{write} stamped {released - after.updated_ts:.3f} s before the lock was released")
+            f"{write} stamped {released - after.updated_ts:.3f} s before the lock was released"
+        )
         assert after.created_ts == before.created_ts  # a write to a live session keeps its creation time
 
 
@@ -63,9 +68,11 @@ def test_a_write_that_waited_for_the_lock_stamps_when_it_applied(tmp_path, write
 @pytest.mark.parametrize("create", ["create_session", "update_state", "set_current_step"])
 def test_a_new_session_that_waited_for_the_lock_is_created_when_it_applied(tmp_path, create, ttl):
     path = tmp_path / "clock.db"
-    calls = {"create_session": lambda st: st.create_session("flow", "new", label="New"),
-             "update_state": lambda st: st.update_state("flow", "new", {"plan": "pro"}),
-             "set_current_step": lambda st: st.set_current_step("flow", "new", "one")}
+    calls = {
+        "create_session": lambda st: st.create_session("flow", "new", label="New"),
+        "update_state": lambda st: st.update_state("flow", "new", {"plan": "pro"}),
+        "set_current_step": lambda st: st.set_current_step("flow", "new", "one"),
+    }
     with SQLiteWorkflowStateStore(path, ttl=ttl, busy_timeout=10) as store:
         released, _ = while_locked(path, lambda: calls[create](store))
         s = store.get_session_summary("flow", "new")
@@ -78,10 +85,12 @@ def test_a_session_that_expired_while_a_write_waited_starts_afresh(tmp_path, wri
     """Expiry is decided when the write applies: a session whose ttl ran out while the write waited for the lock is
     expired then, so the write starts it afresh (its old keys, label and creation time are gone)."""
     path, ttl = tmp_path / "clock.db", 0.3
-    calls = {"update_state": lambda st: st.update_state("flow", "s", {"new": 1}),
-             "update_step_state": lambda st: st.update_step_state("flow", "s", "one", {"new": 1}),
-             "set_current_step": lambda st: st.set_current_step("flow", "s", "two"),
-             "create_session": lambda st: st.create_session("flow", "s", label="Fresh")}
+    calls = {
+        "update_state": lambda st: st.update_state("flow", "s", {"new": 1}),
+        "update_step_state": lambda st: st.update_step_state("flow", "s", "one", {"new": 1}),
+        "set_current_step": lambda st: st.set_current_step("flow", "s", "two"),
+        "create_session": lambda st: st.create_session("flow", "s", label="Fresh"),
+    }
     with SQLiteWorkflowStateStore(path, ttl=ttl, busy_timeout=10) as store:
         store.create_session("flow", "s", label="Old")
         store.update_state("flow", "s", {"old": 1})
@@ -92,7 +101,8 @@ def test_a_session_that_expired_while_a_write_waited_starts_afresh(tmp_path, wri
         assert s is not None, "the write was applied, yet the session reads as expired right after it"
         assert "old" not in state and state.get("_step_one", {}).get("old") is None, state
         assert s.label in (None, "Fresh") and s.created_ts >= released - TOLERANCE, s
-        if write == "create_session": assert result == "s"  # created: the expired session did not exist any more
+        if write == "create_session":
+            assert result == "s"  # created: the expired session did not exist any more
 
 
 def test_restore_session_writes_the_timestamps_it_is_given(tmp_path):

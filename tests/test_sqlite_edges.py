@@ -1,13 +1,14 @@
 """SQLite-specific edges of issue 9: keyset paging (`_list` by session id after an id, item 4), the ttl bounds in
 millisecond arithmetic (item 11), lone surrogates anywhere (item 12), deeply nested states stored before the depth
 limit (item 13), and `_set_fields` under each rule with both fields (issue 10)."""
+
 import sys
 
 import pytest
 
 from cjm_workflow_state.backends.sqlite import _READS, SQLiteWorkflowStateStore
 
-IDS = ["b", "a", "A", "a:b", "a%", "a_", "é", "z", "Z", "\U0001F600", "\uffff", "0", "日本", "a b", "ab"]
+IDS = ["b", "a", "A", "a:b", "a%", "a_", "é", "z", "Z", "\U0001f600", "\uffff", "0", "日本", "a b", "ab"]
 
 
 @pytest.fixture(params=["memory", "file"])
@@ -24,7 +25,8 @@ def page_after(store, flow, last, limit, cutoff=None):
 
 
 def test_list_after_pages_in_code_point_order(store):
-    for sid in IDS: store.update_state("flow", sid, {"sid": sid})
+    for sid in IDS:
+        store.update_state("flow", sid, {"sid": sid})
     store.update_state("other", "a", {"x": 1})  # another flow is never listed
     ordered = sorted(IDS)  # Python compares str by code point
     assert [s.session_id for s in page_after(store, "flow", None, 100)] == ordered
@@ -34,12 +36,13 @@ def test_list_after_pages_in_code_point_order(store):
             page = page_after(store, "flow", last, limit)
             assert len(page) <= limit
             seen += [s.session_id for s in page]
-            if len(page) < limit: break
+            if len(page) < limit:
+                break
             last = page[-1].session_id
         assert seen == ordered
-    assert [s.session_id for s in page_after(store, "flow", "a_", 3)] == ordered[ordered.index("a_") + 1:][:3]
+    assert [s.session_id for s in page_after(store, "flow", "a_", 3)] == ordered[ordered.index("a_") + 1 :][:3]
     assert [s.session_id for s in page_after(store, "flow", "ab1", 100)] == [i for i in ordered if i > "ab1"]
-    assert page_after(store, "flow", "\U0001F600", 5) == []
+    assert page_after(store, "flow", "\U0001f600", 5) == []
     first = page_after(store, "flow", None, 1)[0]
     assert first == store.get_session_summary("flow", first.session_id)  # full summaries
 
@@ -48,7 +51,8 @@ def test_list_after_skips_expired_sessions():
     clock = [1_000_000.0]
     store = SQLiteWorkflowStateStore(":memory:", ttl=60)
     store.clock = lambda: clock[0]
-    for sid in ("a", "b", "c", "d"): store.update_state("flow", sid, {"k": 1})
+    for sid in ("a", "b", "c", "d"):
+        store.update_state("flow", sid, {"k": 1})
     clock[0] += 30
     store.update_state("flow", "b", {"k": 2})
     store.update_state("flow", "d", {"k": 2})
@@ -61,7 +65,8 @@ def test_list_after_skips_expired_sessions():
 
 def test_list_after_uses_the_primary_key(store):
     "One b-tree range scan in key order: no sort, no scan of other flows."
-    for sid in IDS: store.update_state("flow", sid, {"k": 1})
+    for sid in IDS:
+        store.update_state("flow", sid, {"k": 1})
     for live, params in ((False, ("flow", "", 3, 0)), (True, ("flow", "", 0.0, 3, 0))):
         sql = _READS[live]["list", "session_id", False]
         plan = " ".join(row[-1] for row in store._cx()[0].execute("EXPLAIN QUERY PLAN " + sql, params))
@@ -88,7 +93,8 @@ def test_set_fields_sets_both_fields_under_each_rule(ttl):
     store.update_state("f", "s", {"k": 1})
     assert store._set_fields("f", "s", {"step": "three", "label": None}, "any", cutoff()) is True
     assert (fields(store.get_session_summary("f", "s")), store.get_state("f", "s")) == (("three", None), {"k": 1})
-    if ttl is None: return
+    if ttl is None:
+        return
     clock[0] += 61  # expired: "any" and "absent" start it afresh, "live" writes nothing
     assert store._set_fields("f", "s", {"label": "N"}, "live", cutoff()) is False
     assert store._set_fields("f", "s", {"label": "N"}, "any", cutoff()) is True
@@ -127,7 +133,8 @@ def test_extreme_ttls_work_on_every_call(ttl):
 
 @pytest.mark.parametrize("ttl", [float("inf"), 1e16, float("nan"), 0.0005])
 def test_out_of_range_ttl_refused_at_construction(ttl):
-    with pytest.raises(ValueError): SQLiteWorkflowStateStore(":memory:", ttl=ttl)
+    with pytest.raises(ValueError):
+        SQLiteWorkflowStateStore(":memory:", ttl=ttl)
 
 
 # ---- item 12: lone surrogates -------------------------------------------------------------------------------------
@@ -149,16 +156,25 @@ def test_lone_surrogates_never_reach_sqlite_as_text(store):
         "export": lambda: list(store.export_sessions(bad)),
     }
     for name, call in calls.items():
-        try: call()
-        except UnicodeError as e: pytest.fail(f"{name}: {e!r}")
-        except (ValueError, TypeError): pass
-        else: pytest.fail(f"{name}: accepted an id or label with a lone surrogate")
+        try:
+            call()
+        except UnicodeError as e:
+            pytest.fail(f"{name}: {e!r}")
+        except (ValueError, TypeError):
+            pass
+        else:
+            pytest.fail(f"{name}: accepted an id or label with a lone surrogate")
     for key_or_value in ({bad: 1}, {"k": bad}, {"k": {bad: [bad]}}):  # state keys and values: refused, or escaped
-        try: store.update_state("flow", "s", key_or_value)
-        except UnicodeError as e: pytest.fail(f"state {key_or_value!r}: {e!r}")
-        except (ValueError, TypeError): continue
+        try:
+            store.update_state("flow", "s", key_or_value)
+        except UnicodeError as e:
+            pytest.fail(f"state {key_or_value!r}: {e!r}")
+        except (ValueError, TypeError):
+            continue
         assert store.get_state("flow", "s").items() >= key_or_value.items()
-    assert store.get_state("flow", "s")["k"] is not None and "new" not in [s.session_id for s in store.list_sessions("flow")]
+    assert store.get_state("flow", "s")["k"] is not None and "new" not in [
+        s.session_id for s in store.list_sessions("flow")
+    ]
 
 
 # ---- item 13: deep states stored before the depth limit -----------------------------------------------------------
@@ -172,7 +188,9 @@ def insert_raw(store, flow, sid, text):
     now = store._now()
     store._cx()[0].execute(
         "INSERT INTO workflow_sessions (flow_id, session_id, state_json, created_at, updated_at, updated_ms) "
-        "VALUES (?, ?, ?, ?, ?, ?)", (flow, sid, text, now, now, int(now * 1000)))
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (flow, sid, text, now, now, int(now * 1000)),
+    )
 
 
 def call_from_depth(frames, fn):
@@ -193,8 +211,12 @@ def test_a_deep_stored_state_never_blocks_updates(store, depth, json_merge):
     call_from_depth(frames, lambda: store.update_step_state("flow", "s", "one", {"y": 1}))
     call_from_depth(frames, lambda: store.clear_step_state("flow", "s", "one"))
     call_from_depth(frames, lambda: store.update_state("flow", "s", {f"k{i}": i for i in range(100)}))  # many keys
-    expected = text[:-1] + ',"plain":1,"\\u00e9":2,"q\\"":3,"_step_\\u00e9":{"x":1},' + \
-        ",".join(f'"k{i}":{i}' for i in range(100)) + "}"
+    expected = (
+        text[:-1]
+        + ',"plain":1,"\\u00e9":2,"q\\"":3,"_step_\\u00e9":{"x":1},'
+        + ",".join(f'"k{i}":{i}' for i in range(100))
+        + "}"
+    )
     stored = store._cx()[0].execute("SELECT state_json, state_size FROM workflow_sessions").fetchone()
     assert stored == (expected, len(expected))  # the deep value untouched, the rest canonical
     assert store.get_session_summary("flow", "s").state_size_bytes == len(expected)

@@ -11,6 +11,7 @@ The process runs as root in CI, where `chmod` does not stop writes: a file or fo
 `chattr +i` (the immutable attribute, which binds root too) when running as root, and with `chmod` otherwise. A full
 disk and an I/O error are made real by pointing the store's open `-wal` file descriptor at `/dev/full` (writes fail
 with ENOSPC) or at a read-only descriptor (writes fail with EBADF), then putting it back."""
+
 import contextlib, os, shutil, sqlite3, subprocess
 
 import pytest
@@ -21,9 +22,12 @@ from cjm_workflow_state.backends.sqlite import SQLiteWorkflowStateStore
 
 def error_of(fn, cls=BackendError) -> str:
     "Run `fn`, which must raise `cls`; return its message. A BackendError must not pass for a ConnectionError."
-    with pytest.raises(cls) as info: fn()
-    if cls is BackendError: assert not isinstance(info.value, ConnectionError), repr(info.value)
-    else: assert isinstance(info.value, ConnectionError) and not isinstance(info.value, BackendError)
+    with pytest.raises(cls) as info:
+        fn()
+    if cls is BackendError:
+        assert not isinstance(info.value, ConnectionError), repr(info.value)
+    else:
+        assert isinstance(info.value, ConnectionError) and not isinstance(info.value, BackendError)
     return str(info.value)
 
 
@@ -45,15 +49,20 @@ def test_damaged_database(tmp_path):
     "A database whose pages were overwritten: the error comes at open or at the first call touching a bad page."
     path = tmp_path / "damaged.db"
     with SQLiteWorkflowStateStore(path) as store:
-        for i in range(300): store.update_state("flow", f"s{i}", {"blob": "x" * 2000})
+        for i in range(300):
+            store.update_state("flow", f"s{i}", {"blob": "x" * 2000})
     size = path.stat().st_size
     with open(path, "r+b") as f:  # keep the header page, overwrite the rest with junk
-        f.seek(4096); f.write(b"\xde\xad\xbe\xef" * ((size - 4096) // 4))
+        f.seek(4096)
+        f.write(b"\xde\xad\xbe\xef" * ((size - 4096) // 4))
+
     def use_all():
         with SQLiteWorkflowStateStore(path) as damaged:
             damaged.list_flows()
-            for i in range(300): damaged.get_state("flow", f"s{i}")
+            for i in range(300):
+                damaged.get_state("flow", f"s{i}")
             damaged.update_state("flow", "s0", {"k": 1})
+
     message = error_of(use_all)
     assert str(path) in message and "damaged" in message and "backup" in message, message
 
@@ -66,9 +75,13 @@ def test_directory_as_path(tmp_path):
     assert list(folder.iterdir()) == []
 
 
-@pytest.mark.parametrize("table, columns, row", [
-    ("workflow_sessions", "id INTEGER PRIMARY KEY, user TEXT, started TEXT", (1, "bob", "2020-01-01")),
-    ("workflow_sessions_meta", "id INTEGER PRIMARY KEY, note TEXT", (1, "theirs"))])
+@pytest.mark.parametrize(
+    "table, columns, row",
+    [
+        ("workflow_sessions", "id INTEGER PRIMARY KEY, user TEXT, started TEXT", (1, "bob", "2020-01-01")),
+        ("workflow_sessions_meta", "id INTEGER PRIMARY KEY, note TEXT", (1, "theirs")),
+    ],
+)
 def test_foreign_table_of_the_same_name(tmp_path, table, columns, row):
     """Another application's table named like one of the store's (other columns): our error naming it, the same each
     time; its table and rows are left as they were, and nothing is created."""
@@ -91,17 +104,23 @@ def test_table_dropped_under_a_running_store(tmp_path):
     path = tmp_path / "dropped.db"
     store = SQLiteWorkflowStateStore(path)
     try:
-        for call in (lambda: store.get_state("flow", "s"), lambda: store.update_state("flow", "s", {"k": 2}),
-                     lambda: store.update_state("flow", "s", {"é": 2})):  # the statement, then the transaction path
+        for call in (
+            lambda: store.get_state("flow", "s"),
+            lambda: store.update_state("flow", "s", {"k": 2}),
+            lambda: store.update_state("flow", "s", {"é": 2}),
+        ):  # the statement, then the transaction path
             store.update_state("flow", "s", {"k": 1})
-            with contextlib.closing(sqlite3.connect(path)) as c: c.execute("DROP TABLE workflow_sessions")
+            with contextlib.closing(sqlite3.connect(path)) as c:
+                c.execute("DROP TABLE workflow_sessions")
             message = error_of(call)
             assert str(path) in message and "workflow_sessions" in message and "made them again" in message, message
             assert store.get_state("flow", "s") == {}  # the data went with the table; the store works again
             store.update_state("flow", "s", {"k": 3})
             assert store.get_state("flow", "s") == {"k": 3}
-    finally: store.close()
-    with SQLiteWorkflowStateStore(path) as reopened: assert reopened.get_state("flow", "s") == {"k": 3}
+    finally:
+        store.close()
+    with SQLiteWorkflowStateStore(path) as reopened:
+        assert reopened.get_state("flow", "s") == {"k": 3}
 
 
 @contextlib.contextmanager
@@ -110,14 +129,20 @@ def read_only(path):
     if os.geteuid() != 0:
         mode = path.stat().st_mode
         path.chmod(0o555 if path.is_dir() else 0o444)
-        try: yield
-        finally: path.chmod(mode)
+        try:
+            yield
+        finally:
+            path.chmod(mode)
         return
     if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode:
-        pytest.skip("running as root without a working `chattr +i` (needs CAP_LINUX_IMMUTABLE and an ext2/3/4-like "
-                    "file system): root ignores file modes, so nothing can make the path read-only here")
-    try: yield
-    finally: subprocess.run(["chattr", "-i", str(path)], check=True)
+        pytest.skip(
+            "running as root without a working `chattr +i` (needs CAP_LINUX_IMMUTABLE and an ext2/3/4-like "
+            "file system): root ignores file modes, so nothing can make the path read-only here"
+        )
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
 
 
 def test_read_only_file(tmp_path):
@@ -129,7 +154,8 @@ def test_read_only_file(tmp_path):
             assert store.get_state("flow", "s") == {"k": 1}
             message = error_of(lambda: store.update_state("flow", "s", {"k": 2}))
             assert str(path) in message and "read-only" in message and "permissions" in message, message
-    with SQLiteWorkflowStateStore(path) as store: assert store.get_state("flow", "s") == {"k": 1}
+    with SQLiteWorkflowStateStore(path) as store:
+        assert store.get_state("flow", "s") == {"k": 1}
 
 
 def test_new_file_in_read_only_folder(tmp_path):
@@ -151,7 +177,8 @@ def test_existing_file_in_read_only_folder(tmp_path):
     with read_only(folder):
         message = error_of(lambda: use(path))
         assert str(path) in message and "folder" in message and "permissions" in message, message
-    with SQLiteWorkflowStateStore(path) as store: assert store.get_state("flow", "s") == {"k": 1}
+    with SQLiteWorkflowStateStore(path) as store:
+        assert store.get_state("flow", "s") == {"k": 1}
 
 
 def test_folder_that_cannot_be_created(tmp_path):
@@ -171,7 +198,8 @@ def test_file_of_a_newer_schema(tmp_path):
         c.commit()
     message = error_of(lambda: use(path))
     assert str(path) in message and "version 99" in message and "upgrade cjm-workflow-state" in message, message
-    with pytest.raises(RuntimeError): use(path)  # what it raised before BackendError existed, still caught
+    with pytest.raises(RuntimeError):
+        use(path)  # what it raised before BackendError existed, still caught
 
 
 def test_locked_beyond_busy_timeout_is_worth_retrying(tmp_path):
@@ -181,9 +209,12 @@ def test_locked_beyond_busy_timeout_is_worth_retrying(tmp_path):
     with SQLiteWorkflowStateStore(path, busy_timeout=0.05) as store:
         with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as blocker:
             blocker.execute("BEGIN IMMEDIATE")
-            for call in (lambda: store.update_state("flow", "s", {"k": 2}),  # the statement path
-                         lambda: store.update_state("flow", "s", {"é": 2}),  # the transaction path
-                         lambda: store.create_session("flow", "new"), lambda: store.delete_session("flow", "s")):
+            for call in (
+                lambda: store.update_state("flow", "s", {"k": 2}),  # the statement path
+                lambda: store.update_state("flow", "s", {"é": 2}),  # the transaction path
+                lambda: store.create_session("flow", "new"),
+                lambda: store.delete_session("flow", "s"),
+            ):
                 message = error_of(call, StoreUnavailableError)
                 assert str(path) in message and "busy_timeout" in message and "nothing was written" in message, message
             assert store.get_state("flow", "s") == {"k": 1}  # readers are not blocked
@@ -197,16 +228,22 @@ def wal_writes_fail(path, target: str):
     """Make every write to `path`'s open `-wal` file fail, then put the descriptors back: `target` "full" points them
     at /dev/full (ENOSPC), "io" at a read-only descriptor (EBADF, which SQLite reports as an I/O error)."""
     wal = str(path) + "-wal"
-    fds = [int(fd) for fd in os.listdir("/proc/self/fd")
-           if os.path.realpath(f"/proc/self/fd/{fd}") == os.path.realpath(wal)]
+    fds = [
+        int(fd)
+        for fd in os.listdir("/proc/self/fd")
+        if os.path.realpath(f"/proc/self/fd/{fd}") == os.path.realpath(wal)
+    ]
     assert fds, "the store has no open -wal file"
     saved = {fd: os.dup(fd) for fd in fds}
     bad = os.open("/dev/full", os.O_WRONLY) if target == "full" else os.open(wal, os.O_RDONLY)
     try:
-        for fd in fds: os.dup2(bad, fd)
+        for fd in fds:
+            os.dup2(bad, fd)
         yield
     finally:
-        for fd, copy in saved.items(): os.dup2(copy, fd); os.close(copy)
+        for fd, copy in saved.items():
+            os.dup2(copy, fd)
+            os.close(copy)
         os.close(bad)
 
 
@@ -219,8 +256,10 @@ def test_disk_full(tmp_path):
     path = tmp_path / "full.db"
     with SQLiteWorkflowStateStore(path) as store:
         store.update_state("flow", "s", {"k": 1})
-        for call in (lambda: store.update_state("flow", "s", {"k": 2, "big": "x" * 100_000}),  # the statement path
-                     lambda: store.update_state("flow", "s", {"é": "x" * 100_000})):  # the transaction path
+        for call in (
+            lambda: store.update_state("flow", "s", {"k": 2, "big": "x" * 100_000}),  # the statement path
+            lambda: store.update_state("flow", "s", {"é": "x" * 100_000}),
+        ):  # the transaction path
             with wal_writes_fail(path, "full"):
                 message = error_of(call)
                 assert str(path) in message and "disk is full" in message and "nothing was written" in message, message
@@ -229,7 +268,8 @@ def test_disk_full(tmp_path):
             # the fault injected here would break as well)
             store.update_state("flow", "s", {"k": 1})
         store.update_state("flow", "s", {"k": 3})
-    with SQLiteWorkflowStateStore(path) as store: assert store.get_state("flow", "s") == {"k": 3}
+    with SQLiteWorkflowStateStore(path) as store:
+        assert store.get_state("flow", "s") == {"k": 3}
 
 
 @needs_proc
@@ -238,11 +278,15 @@ def test_io_error_leaves_the_outcome_unknown(tmp_path):
     path = tmp_path / "io.db"
     with SQLiteWorkflowStateStore(path) as store:
         store.update_state("flow", "s", {"k": 1})
-        for call in (lambda: store.update_state("flow", "s", {"k": 2, "big": "x" * 100_000}),
-                     lambda: store.create_session("flow", "new")):
+        for call in (
+            lambda: store.update_state("flow", "s", {"k": 2, "big": "x" * 100_000}),
+            lambda: store.create_session("flow", "new"),
+        ):
             with wal_writes_fail(path, "io"):
                 message = error_of(call, StoreUnavailableError)
-                assert str(path) in message and "I/O error" in message and "may or may not have been saved" in message, message
+                assert (
+                    str(path) in message and "I/O error" in message and "may or may not have been saved" in message
+                ), message
             store.update_state("flow", "s", {"k": 1})  # the same store object works again
         store.update_state("flow", "s", {"k": 3})  # the same store object works again
         assert store.get_state("flow", "s")["k"] == 3
@@ -259,18 +303,21 @@ def test_error_classes_for_what_cannot_be_provoked_here(tmp_path):
     "An I/O error on a read, a locking-protocol error, any other refusal, and a misuse of sqlite3."
     path = tmp_path / "codes.db"
     with SQLiteWorkflowStateStore(path) as store:
-        read = store._error(sqlite_error(sqlite3.OperationalError, "disk I/O error", 266, "SQLITE_IOERR_READ"), writing=False)
+        read = store._error(
+            sqlite_error(sqlite3.OperationalError, "disk I/O error", 266, "SQLITE_IOERR_READ"), writing=False
+        )
         assert type(read) is StoreUnavailableError and str(path) in str(read) and "nothing was written" in str(read)
         protocol = store._error(sqlite_error(sqlite3.OperationalError, "locking protocol", 15, "SQLITE_PROTOCOL"))
         assert type(protocol) is StoreUnavailableError and "network file system" in str(protocol)
-        other = store._error(sqlite_error(sqlite3.IntegrityError, "NOT NULL constraint failed", 1299,
-                                          "SQLITE_CONSTRAINT_NOTNULL"))
+        other = store._error(
+            sqlite_error(sqlite3.IntegrityError, "NOT NULL constraint failed", 1299, "SQLITE_CONSTRAINT_NOTNULL")
+        )
         assert type(other) is BackendError and str(path) in str(other) and "SQLITE_CONSTRAINT_NOTNULL" in str(other)
         misuse = sqlite3.ProgrammingError("Cannot operate on a closed database.")
         assert store._error(misuse) is misuse  # a bug, raised as it is
 
 
-@pytest.mark.parametrize("stored", ['{"a":1,}', '{"a":"}', '{"a"}', '[1, 2]', '"text"', 'not json', '{"a":1} {}'])
+@pytest.mark.parametrize("stored", ['{"a":1,}', '{"a":"}', '{"a"}', "[1, 2]", '"text"', "not json", '{"a":1} {}'])
 def test_update_on_a_state_another_program_broke(tmp_path, stored):
     """A state text no store wrote, not one JSON object: an update (statement or transaction path) raises BackendError
     naming the session; nothing is written (an array took a statement-path update as applied, changing nothing)."""

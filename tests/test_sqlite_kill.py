@@ -1,5 +1,6 @@
 """kill -9 a process in the middle of a stream of writes: every write it acknowledged is in the file afterwards, and
 the file passes `PRAGMA integrity_check` (WAL, synchronous=NORMAL: committed transactions outlive the process)."""
+
 import os, signal, sqlite3, subprocess, sys, threading
 
 import pytest
@@ -27,17 +28,25 @@ while True:
 
 def acknowledged_keys(round_, acks):
     for i in acks:
-        if i % 3 == 0: yield "main", f"r{round_}-k{i}"
-        elif i % 3 == 1: yield "main", f"\u00fcr{round_}-k{i}"
-        else: yield f"s-r{round_}-k{i}", "k"
+        if i % 3 == 0:
+            yield "main", f"r{round_}-k{i}"
+        elif i % 3 == 1:
+            yield "main", f"\u00fcr{round_}-k{i}"
+        else:
+            yield f"s-r{round_}-k{i}", "k"
 
 
 @pytest.mark.parametrize("synchronous", ["NORMAL", "FULL"])
 def test_kill_9_loses_no_acknowledged_write(tmp_path, synchronous):
     path = tmp_path / "state.db"
     for round_, kill_after in enumerate([150, 400, 40]):
-        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(round_), synchronous], cwd=tmp_path,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        writer = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path), str(round_), synchronous],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         acks, killer = [], threading.Timer(60, writer.kill)  # a bound, should the writer never get going
         killer.start()
         try:
@@ -50,7 +59,8 @@ def test_kill_9_loses_no_acknowledged_write(tmp_path, synchronous):
             writer.wait(30)
         finally:
             killer.cancel()
-            if writer.poll() is None: writer.kill()
+            if writer.poll() is None:
+                writer.kill()
         assert writer.returncode == -signal.SIGKILL, writer.stderr.read()
         assert len(acks) >= kill_after
 

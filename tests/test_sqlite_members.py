@@ -3,6 +3,7 @@ migration merge a state's text with it instead of decoding it), fuzzed against `
 nested states whose keys and strings hold quotes, backslashes, brackets, braces, colons, commas, control characters,
 non-BMP characters and lone surrogates, written canonically and in every other way JSON allows (any whitespace, any
 escape, `\\uXXXX` for any character, repeated keys)."""
+
 import json, random
 
 import pytest
@@ -11,11 +12,19 @@ from hypothesis import given, settings, strategies as st
 from cjm_workflow_state.backends.sqlite import _members
 from cjm_workflow_state.core.base import encode_json, item_text, join_items
 
-TRICKY = st.lists(st.sampled_from(list('"\\[]{}:,/ ax\x00\n\t\x1f\x7fé\u2028\ud800\udfff\U0001F600') + ['\\u0022', '\\"']),
-                  max_size=8).map("".join)  # '\\u0022', '\\"': a backslash before text that reads as an escape
-SCALARS = st.none() | st.booleans() | st.integers(-10**20, 10**20) | st.floats(allow_nan=False, allow_infinity=False) | TRICKY
-VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(TRICKY, inner, max_size=4),
-                      max_leaves=25)
+TRICKY = st.lists(
+    st.sampled_from(list('"\\[]{}:,/ ax\x00\n\t\x1f\x7fé\u2028\ud800\udfff\U0001f600') + ["\\u0022", '\\"']), max_size=8
+).map("".join)  # '\\u0022', '\\"': a backslash before text that reads as an escape
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**20), 10**20)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | TRICKY
+)
+VALUES = st.recursive(
+    SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(TRICKY, inner, max_size=4), max_leaves=25
+)
 STATES = st.dictionaries(TRICKY, VALUES, max_size=6)
 
 SHORT = {'"': '\\"', "\\": "\\\\", "/": "\\/", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
@@ -24,7 +33,8 @@ SHORT = {'"': '\\"', "\\": "\\\\", "/": "\\/", "\b": "\\b", "\f": "\\f", "\n": "
 def u_escape(c: str) -> str:
     "A character as \\uXXXX (a surrogate pair beyond the BMP)."
     n = ord(c)
-    if n < 0x10000: return f"\\u{n:04x}" if n % 2 else f"\\u{n:04X}"
+    if n < 0x10000:
+        return f"\\u{n:04x}" if n % 2 else f"\\u{n:04X}"
     n -= 0x10000
     return f"\\u{0xD800 + (n >> 10):04x}\\u{0xDC00 + (n & 0x3FF):04x}"
 
@@ -34,9 +44,12 @@ def dump_string(s: str, rng: random.Random) -> str:
     for c in s:
         must = c in '"\\' or ord(c) < 0x20
         choice = rng.random()
-        if c in SHORT and choice < 0.5: out.append(SHORT[c])
-        elif must or choice < 0.3: out.append(u_escape(c))
-        else: out.append(c)  # as it is: brackets, quotes escaped above, non-ASCII, lone surrogates
+        if c in SHORT and choice < 0.5:
+            out.append(SHORT[c])
+        elif must or choice < 0.3:
+            out.append(u_escape(c))
+        else:
+            out.append(c)  # as it is: brackets, quotes escaped above, non-ASCII, lone surrogates
     return '"' + "".join(out) + '"'
 
 
@@ -44,13 +57,19 @@ def dump(value, rng: random.Random) -> str:
     "Any valid JSON text of `value`: random whitespace and escapes."
     ws = lambda: rng.choice(["", "", " ", "\n", "\t", "\r\n  "])
     if isinstance(value, dict):
-        if not value: return "{" + ws() + "}"
-        return "{" + ",".join(ws() + dump_string(k, rng) + ws() + ":" + ws() + dump(v, rng) + ws()
-                              for k, v in value.items()) + "}"
+        if not value:
+            return "{" + ws() + "}"
+        return (
+            "{"
+            + ",".join(ws() + dump_string(k, rng) + ws() + ":" + ws() + dump(v, rng) + ws() for k, v in value.items())
+            + "}"
+        )
     if isinstance(value, list):
-        if not value: return "[" + ws() + "]"
+        if not value:
+            return "[" + ws() + "]"
         return "[" + ",".join(ws() + dump(v, rng) + ws() for v in value) + "]"
-    if isinstance(value, str): return dump_string(value, rng)
+    if isinstance(value, str):
+        return dump_string(value, rng)
     return json.dumps(value)
 
 
@@ -97,21 +116,50 @@ def test_repeated_keys_as_json_loads(pairs, seed):
 @given(VALUES.filter(lambda v: not isinstance(v, dict)) | st.tuples(STATES, STATES), st.integers(0, 2**32))
 def test_anything_but_one_object_is_refused(value, seed):
     rng = random.Random(seed)
-    text = dump(value[0], rng) + rng.choice(["", " "]) + dump(value[1], rng) if isinstance(value, tuple) else dump(value, rng)
-    with pytest.raises(ValueError): _members(text)
+    text = (
+        dump(value[0], rng) + rng.choice(["", " "]) + dump(value[1], rng)
+        if isinstance(value, tuple)
+        else dump(value, rng)
+    )
+    with pytest.raises(ValueError):
+        _members(text)
 
 
-@pytest.mark.parametrize("text", ['{"a":1', '{"a":1}]', '{"a":[1}', '{"a":"}', '{"a\\":1}', '', '   ', '{', '}',
-                                  '{"a"}', '{"a":}', '{"a":1,}', '{,}', '{"a" "b":1}', '{:1}', '{"a"::1}', 'x{"a":1}',
-                                  '{"a":1,,"b":2}', '[{"a":1}]', '{"a":1}{}', '{"a":1} x'])
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"a":1',
+        '{"a":1}]',
+        '{"a":[1}',
+        '{"a":"}',
+        '{"a\\":1}',
+        "",
+        "   ",
+        "{",
+        "}",
+        '{"a"}',
+        '{"a":}',
+        '{"a":1,}',
+        "{,}",
+        '{"a" "b":1}',
+        "{:1}",
+        '{"a"::1}',
+        'x{"a":1}',
+        '{"a":1,,"b":2}',
+        '[{"a":1}]',
+        '{"a":1}{}',
+        '{"a":1} x',
+    ],
+)
 def test_truncated_or_unbalanced_text_is_refused(text):
-    with pytest.raises(ValueError): _members(text)
+    with pytest.raises(ValueError):
+        _members(text)
 
 
 def test_deep_values_are_never_parsed():
     "A value nested far deeper than json.loads (or the interpreter's stack) allows: split as text."
     deep = "[" * 200_000 + '"]}{,:"' + "]" * 200_000
-    text = '{"a":' + deep + ',"b\\"[":{"c":' + deep + '}}'
+    text = '{"a":' + deep + ',"b\\"[":{"c":' + deep + "}}"
     assert _members(text) == {"a": deep, 'b"[': '{"c":' + deep + "}"}
 
 
@@ -122,6 +170,7 @@ def test_a_key_that_would_read_back_as_another_is_refused(json_merge):
     stored text never holds a key twice and every key reads back as itself."""
     from cjm_workflow_state.backends.sqlite import SQLiteWorkflowStateStore
     from cjm_workflow_state import StateNotSerializableError
+
     with SQLiteWorkflowStateStore(":memory:") as store:
         store._json_merge = store._json_merge and json_merge
         store.update_state("f", "s", {"\U000103ff": 1, "x": "y"})

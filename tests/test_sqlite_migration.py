@@ -3,6 +3,7 @@ newline or other control characters, no `:` (so no session id), an empty flow id
 deterministic id (its original 0.0.3 key is kept in its state under `_legacy_key`, and the warning of the migration
 lists each move); labels and steps the rules refuse are kept in the state too. Afterwards every session can be
 read, exported, imported elsewhere and deleted, and the valid rows are migrated exactly as before."""
+
 import contextlib, json, shutil, sqlite3, warnings
 
 
@@ -19,8 +20,14 @@ ROWS = [  # flow_session_key, current_step, state_json, created_at, updated_at, 
     ("nocolon", None, json.dumps({"n": 4}), "2026-03-01 10:00:00", "2026-03-01 10:00:03", None),
     (":emptyflow", None, json.dumps({"n": 5}), "2026-03-01 10:00:00", "2026-03-01 10:00:04", None),
     (f"{'F' * 300}:s", None, json.dumps({"n": 6}), "2026-03-01 10:00:00", "2026-03-01 10:00:05", None),
-    ("signup:badlabel", "step\x1b[31m", json.dumps({"n": 7}), "2026-03-01 10:00:00", "2026-03-01 10:00:06",
-     "two\nlines\x07" + "y" * 2000),
+    (
+        "signup:badlabel",
+        "step\x1b[31m",
+        json.dumps({"n": 7}),
+        "2026-03-01 10:00:00",
+        "2026-03-01 10:00:06",
+        "two\nlines\x07" + "y" * 2000,
+    ),
 ]
 
 
@@ -56,8 +63,13 @@ def test_invalid_legacy_ids_are_migrated_to_valid_ones(tmp_path):
             by_key[key] = record
         assert sorted(by_key) == sorted(row[0] for row in ROWS)  # every 0.0.3 key, each once, reversibly
         ok = by_key["signup:ok"]  # a valid row migrates exactly as before
-        assert (ok["flow_id"], ok["session_id"], ok["label"], ok["current_step"], ok["state"]) == \
-            ("signup", "ok", "Alice", "details", {"name": "Alice"})
+        assert (ok["flow_id"], ok["session_id"], ok["label"], ok["current_step"], ok["state"]) == (
+            "signup",
+            "ok",
+            "Alice",
+            "details",
+            {"name": "Alice"},
+        )
         for key, step, state, _, _, label in ROWS[1:-1]:
             record = by_key[key]
             assert {k: v for k, v in record["state"].items() if k != "_legacy_key"} == json.loads(state)
@@ -75,8 +87,15 @@ def test_invalid_legacy_ids_are_migrated_to_valid_ones(tmp_path):
             assert sid in [s.session_id for s in store.list_sessions(flow)]
         imported = InMemoryWorkflowStateStore()  # and imported elsewhere
         for record in exported:
-            imported.restore_session(record["flow_id"], record["session_id"], record["state"], record["current_step"],
-                                     record["label"], record["created_ts"], record["updated_ts"])
+            imported.restore_session(
+                record["flow_id"],
+                record["session_id"],
+                record["state"],
+                record["current_step"],
+                record["label"],
+                record["created_ts"],
+                record["updated_ts"],
+            )
         assert sorted(imported.export_sessions(), key=repr) == sorted(exported, key=repr)
         for record in exported:
             assert store.delete_session(record["flow_id"], record["session_id"]) is True
@@ -84,23 +103,29 @@ def test_invalid_legacy_ids_are_migrated_to_valid_ones(tmp_path):
     # the new ids are deterministic: migrating another copy gives the same ones
     again, _ = open_migrated(tmp_path / "copy.db")
     with again:
-        assert sorted((r["flow_id"], r["session_id"]) for r in again.export_sessions()) == \
-            sorted((r["flow_id"], r["session_id"]) for r in exported)
+        assert sorted((r["flow_id"], r["session_id"]) for r in again.export_sessions()) == sorted(
+            (r["flow_id"], r["session_id"]) for r in exported
+        )
 
 
 def test_a_new_id_never_replaces_another_session(tmp_path):
     """A moved session's new id already taken by a valid 0.0.3 key (however unlikely, it is the key's hash): both
     sessions are kept, the moved one under another deterministic id; nothing is silently replaced."""
     from cjm_workflow_state.backends.sqlite import _legacy_ids
+
     flow, taken, _ = _legacy_ids("signup")  # no ':': no session id, so it moves to ("signup", "legacy-<hash>")
     assert flow == "signup" and taken.startswith("legacy-")
-    rows = [("signup", None, json.dumps({"n": 1}), "2026-03-01 10:00:00", "2026-03-01 10:00:00", None),
-            (f"signup:{taken}", None, json.dumps({"n": 2}), "2026-03-01 10:00:00", "2026-03-01 10:00:01", None)]
+    rows = [
+        ("signup", None, json.dumps({"n": 1}), "2026-03-01 10:00:00", "2026-03-01 10:00:00", None),
+        (f"signup:{taken}", None, json.dumps({"n": 2}), "2026-03-01 10:00:00", "2026-03-01 10:00:01", None),
+    ]
     for order in (rows, rows[::-1]):  # whichever 0.0.3 row SQLite reads first
         path = tmp_path / f"collide{len(list(tmp_path.iterdir()))}.db"
         with contextlib.closing(sqlite3.connect(path)) as c:
-            c.execute("CREATE TABLE workflow_state (flow_session_key TEXT PRIMARY KEY, current_step TEXT, "
-                      "state_json TEXT, created_at TIMESTAMP, updated_at TIMESTAMP, label TEXT)")
+            c.execute(
+                "CREATE TABLE workflow_state (flow_session_key TEXT PRIMARY KEY, current_step TEXT, "
+                "state_json TEXT, created_at TIMESTAMP, updated_at TIMESTAMP, label TEXT)"
+            )
             c.executemany("INSERT INTO workflow_state VALUES (?, ?, ?, ?, ?, ?)", order)
             c.commit()
         copy = shutil.copy(path, tmp_path / f"copy-{path.name}")
@@ -112,4 +137,5 @@ def test_a_new_id_never_replaces_another_session(tmp_path):
             assert len(exported) == 2 and exported[moved[0]] == {"n": 1, "_legacy_key": "signup"}, exported
             assert is_valid_id(moved[0]) and moved[0] in report, report
         again, _ = open_migrated(copy)  # deterministic: another copy of the file migrates to the same ids
-        with again: assert sorted(r["session_id"] for r in again.export_sessions()) == sorted(exported)
+        with again:
+            assert sorted(r["session_id"] for r in again.export_sessions()) == sorted(exported)

@@ -1,5 +1,6 @@
 """A StepFlow wizard on a SQLite store survives a server restart: a new app with a new store object on the same file,
 given the same cookie, resumes the user at the step they were on, with their data."""
+
 from fasthtml.common import FastHTML, Div, Input, P
 from starlette.testclient import TestClient
 
@@ -13,12 +14,23 @@ def make_app(db_path):
     "A fresh app and a fresh store object on `db_path`, as a restarted server builds them."
     store = SQLiteWorkflowStateStore(db_path)
     steps = [
-        Step(id="name", title="Name", data_keys=["name"],
-             render=lambda ctx: Div(P("Step 1: your name"), Input(name="name"))),
-        Step(id="email", title="Email", data_keys=["email"],
-             render=lambda ctx: Div(P(f"Step 2: hello {ctx.state.get('name')}, your email?"), Input(name="email"))),
-        Step(id="confirm", title="Confirm",
-             render=lambda ctx: Div(P(f"Step 3: confirm {ctx.state.get('name')} <{ctx.state.get('email')}>"))),
+        Step(
+            id="name",
+            title="Name",
+            data_keys=["name"],
+            render=lambda ctx: Div(P("Step 1: your name"), Input(name="name")),
+        ),
+        Step(
+            id="email",
+            title="Email",
+            data_keys=["email"],
+            render=lambda ctx: Div(P(f"Step 2: hello {ctx.state.get('name')}, your email?"), Input(name="email")),
+        ),
+        Step(
+            id="confirm",
+            title="Confirm",
+            render=lambda ctx: Div(P(f"Step 3: confirm {ctx.state.get('name')} <{ctx.state.get('email')}>")),
+        ),
     ]
     flow = StepFlow("signup", steps, state_store=store)
     app = FastHTML(secret_key=SECRET)
@@ -59,5 +71,8 @@ def test_wizard_resumes_after_restart(tmp_path):
         assert "Step 1: your name" in other_user.get(third_paths["start"]).text
         assert "Step 2: hello Bob, your email?" in other_user.post(third_paths["next_step"], data={"name": "Bob"}).text
     assert third.get_state("signup", session_id) == {"name": "Alice", "email": "alice@example.com"}
-    assert sorted(third.get_state("signup", s.session_id).get("name") for s in third.list_sessions("signup")) == ["Alice", "Bob"]
+    assert sorted(third.get_state("signup", s.session_id).get("name") for s in third.list_sessions("signup")) == [
+        "Alice",
+        "Bob",
+    ]
     third.close()

@@ -1,4 +1,5 @@
 """A real client of the store: a FastHTML app's StepFlow wizard driven through its routes with Starlette's TestClient."""
+
 import pytest
 
 from cjm_workflow_state import InMemoryWorkflowStateStore, open_store
@@ -66,8 +67,11 @@ def test_wizard_start_steps_back_validation_and_completion(wizard):
 
 def test_users_are_isolated(wizard):
     ada, bob = wizard.client(), wizard.client()
-    ada.start(); ada.submit(name="Ada")
-    bob.start(); bob.submit(name="Bob"); bob.submit(email="bob@example.com")
+    ada.start()
+    ada.submit(name="Ada")
+    bob.start()
+    bob.submit(name="Bob")
+    bob.submit(email="bob@example.com")
     assert ada.session_id != bob.session_id
     assert (ada.current_step, ada.state) == ("email", {"name": "Ada"})
     assert (bob.current_step, bob.state) == ("plan", {"name": "Bob", "email": "bob@example.com"})
@@ -76,7 +80,8 @@ def test_users_are_isolated(wizard):
 
 def test_reset_forgets_the_workflow(wizard):
     wc = wizard.client()
-    wc.start(); wc.submit(name="Ada")
+    wc.start()
+    wc.submit(name="Ada")
     assert step_of(wc.reset()) == "name"
     assert not wizard.store.session_exists(FLOW_ID, wc.session_id)
     assert wc.state == {} and wc.current_step is None

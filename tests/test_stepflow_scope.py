@@ -2,6 +2,7 @@
 and how many transactions it takes (SQLite); a handler that raises after writing writes nothing; an over-size answer
 is refused whole and shown; a uvicorn worker keeps answering other routes while its store is slow or down, the step
 POST gets a 503 within the store's timeout, and once the server is back the wizard goes on with nothing lost."""
+
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -21,20 +22,23 @@ from wizard import EXPECTED_STATE, FLOW_ID, make_wizard_app, step_of
 from wizard_app import start_app_server, stop_app_server
 
 
-def redis_port() -> int: return urlsplit(redis_url()).port or 6379
+def redis_port() -> int:
+    return urlsplit(redis_url()).port or 6379
 
 
 @pytest.fixture
 def redis_prefix():
     url, prefix = redis_url(), unique_name("sf_scope")
     yield prefix
-    with open_store(url, prefix=prefix) as store: store.delete_all()
+    with open_store(url, prefix=prefix) as store:
+        store.delete_all()
 
 
 @pytest.fixture(scope="module")
 def pg_schema():
     postgres_url()
-    with postgres_schema("sf_scope") as found: yield found
+    with postgres_schema("sf_scope") as found:
+        yield found
 
 
 def _step_post_round_trips(store, proxy):
@@ -70,11 +74,13 @@ def test_postgres_step_post_is_two_round_trips(pg_schema):
 
 def test_sqlite_step_post_is_two_transactions(tmp_path):
     statements = []
+
     class Traced(SQLiteWorkflowStateStore):
         def _cx(self):  # every thread's connection reports its statements
             conn, lock = super()._cx()
             conn.set_trace_callback(statements.append)
             return conn, lock
+
     store = Traced(tmp_path / "wizard.db")
     wizard = make_wizard_app(store)
     with wizard.client() as wc:
@@ -84,36 +90,53 @@ def test_sqlite_step_post_is_two_transactions(tmp_path):
     transactions, depth = 0, 0
     for sql in statements:
         word = sql.split()[0].upper()
-        if word == "BEGIN": transactions += 1; depth += 1
-        elif word in ("COMMIT", "ROLLBACK"): depth -= 1
-        elif depth == 0 and not word.startswith("PRAGMA"): transactions += 1
+        if word == "BEGIN":
+            transactions += 1
+            depth += 1
+        elif word in ("COMMIT", "ROLLBACK"):
+            depth -= 1
+        elif depth == 0 and not word.startswith("PRAGMA"):
+            transactions += 1
     assert transactions == 2, statements
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "redis", "postgres"])
 def test_a_handler_that_raises_after_writing_writes_nothing(backend, tmp_path, request):
-    if backend == "sqlite": store = SQLiteWorkflowStateStore(tmp_path / "raise.db")
-    elif backend == "redis": store = open_store(redis_url(), prefix=request.getfixturevalue("redis_prefix"))
-    else: store = make_postgres_store(*request.getfixturevalue("pg_schema"))
+    if backend == "sqlite":
+        store = SQLiteWorkflowStateStore(tmp_path / "raise.db")
+    elif backend == "redis":
+        store = open_store(redis_url(), prefix=request.getfixturevalue("redis_prefix"))
+    else:
+        store = make_postgres_store(*request.getfixturevalue("pg_schema"))
+
     def on_complete(state, request):
         store.update_state("orders", request.scope["session"], {"placed": True})  # a write, then a failure
         raise RuntimeError("the payment service is down")
-    flow = StepFlow("order", [Step("item", "Item", lambda ctx: Div(Input(name="item"), data_step="item"),
-                                   data_keys=["item"])], state_store=store, on_complete=on_complete)
+
+    flow = StepFlow(
+        "order",
+        [Step("item", "Item", lambda ctx: Div(Input(name="item"), data_step="item"), data_keys=["item"])],
+        state_store=store,
+        on_complete=on_complete,
+    )
     app = FastHTML(secret_key="raise")
     create_stepflow_router(flow, "/order").to_app(app)
     with store, TestClient(app, raise_server_exceptions=False) as client:
         client.get("/order/start")
         assert client.post("/order/next_step", data={"item": "tea"}).status_code == 500
         # nothing of the request: neither the step's answer nor the order the handler wrote
-        for flow_id in ("order", "orders"): assert store.count_sessions(flow_id) == 0
+        for flow_id in ("order", "orders"):
+            assert store.count_sessions(flow_id) == 0
 
 
 @pytest.mark.parametrize("backend", ["memory", "redis", "postgres"])
 def test_an_answer_too_large_is_refused_whole_and_shown(backend, request):
-    if backend == "memory": store = open_store("memory://", max_state_bytes=120)
-    elif backend == "redis": store = open_store(redis_url(), prefix=request.getfixturevalue("redis_prefix"), max_state_bytes=120)
-    else: store = make_postgres_store(*request.getfixturevalue("pg_schema"), max_state_bytes=120)
+    if backend == "memory":
+        store = open_store("memory://", max_state_bytes=120)
+    elif backend == "redis":
+        store = open_store(redis_url(), prefix=request.getfixturevalue("redis_prefix"), max_state_bytes=120)
+    else:
+        store = make_postgres_store(*request.getfixturevalue("pg_schema"), max_state_bytes=120)
     wizard = make_wizard_app(store)
     with store, wizard.client() as wc:
         wc.start()
@@ -126,6 +149,7 @@ def test_an_answer_too_large_is_refused_whole_and_shown(backend, request):
 
 # ---- a uvicorn worker whose store is slow or down ----
 
+
 def _timed(client: httpx.Client, method: str, url: str, **kw):
     "(status, body, seconds) of one request (the client keeps its connection and the browser's cookies)."
     start = time.perf_counter()
@@ -136,11 +160,15 @@ def _timed(client: httpx.Client, method: str, url: str, **kw):
 def test_a_slow_or_stopped_store_never_stops_the_worker(redis_prefix):
     port = free_port()
     with FaultProxy("127.0.0.1", redis_port()) as proxy, ExitStack() as stack:
-        server = start_app_server(port, proxy.url(redis_url()),
-                                  {"prefix": redis_prefix, "socket_timeout": 2.0, "socket_connect_timeout": 1.0})
+        server = start_app_server(
+            port, proxy.url(redis_url()), {"prefix": redis_prefix, "socket_timeout": 2.0, "socket_connect_timeout": 1.0}
+        )
         try:
             base = f"http://127.0.0.1:{port}"
-            browser, pinger = stack.enter_context(httpx.Client(timeout=30)), stack.enter_context(httpx.Client(timeout=30))
+            browser, pinger = (
+                stack.enter_context(httpx.Client(timeout=30)),
+                stack.enter_context(httpx.Client(timeout=30)),
+            )
             ping = lambda: _timed(pinger, "GET", f"{base}/ping")
             post = lambda **fields: _timed(browser, "POST", f"{base}/wizard/next_step", data=fields)
             assert step_of(_timed(browser, "GET", f"{base}/wizard/start")[1]) == "name" and ping()[0] == 200
@@ -152,9 +180,14 @@ def test_a_slow_or_stopped_store_never_stops_the_worker(redis_prefix):
                 pings = [ping() for _ in range(5)]
                 status, html, took = step.result()
             assert all(p[0] == 200 for p in pings) and max(p[2] for p in pings) < 0.05, pings
-            assert status == 200 and step_of(html) == "email" and took >= 1.0, (status, took)  # load and commit: 0.5 s each
+            assert status == 200 and step_of(html) == "email" and took >= 1.0, (
+                status,
+                took,
+            )  # load and commit: 0.5 s each
             # down: the POST is a 503 within the store's timeouts, and /ping still answers
-            proxy.set_delay(0); proxy.refuse(True); proxy.cut_all()
+            proxy.set_delay(0)
+            proxy.refuse(True)
+            proxy.cut_all()
             with ThreadPoolExecutor(1) as pool:
                 step = pool.submit(post, email=EXPECTED_STATE["email"])
                 pings = [ping() for _ in range(5)]

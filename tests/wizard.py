@@ -9,6 +9,7 @@ Backend-agnostic: every backend's tests can reuse it, e.g.
 
 (`tests/wizard_app.py` is the separate uvicorn-served app for multi-process tests.)
 """
+
 import json, re
 from base64 import b64decode
 from dataclasses import dataclass, field
@@ -36,9 +37,16 @@ def step_of(html: str) -> Optional[str]:
     return found[-1] if found else None
 
 
-def _valid_name(state): return bool(str(state.get("name", "")).strip())
-def _valid_email(state): return re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", str(state.get("email", ""))) is not None
-def _valid_plan(state): return state.get("plan") in PLANS
+def _valid_name(state):
+    return bool(str(state.get("name", "")).strip())
+
+
+def _valid_email(state):
+    return re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", str(state.get("email", ""))) is not None
+
+
+def _valid_plan(state):
+    return state.get("plan") in PLANS
 
 
 def _field(step_id, ctx, control, valid, message):
@@ -48,25 +56,58 @@ def _field(step_id, ctx, control, valid, message):
 
 def _steps() -> List[Step]:
     return [
-        Step("name", "Name", data_keys=["name"], validate=_valid_name,
-             render=lambda ctx: _field("name", ctx, Input(name="name", value=ctx.state.get("name", "")),
-                                       _valid_name, "Enter your name")),
-        Step("email", "Email", data_keys=["email"], validate=_valid_email,
-             render=lambda ctx: _field("email", ctx, Input(name="email", type="email", value=ctx.state.get("email", "")),
-                                       _valid_email, "Enter a valid email address")),
-        Step("plan", "Plan", data_keys=["plan"], validate=_valid_plan,
-             render=lambda ctx: _field("plan", ctx, Select(*[Option(p, value=p, selected=ctx.state.get("plan") == p)
-                                                             for p in PLANS], name="plan"),
-                                       _valid_plan, "Choose a plan")),
-        Step("confirm", "Confirm", next_button_text="Sign up",
-             render=lambda ctx: Div(H2("Confirm"), Ul(*[Li(f"{k}: {ctx.state.get(k)}") for k in ("name", "email", "plan")]),
-                                    data_step="confirm")),
+        Step(
+            "name",
+            "Name",
+            data_keys=["name"],
+            validate=_valid_name,
+            render=lambda ctx: _field(
+                "name", ctx, Input(name="name", value=ctx.state.get("name", "")), _valid_name, "Enter your name"
+            ),
+        ),
+        Step(
+            "email",
+            "Email",
+            data_keys=["email"],
+            validate=_valid_email,
+            render=lambda ctx: _field(
+                "email",
+                ctx,
+                Input(name="email", type="email", value=ctx.state.get("email", "")),
+                _valid_email,
+                "Enter a valid email address",
+            ),
+        ),
+        Step(
+            "plan",
+            "Plan",
+            data_keys=["plan"],
+            validate=_valid_plan,
+            render=lambda ctx: _field(
+                "plan",
+                ctx,
+                Select(*[Option(p, value=p, selected=ctx.state.get("plan") == p) for p in PLANS], name="plan"),
+                _valid_plan,
+                "Choose a plan",
+            ),
+        ),
+        Step(
+            "confirm",
+            "Confirm",
+            next_button_text="Sign up",
+            render=lambda ctx: Div(
+                H2("Confirm"),
+                Ul(*[Li(f"{k}: {ctx.state.get(k)}") for k in ("name", "email", "plan")]),
+                data_step="confirm",
+            ),
+        ),
     ]
 
 
 @dataclass
 class Wizard:
     """The app, its flow and router, the store, and the states `on_complete` received."""
+
     app: FastHTML  # The FastHTML app serving the wizard
     flow: StepFlow  # The wizard
     store: Any  # The workflow state store it uses
@@ -74,7 +115,8 @@ class Wizard:
     completed: List[Dict[str, Any]] = field(default_factory=list)  # State passed to each `on_complete` call
 
     @property
-    def flow_id(self) -> str: return self.flow.flow_id
+    def flow_id(self) -> str:
+        return self.flow.flow_id
 
     def url(self, route: str) -> str:
         """The URL of one of the wizard's routes (start, next_step, back_step, reset)."""
@@ -96,7 +138,8 @@ def make_wizard_app(
 
     def on_complete(state, request):
         completed.append(state)
-        if clear_on_complete: flow.clear_workflow(request.session)
+        if clear_on_complete:
+            flow.clear_workflow(request.session)
         return Div(P(f"Welcome, {state['name']}! You are on the {state['plan']} plan."), data_step="complete")
 
     flow = StepFlow(flow_id, _steps(), state_store=store, on_complete=on_complete)
@@ -104,7 +147,8 @@ def make_wizard_app(
     create_stepflow_router(flow, prefix).to_app(app)
 
     @app.get("/")
-    def index(): return Div(hx_get=f"{prefix}/start", hx_trigger="load", id=flow.container_id)
+    def index():
+        return Div(hx_get=f"{prefix}/start", hx_trigger="load", id=flow.container_id)
 
     return Wizard(app, flow, store, prefix, completed)
 
@@ -119,13 +163,18 @@ def decode_session_cookie(
 
 class WizardClient:
     """One user's browser on the wizard: route helpers that return the rendered HTML."""
+
     headers = {"HX-Request": "true"}  # StepFlow's routes answer htmx requests with the step fragment
 
     def __init__(self, wizard: Wizard, client: TestClient):
         self.wizard, self.http = wizard, client
 
-    def __enter__(self): self.http.__enter__(); return self
-    def __exit__(self, *exc): return self.http.__exit__(*exc)
+    def __enter__(self):
+        self.http.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.http.__exit__(*exc)
 
     def _ok(self, response) -> str:
         assert response.status_code == 200, f"{response.request.method} {response.request.url}: {response.status_code}"

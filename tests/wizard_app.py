@@ -13,6 +13,7 @@ serve one user like a single app. `GET /_completed` returns the states this proc
 `GET /ping` answers without the store.
 `tests/servers.py` and `start_app_server` below start it on a free port.
 """
+
 import json, os, subprocess, sys, time
 from pathlib import Path
 
@@ -33,14 +34,33 @@ def start_app_server(
 ) -> subprocess.Popen:  # The uvicorn process (terminate it when done)
     """Run this app in a separate uvicorn process on 127.0.0.1:`port`, once it answers."""
     env = {**os.environ, "STORE_URL": store_url, "STORE_OPTIONS": json.dumps(store_options)}
-    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "wizard_app:app", "--app-dir", str(TESTS),
-                               "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "wizard_app:app",
+            "--app-dir",
+            str(TESTS),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/_completed", timeout=1).status_code == 200: return server
-        except httpx.HTTPError: pass
+            if httpx.get(f"http://127.0.0.1:{port}/_completed", timeout=1).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
         if server.poll() is not None or time.monotonic() > deadline:
             server.kill()
             raise RuntimeError(f"the wizard app did not start on port {port}:\n{server.communicate()[0]}")
@@ -51,20 +71,26 @@ def stop_app_server(server: subprocess.Popen) -> None:
     "Stop a server `start_app_server` started."
     if server.poll() is None:
         server.terminate()
-        try: server.wait(10)
-        except subprocess.TimeoutExpired: server.kill(); server.wait(10)
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(10)
 
 
 class Browser:
     """One user's browser: a cookie jar of its own, carried to whichever server answers next."""
+
     headers = {"HX-Request": "true"}
 
-    def __init__(self): self.cookies = {}
+    def __init__(self):
+        self.cookies = {}
 
     def request(self, method: str, url: str, **kw) -> str:
         cookie = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
-        response = httpx.request(method, url, headers={**self.headers, **({"Cookie": cookie} if cookie else {})},
-                                 timeout=30, **kw)
+        response = httpx.request(
+            method, url, headers={**self.headers, **({"Cookie": cookie} if cookie else {})}, timeout=30, **kw
+        )
         assert response.status_code == 200, f"{method} {url}: {response.status_code} {response.text[:300]}"
         self.cookies.update(response.cookies)  # Starlette re-signs the session cookie on every response
         return response.text
@@ -82,7 +108,8 @@ def run_wizard_on_two_servers(
     """One user's wizard with every request going to the other server than the one before: it completes with all data."""
     servers = []
     try:
-        for port in ports: servers.append(start_app_server(port, store_url, store_options))
+        for port in ports:
+            servers.append(start_app_server(port, store_url, store_options))
         a, b = (f"http://127.0.0.1:{port}/wizard" for port in ports)
         browser = Browser()
         assert step_of(browser.request("GET", f"{a}/start")) == "name"
@@ -102,7 +129,8 @@ def run_wizard_on_two_servers(
         completed = [httpx.get(f"http://127.0.0.1:{port}/_completed", timeout=10).json() for port in ports]
         assert completed == [[EXPECTED_STATE], []]  # the server that took the last step got all the data
     finally:
-        for server in servers: stop_app_server(server)
+        for server in servers:
+            stop_app_server(server)
 
 
 if "STORE_URL" in os.environ:  # imported by uvicorn in the server process
@@ -111,7 +139,9 @@ if "STORE_URL" in os.environ:  # imported by uvicorn in the server process
     app = wizard.app
 
     @app.get("/_completed")
-    def completed(): return JSONResponse(wizard.completed)
+    def completed():
+        return JSONResponse(wizard.completed)
 
     @app.get("/ping")
-    async def ping(): return "pong"  # a route without the store, on the event loop: it answers while the store is slow
+    async def ping():
+        return "pong"  # a route without the store, on the event loop: it answers while the store is slow

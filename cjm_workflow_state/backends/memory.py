@@ -12,13 +12,25 @@ from json.encoder import encode_basestring_ascii
 from datetime import timedelta
 from typing import Dict, Optional, Union
 
-from ..core.base import (DEFAULT_MAX_STATE_BYTES, DEFAULT_SESSION_KEY, SessionSummary, WorkflowStateStoreBase,
-    encode_json, item_text, join_items, make_summary, merge_json_object, state_size, summary_sort_key)
+from cjm_workflow_state.core.base import (
+    DEFAULT_MAX_STATE_BYTES,
+    DEFAULT_SESSION_KEY,
+    SessionSummary,
+    WorkflowStateStoreBase,
+    encode_json,
+    item_text,
+    join_items,
+    make_summary,
+    merge_json_object,
+    state_size,
+    summary_sort_key,
+)
 from ..errors import redact_url
 
 # %% ../../nbs/backends/memory.ipynb #28fcaf1b
 class _Session:
     "One session's record: step, encoded state members, label, timestamps."
+
     __slots__ = ("step", "items", "items_length", "label", "created", "updated")
     items: Dict[str, str]  # state key -> its value's canonical JSON text
 
@@ -26,30 +38,40 @@ class _Session:
         self.step, self.items, self.items_length, self.label = None, {}, 0, None
         self.created = self.updated = now
 
-    def size(self) -> int: return state_size(len(self.items), self.items_length)
+    def size(self) -> int:
+        return state_size(len(self.items), self.items_length)
 
     def copy(self) -> "_Session":
         "An independent copy (the items dict copied; its texts are immutable)."
         twin = _Session(self.created)
         twin.step, twin.items, twin.items_length, twin.label, twin.updated = (
-            self.step, dict(self.items), self.items_length, self.label, self.updated)
+            self.step,
+            dict(self.items),
+            self.items_length,
+            self.label,
+            self.updated,
+        )
         return twin
 
 # %% ../../nbs/backends/memory.ipynb #5e3c5599
 class InMemoryWorkflowStateStore(WorkflowStateStoreBase):
     """In-memory workflow state storage for development and testing; thread-safe, bounded on request."""
+
     scope_on_loop = True  # no I/O: a request scope's load and commit run on the event loop
 
-    def __init__(self,
-                 *,
-                 ttl: Union[None, int, float, timedelta] = None,  # Sessions not written for this long read as absent
-                 max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,  # Cap on one session's serialised state
-                 max_sessions: Optional[int] = None,  # Keep at most this many sessions (least recently written evicted)
-                 session_key: str = DEFAULT_SESSION_KEY,  # Cookie-session key holding the workflow session id
-                ):
+    def __init__(
+        self,
+        *,
+        ttl: Union[None, int, float, timedelta] = None,  # Sessions not written for this long read as absent
+        max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,  # Cap on one session's serialised state
+        max_sessions: Optional[int] = None,  # Keep at most this many sessions (least recently written evicted)
+        session_key: str = DEFAULT_SESSION_KEY,  # Cookie-session key holding the workflow session id
+    ):
         """Initialize empty state storage."""
         super().__init__(ttl=ttl, max_state_bytes=max_state_bytes, session_key=session_key)
-        if max_sessions is not None and (isinstance(max_sessions, bool) or not isinstance(max_sessions, int) or max_sessions < 1):
+        if max_sessions is not None and (
+            isinstance(max_sessions, bool) or not isinstance(max_sessions, int) or max_sessions < 1
+        ):
             raise ValueError(f"max_sessions must be None or an int >= 1, got {max_sessions!r}")
         self.max_sessions = max_sessions
         self._flows: Dict[str, Dict[str, _Session]] = {}  # flow_id -> session_id -> record
@@ -64,13 +86,15 @@ class InMemoryWorkflowStateStore(WorkflowStateStoreBase):
         sessions = self._flows.get(flow_id)
         rec = sessions.get(session_id) if sessions else None
         if rec is not None and cutoff is not None and rec.updated < cutoff:
-            self._drop(flow_id, session_id); return None
+            self._drop(flow_id, session_id)
+            return None
         return rec
 
     def _drop(self, flow_id, session_id) -> Optional[_Session]:
         sessions = self._flows.get(flow_id)
         rec = sessions.pop(session_id, None) if sessions else None
-        if sessions is not None and not sessions: del self._flows[flow_id]
+        if sessions is not None and not sessions:
+            del self._flows[flow_id]
         self._recency.pop((flow_id, session_id), None)
         return rec
 
@@ -84,7 +108,8 @@ class InMemoryWorkflowStateStore(WorkflowStateStoreBase):
 
     def _touch(self, flow_id, session_id, rec: _Session) -> None:
         rec.updated = self.clock()
-        if self.max_sessions is not None: self._recency.move_to_end((flow_id, session_id))  # only eviction reads it
+        if self.max_sessions is not None:
+            self._recency.move_to_end((flow_id, session_id))  # only eviction reads it
 
     def _summarise(self, flow_id, session_id, rec: _Session) -> SessionSummary:
         return make_summary(flow_id, session_id, rec.label, rec.step, rec.created, rec.updated, rec.size())
@@ -98,24 +123,30 @@ class InMemoryWorkflowStateStore(WorkflowStateStoreBase):
     def _merge(self, flow_id, session_id, encoded, into, remove, cutoff):
         with self._lock:
             rec = self._live(flow_id, session_id, cutoff)
-            if rec is None and not encoded: return
+            if rec is None and not encoded:
+                return
             items = rec.items if rec else {}
             if into is not None:
                 current = items.get(into)
-                current_value = current[len(encode_json(into)) + 1:] if current else None
+                current_value = current[len(encode_json(into)) + 1 :] if current else None
                 encoded = {into: merge_json_object(current_value, encoded)}
             members, length, count = {}, (rec.items_length if rec else 0), len(items)
             for k, v in encoded.items():  # one pass: the new members, and the length and key count they make
                 members[k] = member = f"{encode_basestring_ascii(k)}:{v}"  # `item_text(k, v)`, inlined: the hot loop
                 old = items.get(k)
-                if old is None: count += 1
-                else: length -= len(old)
+                if old is None:
+                    count += 1
+                else:
+                    length -= len(old)
                 length += len(member)
             gone = set(remove).intersection(items).difference(members) if remove else ()  # keys to drop
-            for k in gone: length, count = length - len(items[k]), count - 1
+            for k in gone:
+                length, count = length - len(items[k]), count - 1
             self._check_size(state_size(count, length))
-            if rec is None: rec = self._new(flow_id, session_id)
-            for k in gone: del rec.items[k]
+            if rec is None:
+                rec = self._new(flow_id, session_id)
+            for k in gone:
+                del rec.items[k]
             rec.items.update(members)
             rec.items_length = length
             self._touch(flow_id, session_id, rec)
@@ -124,21 +155,28 @@ class InMemoryWorkflowStateStore(WorkflowStateStoreBase):
         with self._lock:
             rec = self._live(flow_id, session_id, cutoff)
             if rec is None:
-                if when == "live": return False
+                if when == "live":
+                    return False
                 rec = self._new(flow_id, session_id)
-            elif when == "absent": return False
-            if "step" in fields: rec.step = fields["step"]
-            if "label" in fields: rec.label = fields["label"]
+            elif when == "absent":
+                return False
+            if "step" in fields:
+                rec.step = fields["step"]
+            if "label" in fields:
+                rec.label = fields["label"]
             rec.updated = self.clock()  # `_touch`, inlined: set_current_step runs here on every wizard step
-            if self.max_sessions is not None: self._recency.move_to_end((flow_id, session_id))
+            if self.max_sessions is not None:
+                self._recency.move_to_end((flow_id, session_id))
             return True
 
     def _delete(self, flow_id, session_id, cutoff, expired_only=False):
         with self._lock:
             rec = self._flows.get(flow_id, {}).get(session_id)
-            if rec is None: return False
+            if rec is None:
+                return False
             live = cutoff is None or rec.updated >= cutoff
-            if expired_only and live: return False
+            if expired_only and live:
+                return False
             self._drop(flow_id, session_id)
             return expired_only or live
 
@@ -153,18 +191,27 @@ class InMemoryWorkflowStateStore(WorkflowStateStoreBase):
     def _list(self, flow_id, cutoff, order_by, descending, limit, offset, after=None):
         with self._lock:
             sessions = self._flows.get(flow_id, {})
-            live = [sid for sid, rec in sessions.items() if (cutoff is None or rec.updated >= cutoff)
-                    and (after is None or sid > after)]
+            live = [
+                sid
+                for sid, rec in sessions.items()
+                if (cutoff is None or rec.updated >= cutoff) and (after is None or sid > after)
+            ]
             if order_by == "session_id" and limit is not None and not descending:  # a keyset page: no full sort
-                return [self._summarise(flow_id, sid, sessions[sid]) for sid in heapq.nsmallest(offset + limit, live)[offset:]]
+                return [
+                    self._summarise(flow_id, sid, sessions[sid])
+                    for sid in heapq.nsmallest(offset + limit, live)[offset:]
+                ]
             found = [self._summarise(flow_id, sid, sessions[sid]) for sid in live]
         found.sort(key=summary_sort_key(order_by), reverse=descending)
-        return found[offset:None if limit is None else offset + limit]
+        return found[offset : None if limit is None else offset + limit]
 
     def _list_flows(self, cutoff):
         with self._lock:
-            return sorted(f for f, sessions in self._flows.items()
-                          if any(cutoff is None or r.updated >= cutoff for r in sessions.values()))
+            return sorted(
+                f
+                for f, sessions in self._flows.items()
+                if any(cutoff is None or r.updated >= cutoff for r in sessions.values())
+            )
 
     def _rekey(self, old_session_id, new_session_id, cutoff):
         with self._lock:
@@ -199,7 +246,8 @@ class InMemoryWorkflowStateStore(WorkflowStateStoreBase):
             found = {}
             for flow_id in list(self._flows):  # (`_live` drops an expired record)
                 rec = self._live(flow_id, session_id, cutoff)
-                if rec: found[flow_id] = (self._summarise(flow_id, session_id, rec), join_items(rec.items.values()))
+                if rec:
+                    found[flow_id] = (self._summarise(flow_id, session_id, rec), join_items(rec.items.values()))
             return found
 
     def _commit(self, session_id, writes, cutoff):
@@ -209,7 +257,8 @@ class InMemoryWorkflowStateStore(WorkflowStateStoreBase):
                 if flow_id not in saved:
                     rec = self._flows.get(flow_id, {}).get(session_id)
                     saved[flow_id] = rec and rec.copy()
-            try: super()._commit(session_id, writes, cutoff)
+            try:
+                super()._commit(session_id, writes, cutoff)
             except BaseException:
                 for flow_id, rec in saved.items():
                     self._drop(flow_id, session_id)

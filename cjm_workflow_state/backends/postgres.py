@@ -19,12 +19,23 @@ try:
     from psycopg.pq import TransactionStatus
     from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 except ImportError as e:  # the optional driver is missing
-    raise ImportError(f'PostgresWorkflowStateStore needs psycopg 3 and psycopg_pool ({e}): '
-                      f'pip install "cjm-workflow-state[postgres]"') from e
+    raise ImportError(
+        f'PostgresWorkflowStateStore needs psycopg 3 and psycopg_pool ({e}): pip install "cjm-workflow-state[postgres]"'
+    ) from e
 
-from cjm_workflow_state.core.base import (DEFAULT_MAX_STATE_BYTES, DEFAULT_SESSION_KEY, SessionSummary,
-    WorkflowStateStoreBase, _for_running_loop, decode_json, encode_json, item_text, make_summary, merge_json_object,
-    state_size)
+from cjm_workflow_state.core.base import (
+    DEFAULT_MAX_STATE_BYTES,
+    DEFAULT_SESSION_KEY,
+    SessionSummary,
+    WorkflowStateStoreBase,
+    _for_running_loop,
+    decode_json,
+    encode_json,
+    item_text,
+    make_summary,
+    merge_json_object,
+    state_size,
+)
 from ..errors import BackendError, StoreUnavailableError, hide_secrets
 
 # %% ../../nbs/backends/postgres.ipynb #f615bf4d
@@ -41,8 +52,11 @@ _INDEXES = {  # index-name suffix -> columns
 # %% ../../nbs/backends/postgres.ipynb #d2fdbf10
 def _quote(*parts: str) -> str:
     "The SQL text of a (qualified) identifier, quoted by `psycopg.sql.Identifier` (by hand on psycopg 3.1, which needs a connection for it)."
-    try: return sql.Identifier(*parts).as_string(None)
-    except ValueError: return ".".join('"' + part.replace('"', '""') + '"' for part in parts)
+    try:
+        return sql.Identifier(*parts).as_string(None)
+    except ValueError:
+        return ".".join('"' + part.replace('"', '""') + '"' for part in parts)
+
 
 def _check_identifier(
     name: str,  # Table or schema name
@@ -50,27 +64,35 @@ def _check_identifier(
 ) -> str:  # `name`, validated
     """Accept a plain SQL identifier (letters, digits, `_`; at most 48 characters), else raise `ValueError`."""
     if not isinstance(name, str) or not _IDENT.match(name):
-        raise ValueError(f"{what} must be a plain identifier (a letter or _, then letters, digits or _; at most "
-                         f"48 characters), got {name!r}")
+        raise ValueError(
+            f"{what} must be a plain identifier (a letter or _, then letters, digits or _; at most "
+            f"48 characters), got {name!r}"
+        )
     return name
 
 # %% ../../nbs/backends/postgres.ipynb #818422a3
 _LABEL_ESCAPED = re.compile("\x01([\x01\x02])")
 
+
 def _label_in(label: Optional[str]) -> Optional[str]:
     "A label as stored: NUL and \\x01 escaped, order preserved."
-    if label is None or ("\x00" not in label and "\x01" not in label): return label
+    if label is None or ("\x00" not in label and "\x01" not in label):
+        return label
     return label.replace("\x01", "\x01\x02").replace("\x00", "\x01\x01")
+
 
 def _label_out(text: Optional[str]) -> Optional[str]:
     "The label a stored text stands for."
-    if text is None or "\x01" not in text: return text
+    if text is None or "\x01" not in text:
+        return text
     return _LABEL_ESCAPED.sub(lambda m: chr(ord(m.group(1)) - 1), text)
+
 
 def _removed_keys(encoded: Dict[str, str], into: Optional[str], remove: Iterable[str]) -> List[str]:
     "The keys a merge removes, as stored (a key the merge also writes is not removed)."
     kept = encoded if into is None else (into,)
     return [_encode_key(k) for k in dict.fromkeys(remove) if k not in kept]
+
 
 def _by_flow(writes: list) -> list:
     """A scope's writes with each flow's together, flows in id order, each flow's in call order. Writes to different
@@ -98,8 +120,20 @@ _DDL = [
     *[f"CREATE INDEX IF NOT EXISTS {{{suffix}}} ON {{table}} {cols}" for suffix, cols in _INDEXES.items()],
 ]
 
-_COLUMNS = {"flow_id", "session_id", "current_step", "label", "state", "meta", "n_items", "items_len", "next_seq",
-            "state_size", "created_at", "updated_at"}  # an existing table without one of these is not ours
+_COLUMNS = {
+    "flow_id",
+    "session_id",
+    "current_step",
+    "label",
+    "state",
+    "meta",
+    "n_items",
+    "items_len",
+    "next_seq",
+    "state_size",
+    "created_at",
+    "updated_at",
+}  # an existing table without one of these is not ours
 
 # Layout 1 (before 0.1.0 was released) kept the `meta` entries as arrays: [seq, len] and, for a step member,
 # [seq, len, next_seq, n_items, items_len, {sub-key: [seq, len]}]. The first store of layout 2 renames the slots.
@@ -126,42 +160,59 @@ _PK = "flow_id = %(f)s AND session_id = %(s)s"
 #                 expired row is one that was expired when the rekey began (a row written meanwhile is never dropped)
 # transaction_timestamp() (= now()) is used nowhere else: it is frozen at BEGIN, so inside a transaction (a merge
 # redone under a row lock, a merge with removals) it would stamp, and judge expiry by, a time before the lock wait.
-_SERVER_TIME = dict(now="date_part('epoch', statement_timestamp())", stamp="date_part('epoch', clock_timestamp())",
-                    txn_now="date_part('epoch', transaction_timestamp())")  # epoch seconds, double precision
+_SERVER_TIME = dict(
+    now="date_part('epoch', statement_timestamp())",
+    stamp="date_part('epoch', clock_timestamp())",
+    txn_now="date_part('epoch', transaction_timestamp())",
+)  # epoch seconds, double precision
 
 _SCALAR_MAX = 32  # updates of at most this many keys get one SQL expression per key; larger ones unnest arrays
 _KEY_PARAMS = [(f"k{i}", f"v{i}", f"l{i}") for i in range(1, _SCALAR_MAX + 1)]  # parameter names of key i
 
+
 class _Keys:
     "SQL over the keys of one update: an expression per key (`%(k1)s`, ...), or `unnest` over arrays for many keys."
+
     def __init__(self, n: int):
         self.n, self.scalar = n, n <= _SCALAR_MAX
         self.count = str(n) if self.scalar else "%(n)s::bigint"  # SQL for the number of keys
 
     def _subst(self, expr: str, i) -> str:
-        if i is None: return expr.format(k="u.k", v="u.v", l="u.l", i="u.i")
+        if i is None:
+            return expr.format(k="u.k", v="u.v", l="u.l", i="u.i")
         return expr.format(k=f"%(k{i})s::text", v=f"%(v{i})s::text", l=f"%(l{i})s::bigint", i=i)
 
     def sum(self, expr: str) -> str:
         "SQL for the sum of `expr` ({k}: key, {l}: member length, {i}: 1-based position) over the keys."
-        if self.scalar: return "(" + " + ".join(self._subst(expr, i) for i in range(1, self.n + 1)) + ")"
-        return (f"(SELECT coalesce(sum({self._subst(expr, None)}), 0) FROM unnest(%(keys)s::text[], "
-                f"%(lens)s::bigint[]) WITH ORDINALITY AS u(k, l, i))")
+        if self.scalar:
+            return "(" + " + ".join(self._subst(expr, i) for i in range(1, self.n + 1)) + ")"
+        return (
+            f"(SELECT coalesce(sum({self._subst(expr, None)}), 0) FROM unnest(%(keys)s::text[], "
+            f"%(lens)s::bigint[]) WITH ORDINALITY AS u(k, l, i))"
+        )
 
     def obj(self, expr: str) -> str:
         "SQL for the jsonb object {key: expr} ({v}: the value's JSON text, as well as {k}, {l}, {i})."
         if self.scalar:
-            return "jsonb_build_object(" + ", ".join(f"%(k{i})s::text, " + self._subst(expr, i)
-                                                     for i in range(1, self.n + 1)) + ")"
-        return (f"(SELECT jsonb_object_agg(u.k, {self._subst(expr, None)}) FROM unnest(%(keys)s::text[], "
-                f"%(vals)s::text[], %(lens)s::bigint[]) WITH ORDINALITY AS u(k, v, l, i))")
+            return (
+                "jsonb_build_object("
+                + ", ".join(f"%(k{i})s::text, " + self._subst(expr, i) for i in range(1, self.n + 1))
+                + ")"
+            )
+        return (
+            f"(SELECT jsonb_object_agg(u.k, {self._subst(expr, None)}) FROM unnest(%(keys)s::text[], "
+            f"%(vals)s::text[], %(lens)s::bigint[]) WITH ORDINALITY AS u(k, v, l, i))"
+        )
 
     def params(self, keys: List[str], vals: List[str], lens: List[int]) -> dict:
         "The query parameters for these keys, values and member lengths."
-        if not self.scalar: return dict(keys=keys, vals=vals, lens=lens)
+        if not self.scalar:
+            return dict(keys=keys, vals=vals, lens=lens)
         p: Dict[str, Any] = {}
-        for (kn, vn, ln), k, v, l in zip(_KEY_PARAMS, keys, vals, lens): p[kn], p[vn], p[ln] = k, v, l
+        for (kn, vn, ln), k, v, l in zip(_KEY_PARAMS, keys, vals, lens):
+            p[kn], p[vn], p[ln] = k, v, l
         return p
+
 
 # A session's `meta` holds, under each state key (its canonical JSON text), what that member needs for ordering and
 # size accounting: {"seq": position in the state, "len": length of the member `"key":value`}. A step member that
@@ -171,13 +222,19 @@ def _entry(seq: str, length: str) -> str:
     "SQL for the meta entry of one member."
     return f"jsonb_build_object('seq', {seq}, 'len', {length})"
 
-_EMPTY = dict(state="'{{}}'", meta="'{{}}'", n_items="0", items_len="0", next_seq="0", current_step="NULL",
-              label="NULL")  # the columns of an empty session
+
+_EMPTY = dict(
+    state="'{{}}'", meta="'{{}}'", n_items="0", items_len="0", next_seq="0", current_step="NULL", label="NULL"
+)  # the columns of an empty session
+
 
 def _insert(columns: Dict[str, str]) -> str:
     "`INSERT` of a new session with these column values, both times this statement's, up to `ON CONFLICT`."
-    return (f"INSERT INTO {{table}} AS t (flow_id, session_id, {', '.join(columns)}, created_at, updated_at)\n"
-            f"VALUES (%(f)s, %(s)s, {', '.join(columns.values())}, {{now}}, {{now}})\nON CONFLICT (flow_id, session_id) ")
+    return (
+        f"INSERT INTO {{table}} AS t (flow_id, session_id, {', '.join(columns)}, created_at, updated_at)\n"
+        f"VALUES (%(f)s, %(s)s, {', '.join(columns.values())}, {{now}}, {{now}})\nON CONFLICT (flow_id, session_id) "
+    )
+
 
 def _upsert(inserted: Dict[str, str], live: Dict[str, str], ttl: bool, where: str = "") -> str:
     """`INSERT ... ON CONFLICT DO UPDATE`: a new session gets the `inserted` values, a live one the `live` expressions
@@ -186,10 +243,18 @@ def _upsert(inserted: Dict[str, str], live: Dict[str, str], ttl: bool, where: st
     sets = []
     for c in [*_EMPTY, "created_at"] if ttl else live:
         value, fresh = live.get(c, f"t.{c}"), f"excluded.{c}" if c in inserted or c == "created_at" else _EMPTY[c]
-        sets.append(f"{c} = {value}" if not ttl or value == fresh else
-                    f"{c} = CASE WHEN t.updated_at < {{cutoff}} THEN {fresh} ELSE {value} END")
-    return (_insert(inserted) + "DO UPDATE SET\n  " + ",\n  ".join(sets + ["updated_at = {stamp}"])
-            + (f"\nWHERE {'t.updated_at < {cutoff} OR ' if ttl else ''}({where}) RETURNING 1" if where else ""))
+        sets.append(
+            f"{c} = {value}"
+            if not ttl or value == fresh
+            else f"{c} = CASE WHEN t.updated_at < {{cutoff}} THEN {fresh} ELSE {value} END"
+        )
+    return (
+        _insert(inserted)
+        + "DO UPDATE SET\n  "
+        + ",\n  ".join(sets + ["updated_at = {stamp}"])
+        + (f"\nWHERE {'t.updated_at < {cutoff} OR ' if ttl else ''}({where}) RETURNING 1" if where else "")
+    )
+
 
 def _merge_sql(n: int, ttl: bool, fields: Tuple[str, ...] = ()) -> str:
     """Merge n top-level members: new keys go after the last, replaced ones keep their position. With `fields`
@@ -197,15 +262,22 @@ def _merge_sql(n: int, ttl: bool, fields: Tuple[str, ...] = ()) -> str:
     K = _Keys(n)
     n_items = f"t.n_items + {K.count} - {K.sum('(t.meta ? {k})::int')}"
     items_len = f"""t.items_len + %(len)s - {K.sum("coalesce((t.meta->{k}->>'len')::bigint, 0)")}"""
-    inserted = dict(state=K.obj("{v}"), meta=K.obj(_entry("{i}", "{l}")), n_items=K.count, items_len="%(len)s",
-                    next_seq=K.count)
-    live = dict(state="t.state || excluded.state",
-                meta="t.meta || " + K.obj(_entry("coalesce(t.meta->{k}->'seq', to_jsonb(t.next_seq + {i}))", "{l}")),
-                n_items=n_items, items_len=items_len, next_seq=f"t.next_seq + {K.count}")
+    inserted = dict(
+        state=K.obj("{v}"), meta=K.obj(_entry("{i}", "{l}")), n_items=K.count, items_len="%(len)s", next_seq=K.count
+    )
+    live = dict(
+        state="t.state || excluded.state",
+        meta="t.meta || " + K.obj(_entry("coalesce(t.meta->{k}->'seq', to_jsonb(t.next_seq + {i}))", "{l}")),
+        n_items=n_items,
+        items_len=items_len,
+        next_seq=f"t.next_seq + {K.count}",
+    )
     columns = {_FIELD_COLUMNS[f]: f"%({f})s" for f in fields}
-    inserted.update(columns); live.update(columns)
+    inserted.update(columns)
+    live.update(columns)
     # size formula: see cjm_workflow_state.core.codec.state_size
     return _upsert(inserted, live, ttl, where=f"2 + {items_len} + greatest({n_items} - 1, 0) <= {{max_state_bytes}}")
+
 
 def _merge_into_sql(n: int, ttl: bool) -> str:
     "Merge n members into the step member %(into)s (a dict stored there as plain text must be converted first)."
@@ -218,45 +290,74 @@ def _merge_into_sql(n: int, ttl: bool) -> str:
     member_len = f"(length(%(into)s::text) + 3 + {sub_len} + greatest({n_sub} - 1, 0))"
     n_items = "t.n_items + (NOT t.meta ? %(into)s::text)::int"
     items_len = f"t.items_len - coalesce(({m}->>'len')::bigint, 0) + {member_len}"
-    inserted = dict(state=f"jsonb_build_object(%(into)s::text, {K.obj('{v}')})",
-                    meta=f"jsonb_build_object(%(into)s::text, jsonb_build_object('seq', 1, 'len', %(ilen)s::bigint, "
-                         f"'next_seq', {K.count}, 'n_items', {K.count}, 'items_len', %(len)s::bigint, "
-                         f"'items', {K.obj(_entry('{i}', '{l}'))}))",
-                    n_items="1", items_len="%(ilen)s", next_seq="1")
+    inserted = dict(
+        state=f"jsonb_build_object(%(into)s::text, {K.obj('{v}')})",
+        meta=f"jsonb_build_object(%(into)s::text, jsonb_build_object('seq', 1, 'len', %(ilen)s::bigint, "
+        f"'next_seq', {K.count}, 'n_items', {K.count}, 'items_len', %(len)s::bigint, "
+        f"'items', {K.obj(_entry('{i}', '{l}'))}))",
+        n_items="1",
+        items_len="%(ilen)s",
+        next_seq="1",
+    )
     live = dict(
         state=f"t.state || jsonb_build_object(%(into)s::text, CASE WHEN {m}->'items' IS NOT NULL THEN "
-              f"t.state->%(into)s::text ELSE jsonb_build_object() END || (excluded.state->%(into)s::text))",
+        f"t.state->%(into)s::text ELSE jsonb_build_object() END || (excluded.state->%(into)s::text))",
         meta=f"t.meta || jsonb_build_object(%(into)s::text, jsonb_build_object('seq', coalesce({m}->'seq', "
-             f"to_jsonb(t.next_seq + 1)), 'len', {member_len}, 'next_seq', {next_seq} + {K.count}, 'n_items', {n_sub}, "
-             f"'items_len', {sub_len}, 'items', {items} || "
-             + K.obj(_entry(f"coalesce({items}->{{k}}->'seq', to_jsonb({next_seq} + {{i}}))", "{l}")) + "))",
-        n_items=n_items, items_len=items_len, next_seq="t.next_seq + 1")
+        f"to_jsonb(t.next_seq + 1)), 'len', {member_len}, 'next_seq', {next_seq} + {K.count}, 'n_items', {n_sub}, "
+        f"'items_len', {sub_len}, 'items', {items} || "
+        + K.obj(_entry(f"coalesce({items}->{{k}}->'seq', to_jsonb({next_seq} + {{i}}))", "{l}"))
+        + "))",
+        n_items=n_items,
+        items_len=items_len,
+        next_seq="t.next_seq + 1",
+    )
     needs_convert = f"{m} IS NOT NULL AND {m}->'items' IS NULL AND left(t.state->>%(into)s::text, 1) = '{{{{'"
     # size formula: see cjm_workflow_state.core.codec.state_size
-    return _upsert(inserted, live, ttl,
-                   where=f"NOT ({needs_convert}) AND 2 + {items_len} + greatest({n_items} - 1, 0) <= {{max_state_bytes}}")
+    return _upsert(
+        inserted,
+        live,
+        ttl,
+        where=f"NOT ({needs_convert}) AND 2 + {items_len} + greatest({n_items} - 1, 0) <= {{max_state_bytes}}",
+    )
+
 
 def _remove_sql(n: int) -> str:
     "Remove n top-level members (clear_step_state); never creates a session."
     K = _Keys(n)
-    return ("UPDATE {table} AS t SET state = t.state - %(keys)s::text[], meta = t.meta - %(keys)s::text[], "
-            f"n_items = t.n_items - {K.sum('(t.meta ? {k})::int')}, "
-            f"""items_len = t.items_len - {K.sum("coalesce((t.meta->{k}->>'len')::bigint, 0)")}, updated_at = {{stamp}} """
-            "WHERE " + _PK + "{live} RETURNING 1")
+    return (
+        "UPDATE {table} AS t SET state = t.state - %(keys)s::text[], meta = t.meta - %(keys)s::text[], "
+        f"n_items = t.n_items - {K.sum('(t.meta ? {k})::int')}, "
+        f"""items_len = t.items_len - {K.sum("coalesce((t.meta->{k}->>'len')::bigint, 0)")}, updated_at = {{stamp}} """
+        "WHERE " + _PK + "{live} RETURNING 1"
+    )
+
 
 _FIELD_COLUMNS = {"step": "current_step", "label": "label"}  # `_set_fields` field -> column
+
 
 def _fields_sql(fields: Tuple[str, ...], when: str, ttl: bool) -> str:
     "The statement of `_set_fields(..., when)` for these fields (parameters named after them)."
     columns = {_FIELD_COLUMNS[f]: f"%({f})s" for f in fields}
     if when == "live":
-        return ("UPDATE {table} SET " + ", ".join(f"{c} = {v}" for c, v in columns.items())
-                + ", updated_at = {stamp} WHERE " + _PK + "{live} RETURNING 1")
-    if when == "any": return _upsert(columns, {c: f"excluded.{c}" for c in columns}, ttl)
-    if not ttl: return _insert(columns) + "DO NOTHING RETURNING 1"  # when == "absent"
+        return (
+            "UPDATE {table} SET "
+            + ", ".join(f"{c} = {v}" for c, v in columns.items())
+            + ", updated_at = {stamp} WHERE "
+            + _PK
+            + "{live} RETURNING 1"
+        )
+    if when == "any":
+        return _upsert(columns, {c: f"excluded.{c}" for c in columns}, ttl)
+    if not ttl:
+        return _insert(columns) + "DO NOTHING RETURNING 1"  # when == "absent"
     fresh = [f"{c} = {'excluded.' + c if c in columns else v}" for c, v in _EMPTY.items()]
-    return (_insert(columns) + "DO UPDATE SET " + ", ".join(fresh + ["created_at = excluded.created_at",
-            "updated_at = excluded.updated_at"]) + " WHERE t.updated_at < {cutoff} RETURNING 1")  # expired: replaced
+    return (
+        _insert(columns)
+        + "DO UPDATE SET "
+        + ", ".join(fresh + ["created_at = excluded.created_at", "updated_at = excluded.updated_at"])
+        + " WHERE t.updated_at < {cutoff} RETURNING 1"
+    )  # expired: replaced
+
 
 def _members(
     items: Iterable[Tuple[str, Any]],  # (state key, value as canonical JSON text) pairs, in order
@@ -266,16 +367,19 @@ def _members(
     state, meta = {}, {}
     for seq, (k, v) in enumerate(items, 1):
         ek = _encode_key(k)
-        if encode: v = encode_json(v)
+        if encode:
+            v = encode_json(v)
         state[ek], meta[ek] = v, {"seq": seq, "len": len(ek) + 1 + len(v)}  # (`item_text(k, v)`'s length)
     return state, meta
+
 
 def _assemble(
     state: Dict[str, Any],  # The `state` column: encoded key -> value text (or, for a step member, a dict of them)
     meta: Dict[str, dict],  # The `meta` column: encoded key -> {"seq": position, "len": length, ...}
 ) -> str:  # The state's canonical JSON text, keys in insertion order
     """Build a state's canonical JSON text from its row (done by the app server, not the database)."""
-    if not meta: return "{}"
+    if not meta:
+        return "{}"
     parts = []
     for k in sorted(meta, key=lambda k: meta[k]["seq"]):  # positions are unique
         v = state[k]
@@ -284,6 +388,7 @@ def _assemble(
             v = "{" + ",".join([sk + ":" + v[sk] for sk in sorted(items, key=lambda sk: items[sk]["seq"])]) + "}"
         parts.append(k + ":" + v)
     return "{" + ",".join(parts) + "}"
+
 
 _RESTORE = """INSERT INTO {table} AS t (flow_id, session_id, state, meta, n_items, items_len, next_seq, current_step,
                              label, created_at, updated_at)
@@ -317,7 +422,9 @@ _QUERIES = dict(
     # a dict that update_state stored as text, rewritten as sub-members (same content, same size) for a step merge
     convert="""UPDATE {table} SET state = jsonb_set(state, ARRAY[%(into)s::text], %(sub_state)s::jsonb),
       meta = jsonb_set(meta, ARRAY[%(into)s::text], %(sub_meta)s::jsonb)
-      WHERE """ + _PK + " AND meta->%(into)s::text = %(old_meta)s::jsonb AND state->%(into)s::text = %(old_state)s::jsonb{live}",
+      WHERE """
+    + _PK
+    + " AND meta->%(into)s::text = %(old_meta)s::jsonb AND state->%(into)s::text = %(old_state)s::jsonb{live}",
     restore=_RESTORE,
     delete="DELETE FROM {table} WHERE " + _PK + " RETURNING {alive}",  # whether it was live (not merely expired)
     delete_expired="DELETE FROM {table} WHERE " + _PK + " AND updated_at < {cutoff} RETURNING true",
@@ -332,67 +439,93 @@ _QUERIES = dict(
     lock_row="SELECT 1 FROM {table} WHERE " + _PK + " FOR UPDATE",
     # per flow, the expired range of the updated_at index (OFFSET 0 keeps it a per-flow index scan; rows written
     # meanwhile fail the recheck of updated_at and stay)
-    purge=_FLOWS + """DELETE FROM {table} t WHERE t.updated_at < {cutoff} AND t.ctid = ANY (ARRAY(
+    purge=_FLOWS
+    + """DELETE FROM {table} t WHERE t.updated_at < {cutoff} AND t.ctid = ANY (ARRAY(
         SELECT x.ctid FROM f CROSS JOIN LATERAL (
           SELECT ctid FROM {table} x WHERE x.flow_id = f.flow_id AND x.updated_at < {cutoff} OFFSET 0) x))""",
 )
 _LIST_ORDER = {  # (order_by, descending) -> ORDER BY clause, matching summary_sort_key
-    ("updated_at", False): "updated_at, session_id", ("updated_at", True): "updated_at DESC, session_id DESC",
-    ("created_at", False): "created_at, session_id", ("created_at", True): "created_at DESC, session_id DESC",
-    ("label", False): "label NULLS FIRST, session_id", ("label", True): "label DESC NULLS LAST, session_id DESC",
-    ("session_id", False): "session_id", ("session_id", True): "session_id DESC",
+    ("updated_at", False): "updated_at, session_id",
+    ("updated_at", True): "updated_at DESC, session_id DESC",
+    ("created_at", False): "created_at, session_id",
+    ("created_at", True): "created_at DESC, session_id DESC",
+    ("label", False): "label NULLS FIRST, session_id",
+    ("label", True): "label DESC NULLS LAST, session_id DESC",
+    ("session_id", False): "session_id",
+    ("session_id", True): "session_id DESC",
 }
 for (_field, _desc), _order in _LIST_ORDER.items():
     # by session id, ascending: keyset pages (export_sessions) start strictly after %(after)s; they walk the primary
     # key (session_id, flow_id) from there on, so a page never re-reads earlier ones, without an index of their own
     _after = " AND session_id > %(after)s" if (_field, _desc) == ("session_id", False) else ""
     _QUERIES[f"list_{_field}_{'desc' if _desc else 'asc'}"] = (
-        "SELECT session_id, " + _SUMMARY_COLS + " FROM {table} WHERE flow_id = %(f)s" + _after + "{live} ORDER BY "
-        + _order + " LIMIT %(limit)s OFFSET %(offset)s")
+        "SELECT session_id, "
+        + _SUMMARY_COLS
+        + " FROM {table} WHERE flow_id = %(f)s"
+        + _after
+        + "{live} ORDER BY "
+        + _order
+        + " LIMIT %(limit)s OFFSET %(offset)s"
+    )
 
 # %% ../../nbs/backends/postgres.ipynb #6d038bcf
 _RECONNECT_TIMEOUT = 1.0  # Seconds psycopg_pool keeps retrying one failed connection attempt in the background
 _ROLLED_BACK = ("40001", "40P01")  # serialization failure, deadlock: the server undid the whole transaction
 _TRANSIENT_FATAL = re.compile(  # refusals that pass: the server (or PgBouncer) is starting, stopping or full
     r"FATAL:\s+(the database system is|sorry, too many clients|remaining connection slots|terminating connection"
-    r"|canceling|no more connections|pgbouncer cannot connect|server login has been failing)", re.I)
+    r"|canceling|no more connections|pgbouncer cannot connect|server login has been failing)",
+    re.I,
+)
+
 
 def _is_unavailable(e: Exception) -> bool:
     "Whether a psycopg error means the server cannot be reached (connection lost, refused, shut down, timed out)."
-    if isinstance(e, (PoolTimeout, psycopg.InterfaceError)): return True
-    if not isinstance(e, psycopg.OperationalError): return False
+    if isinstance(e, (PoolTimeout, psycopg.InterfaceError)):
+        return True
+    if not isinstance(e, psycopg.OperationalError):
+        return False
     state = getattr(e, "sqlstate", None)
     return state is None or state.startswith(("08", "57P")) or state == "57014"
 
+
 _CANNOT_FIX = {  # SQLSTATE (or its two-character class) of a refusal retrying will not fix -> what to do about it
     "25006": "the database accepts no writes (a read-only transaction or server, e.g. a standby): point the store at a "
-             "writable primary, or turn default_transaction_read_only off for its user",
+    "writable primary, or turn default_transaction_read_only off for its user",
     "42501": "the user lacks a privilege the store needs: grant it USAGE and CREATE on the schema and SELECT, INSERT, "
-             "UPDATE and DELETE on the store's tables, or connect as a user that has them",
+    "UPDATE and DELETE on the store's tables, or connect as a user that has them",
     "53": "the server ran out of a resource (disk space, memory or a configured limit): free it or raise the limit",
     "28": "check the user and password of the store's URL",
     "3D": "the database does not exist (any more): check the database name of the store's URL",
 }
+
 
 def _cannot_fix(e: Exception) -> Optional[str]:
     "What to do about a server error retrying will not fix (None for any other error)."
     state = getattr(e, "sqlstate", None) or ""
     return _CANNOT_FIX.get(state) or _CANNOT_FIX.get(state[:2])
 
+
 def _is_refused(e: Exception) -> bool:
     """Whether a failed connection attempt was refused for its settings (a missing database or role, a wrong
     password, an unknown option, bad SSL settings): waiting and retrying will not help."""
-    if not isinstance(e, psycopg.OperationalError) or getattr(e, "sqlstate", None): return False
+    if not isinstance(e, psycopg.OperationalError) or getattr(e, "sqlstate", None):
+        return False
     message = str(e)
-    if "FATAL:" in message: return not _TRANSIENT_FATAL.search(message)  # the server answered, and said no
+    if "FATAL:" in message:
+        return not _TRANSIENT_FATAL.search(message)  # the server answered, and said no
     return bool(re.search(r"connection is bad: invalid|no password supplied|SSL was required|certificate", message))
+
 
 def _idle_socket_ok(conn) -> bool:
     "False if the server closed an idle connection (its socket has data or EOF waiting); costs no round trip."
-    if conn.closed or conn.broken: return False
-    try: readable, _, _ = select.select([conn.fileno()], [], [], 0)
-    except (OSError, ValueError): return False
+    if conn.closed or conn.broken:
+        return False
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return False
     return not readable
+
 
 def _hide_password(text: str, conninfo: str) -> str:
     """`text` without the secrets of `conninfo`: those the shared `hide_secrets` finds (a URL's user:password@ and
@@ -402,23 +535,32 @@ def _hide_password(text: str, conninfo: str) -> str:
     # from its `=` (`password = x`) and one holding `&` (tests/test_postgres_errors.py::test_password_never_shown).
     # That exact password goes first: hide_secrets could otherwise replace a piece of it and leave the rest.
     password: Any  # (a str or None: conninfo_to_dict types its values str | int | None)
-    try: password = conninfo_to_dict(conninfo).get("password")
-    except psycopg.Error: password = None  # unparsable: hide_secrets still hides what it finds
-    if password: text = text.replace(password, "***")
+    try:
+        password = conninfo_to_dict(conninfo).get("password")
+    except psycopg.Error:
+        password = None  # unparsable: hide_secrets still hides what it finds
+    if password:
+        text = text.replace(password, "***")
     return hide_secrets(text, conninfo)
+
 
 def _recording_connection_class(store) -> type:
     "A psycopg Connection class that keeps the error of a failed connection attempt in `store._connect_error`."
     ref = weakref.ref(store)
+
     class Connection(psycopg.Connection):
         @classmethod
         def connect(cls, *args, **kwargs):
-            try: conn = super().connect(*args, **kwargs)
+            try:
+                conn = super().connect(*args, **kwargs)
             except psycopg.Error as e:
-                if ref() is not None: ref()._connect_error = e
+                if ref() is not None:
+                    ref()._connect_error = e
                 raise
-            if ref() is not None: ref()._connect_error = None
+            if ref() is not None:
+                ref()._connect_error = None
             return conn
+
     return Connection
 
 
@@ -441,15 +583,21 @@ class _LoopConnections:
 
     async def _slot(self) -> None:
         "Take a slot; wait up to `timeout` when all `max_size` are taken (PoolTimeout)."
-        if self.in_use < self.max_size and not self.waiting: self.in_use += 1; return
+        if self.in_use < self.max_size and not self.waiting:
+            self.in_use += 1
+            return
         handed = asyncio.get_running_loop().create_future()  # set by `_free` when it hands this call its slot
         self.waiting.append(handed)
-        try: await asyncio.wait_for(handed, self.timeout)
+        try:
+            await asyncio.wait_for(handed, self.timeout)
         except BaseException as e:
-            if handed.done() and not handed.cancelled(): self._free()  # handed over just as it gave up: pass it on
+            if handed.done() and not handed.cancelled():
+                self._free()  # handed over just as it gave up: pass it on
             else:
-                try: self.waiting.remove(handed)
-                except ValueError: pass
+                try:
+                    self.waiting.remove(handed)
+                except ValueError:
+                    pass
             if isinstance(e, asyncio.TimeoutError):
                 raise PoolTimeout(f"all {self.max_size} connections busy for {self.timeout:g} s") from None
             raise
@@ -458,7 +606,9 @@ class _LoopConnections:
         "Give a slot back: to the first call still waiting, else to the pool."
         while self.waiting:
             handed = self.waiting.popleft()
-            if not handed.done(): handed.set_result(None); return
+            if not handed.done():
+                handed.set_result(None)
+                return
         self.in_use -= 1
 
     async def get(self) -> "psycopg.AsyncConnection":
@@ -467,41 +617,55 @@ class _LoopConnections:
         try:
             while self.idle:
                 conn = self.idle.pop()
-                if _idle_socket_ok(conn): return conn
+                if _idle_socket_ok(conn):
+                    return conn
                 await conn.close()
             return await psycopg.AsyncConnection.connect(self.conninfo, **self.kwargs)
         except BaseException:
-            self._free(); raise
+            self._free()
+            raise
 
     async def put(self, conn: "psycopg.AsyncConnection") -> None:
         "Keep a connection for reuse, or close it if it is broken or was left in a transaction (a cancelled call)."
         try:
-            if conn.info.transaction_status == TransactionStatus.IDLE: self.idle.append(conn)
-            else: await conn.close()
-        finally: self._free()
+            if conn.info.transaction_status == TransactionStatus.IDLE:
+                self.idle.append(conn)
+            else:
+                await conn.close()
+        finally:
+            self._free()
 
     def close(self) -> None:
         "Close the idle connections; needs no loop (libpq's PQfinish, which is all `AsyncConnection.close` does)."
-        while self.idle: self.idle.pop().pgconn.finish()
+        while self.idle:
+            self.idle.pop().pgconn.finish()
 
 # %% ../../nbs/backends/postgres.ipynb #f4dcca04
-_STORES: "weakref.WeakSet[PostgresWorkflowStateStore]" = weakref.WeakSet()  # every PostgresWorkflowStateStore of this process
+_STORES: "weakref.WeakSet[PostgresWorkflowStateStore]" = (
+    weakref.WeakSet()
+)  # every PostgresWorkflowStateStore of this process
+
 
 def _after_fork_in_child():
     "In a forked child: make each store open connections of its own on its next call."
     for store in list(_STORES):
         store._ready_lock, store._forked, store._ready = threading.Lock(), True, False
         # the async calls' connections too: kept referenced, never closed (that would end the parent's sessions)
-        store._inherited.extend(store._async_pools.values()); store._async_pools = weakref.WeakKeyDictionary()
+        store._inherited.extend(store._async_pools.values())
+        store._async_pools = weakref.WeakKeyDictionary()
 
-if hasattr(os, "register_at_fork"): os.register_at_fork(after_in_child=_after_fork_in_child)
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 # %% ../../nbs/backends/postgres.ipynb #c0a7e3f1
 _E = TypeVar("_E", bound=Exception)  # (`_Connections._error` returns an instance of the class it is given)
 
+
 class _Connections:
     """How a `PostgresWorkflowStateStore` reaches its server: the pool, each call's connection and what a failure
     raises, the table set-up. (A mixin of the store below, kept apart so that each reads on its own.)"""
+
     _pool: ConnectionPool  # (set by the store's __init__; declared here for type checkers)
     _forked: bool
 
@@ -509,22 +673,36 @@ class _Connections:
     def _connect_kwargs(conninfo, prepare_threshold, connect_timeout, socket_timeout, statement_timeout) -> dict:
         "Connection options of an owned pool."
         params: Dict[str, Any] = conninfo_to_dict(conninfo)
-        kwargs = dict(autocommit=True, prepare_threshold=prepare_threshold, connect_timeout=max(1, round(connect_timeout)))
-        if "application_name" not in params: kwargs["application_name"] = "cjm-workflow-state"
+        kwargs = dict(
+            autocommit=True, prepare_threshold=prepare_threshold, connect_timeout=max(1, round(connect_timeout))
+        )
+        if "application_name" not in params:
+            kwargs["application_name"] = "cjm-workflow-state"
         if socket_timeout is not None:
-            kwargs.update(keepalives=1, keepalives_idle=max(1, int(socket_timeout / 3)), keepalives_count=3,
-                          keepalives_interval=max(1, int(socket_timeout / 6)), tcp_user_timeout=int(socket_timeout * 1000))
+            kwargs.update(
+                keepalives=1,
+                keepalives_idle=max(1, int(socket_timeout / 3)),
+                keepalives_count=3,
+                keepalives_interval=max(1, int(socket_timeout / 6)),
+                tcp_user_timeout=int(socket_timeout * 1000),
+            )
         if statement_timeout is not None:
-            kwargs["options"] = (params.get("options", "") + f" -c statement_timeout={int(statement_timeout * 1000)}").strip()
+            kwargs["options"] = (
+                params.get("options", "") + f" -c statement_timeout={int(statement_timeout * 1000)}"
+            ).strip()
         return kwargs
 
     @staticmethod
     def _address(conninfo: str) -> str:
         "host:port/dbname of a conninfo, for error messages."
-        try: p = conninfo_to_dict(conninfo)
+        try:
+            p = conninfo_to_dict(conninfo)
         except psycopg.Error:  # unparsable (e.g. an unknown option): what a URL's host part says, if it is one
-            try: u = urlsplit(conninfo); p = dict(host=u.hostname, port=u.port and str(u.port), dbname=u.path.lstrip("/"))
-            except ValueError: p = {}
+            try:
+                u = urlsplit(conninfo)
+                p = dict(host=u.hostname, port=u.port and str(u.port), dbname=u.path.lstrip("/"))
+            except ValueError:
+                p = {}
         host = p.get("host") or p.get("hostaddr") or os.environ.get("PGHOST") or "localhost"
         port = p.get("port") or os.environ.get("PGPORT") or "5432"
         db = p.get("dbname") or os.environ.get("PGDATABASE") or p.get("user") or ""
@@ -541,22 +719,32 @@ class _Connections:
 
     def _unavailable(self, e: Exception) -> Union[StoreUnavailableError, BackendError]:
         "The StoreUnavailableError for a connection failure (BackendError when the server refused our settings)."
-        if isinstance(e, PoolClosed): return self._error(StoreUnavailableError, ": the store is closed")
+        if isinstance(e, PoolClosed):
+            return self._error(StoreUnavailableError, ": the store is closed")
         if isinstance(e, PoolTimeout):
             cause = self._connect_error  # why the pool's last connection attempt failed, if it did
-            if cause is not None and _is_refused(cause): return self._refused(cause)  # not an outage: BackendError
-            return self._error(StoreUnavailableError, f" is unavailable: no connection within {self._pool.timeout:g} s "
-                + (f"(the last connection attempt failed: {self._describe(cause)})" if cause is not None else
-                   f"(the server is down or unreachable, or all {self._pool.max_size} connections of the pool are busy)"))
+            if cause is not None and _is_refused(cause):
+                return self._refused(cause)  # not an outage: BackendError
+            return self._error(
+                StoreUnavailableError,
+                f" is unavailable: no connection within {self._pool.timeout:g} s "
+                + (
+                    f"(the last connection attempt failed: {self._describe(cause)})"
+                    if cause is not None
+                    else f"(the server is down or unreachable, or all {self._pool.max_size} connections of the pool are busy)"
+                ),
+            )
         what = "timed out" if getattr(e, "sqlstate", None) == "57014" else "is unavailable"
         return self._error(StoreUnavailableError, f" {what}: {self._describe(e)}")
 
     def _refused(self, e: Exception) -> BackendError:
         "The error for a connection the server (or libpq) refused because of its settings, in the server's own words."
-        return self._error(BackendError,
+        return self._error(
+            BackendError,
             f" refused the connection: {self._describe(e)}. Check the database name, user, password and options of "
             f"the store's URL (the database must exist and the user must be allowed to connect to it); retrying will "
-            f"not help")
+            f"not help",
+        )
 
     def _table_missing(self, e: Exception) -> BackendError:
         """The error for a store table that does not exist: dropped while the store ran, or (create_table=False)
@@ -566,17 +754,23 @@ class _Connections:
         name = ".".join(self._names["table"])
         if self._create_table:
             self._schema_done = self._ready = False  # the next call runs _prepare, which creates it again
-            return self._error(BackendError,
+            return self._error(
+                BackendError,
                 f": the store's table {name} does not exist: it was dropped while the store was running, with its "
-                f"data; this call did nothing, and the store creates it again, empty, on its next call")
-        return self._error(BackendError, f": the store's table {name} does not exist: create it, or let the store "
-                                         f"create it (create_table=True), or give the store the right table/schema")
+                f"data; this call did nothing, and the store creates it again, empty, on its next call",
+            )
+        return self._error(
+            BackendError,
+            f": the store's table {name} does not exist: create it, or let the store "
+            f"create it (create_table=True), or give the store the right table/schema",
+        )
 
     # ---- connections --------------------------------------------------------------------------
 
     def _run(self, fn, safe_to_repeat: bool = False):
         """Run fn(conn) on a pooled connection, once the store is ready (see `_call`)."""
-        if not self._ready: self._prepare()
+        if not self._ready:
+            self._prepare()
         return self._call(fn, safe_to_repeat)
 
     def _call(self, fn, safe_to_repeat: bool = False):
@@ -599,49 +793,75 @@ class _Connections:
             try:
                 conn = pool.getconn()
                 for _ in range(pool.max_size):
-                    if _idle_socket_ok(conn): break
-                    conn.close(); pool.putconn(conn); conn = None
+                    if _idle_socket_ok(conn):
+                        break
+                    conn.close()
+                    pool.putconn(conn)
+                    conn = None
                     conn = pool.getconn()
                 sent = True  # from here on the server may act on the call
                 result = fn(conn)
-                if not conn.autocommit: conn.commit()
+                if not conn.autocommit:
+                    conn.commit()
                 return result
             except Exception as e:
-                if not self._failed(e, sent, safe_to_repeat, tries): raise
+                if not self._failed(e, sent, safe_to_repeat, tries):
+                    raise
             finally:
                 if conn is not None:
-                    if not conn.autocommit and not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
-                        try: conn.rollback()
-                        except psycopg.Error: pass
+                    if (
+                        not conn.autocommit
+                        and not conn.closed
+                        and conn.info.transaction_status != TransactionStatus.IDLE
+                    ):
+                        try:
+                            conn.rollback()
+                        except psycopg.Error:
+                            pass
                     pool.putconn(conn)
 
     def _failed(self, e: Exception, sent: bool, safe_to_repeat: bool, tries: dict) -> bool:
         """What an error of a call means (the rules of `_call`, for its sync and async runs): raise the store's error,
         or return True to run the call again (False: not psycopg's, re-raise it). `tries` counts the repeats so far."""
-        if isinstance(e, PoolClosed): raise self._unavailable(e) from e
-        if not isinstance(e, psycopg.Error): return False
+        if isinstance(e, PoolClosed):
+            raise self._unavailable(e) from e
+        if not isinstance(e, psycopg.Error):
+            return False
         state = getattr(e, "sqlstate", None)
         if state in _ROLLED_BACK:  # nothing of it happened: run it again, a few times
-            if tries["rolled_back"] < 3: tries["rolled_back"] += 1; return True
-            raise self._error(StoreUnavailableError, f": the server rolled the call back {tries['rolled_back'] + 1} "
-                f"times ({self._describe(e)}); nothing of it was written: try again") from e
-        if state == "42P01": raise self._table_missing(e) from None
+            if tries["rolled_back"] < 3:
+                tries["rolled_back"] += 1
+                return True
+            raise self._error(
+                StoreUnavailableError,
+                f": the server rolled the call back {tries['rolled_back'] + 1} "
+                f"times ({self._describe(e)}); nothing of it was written: try again",
+            ) from e
+        if state == "42P01":
+            raise self._table_missing(e) from None
         if todo := _cannot_fix(e):  # the statement did nothing
             raise self._error(BackendError, f" refused the call: {self._describe(e)}; {todo}") from None
-        if not _is_unavailable(e): return False
-        if state == "57014" or not sent: raise self._unavailable(e) from e  # nothing done
+        if not _is_unavailable(e):
+            return False
+        if state == "57014" or not sent:
+            raise self._unavailable(e) from e  # nothing done
         if not safe_to_repeat:  # it may have taken effect
-            raise self._error(StoreUnavailableError, f": the connection was lost during the call "
+            raise self._error(
+                StoreUnavailableError,
+                f": the connection was lost during the call "
                 f"({self._describe(e)}); the server may or may not have done it, so the outcome is unknown and "
-                f"the call was not repeated: check the session (e.g. session_exists) before trying again") from e
-        if tries["lost"]: raise self._unavailable(e) from e
+                f"the call was not repeated: check the session (e.g. session_exists) before trying again",
+            ) from e
+        if tries["lost"]:
+            raise self._unavailable(e) from e
         tries["lost"] += 1
         return True
 
     async def _acall(self, fn, safe_to_repeat: bool = False):
         """`_run` on this event loop's connections (see `_LoopConnections`): `await fn(conn)` on an `AsyncConnection`,
         by the same rules and with the same errors as `_call`."""
-        if not self._ready: await asyncio.to_thread(self._prepare)  # (the table, once: a rare, blocking step)
+        if not self._ready:
+            await asyncio.to_thread(self._prepare)  # (the table, once: a rare, blocking step)
         connections, tries = self._loop_connections(), {"lost": 0, "rolled_back": 0}
         while True:
             conn, sent = None, False
@@ -650,15 +870,21 @@ class _Connections:
                 sent = True  # from here on the server may act on the call
                 return await fn(conn)
             except Exception as e:
-                if not sent and _is_refused(e): raise self._refused(e) from None  # (sync calls see it in `_unavailable`)
-                if not self._failed(e, sent, safe_to_repeat, tries): raise
+                if not sent and _is_refused(e):
+                    raise self._refused(e) from None  # (sync calls see it in `_unavailable`)
+                if not self._failed(e, sent, safe_to_repeat, tries):
+                    raise
             finally:
-                if conn is not None: await connections.put(conn)
+                if conn is not None:
+                    await connections.put(conn)
 
     def _loop_connections(self) -> _LoopConnections:
         "This event loop's connections for the async calls (a psycopg AsyncConnection belongs to the loop that made it)."
-        return _for_running_loop(self._async_pools, lambda: _LoopConnections(
-            self._conninfo, self._kwargs, self._pool.max_size, self._pool.timeout), drop=_LoopConnections.close)
+        return _for_running_loop(
+            self._async_pools,
+            lambda: _LoopConnections(self._conninfo, self._kwargs, self._pool.max_size, self._pool.timeout),
+            drop=_LoopConnections.close,
+        )
 
     def _write_row(self, query: str, params) -> Optional[tuple]:
         "The first row a write returns (None when it returns none); never repeated (see `_call`)."
@@ -676,12 +902,16 @@ class _Connections:
         """Before the first call (and the first in a forked child): open the pool, create the table if missing.
         Concurrent first calls wait here until the table exists (none runs before it: issue 9 item 6)."""
         with self._ready_lock:
-            if self._ready: return
-            if self._closed: raise self._error(StoreUnavailableError, ": the store is closed")
+            if self._ready:
+                return
+            if self._closed:
+                raise self._error(StoreUnavailableError, ": the store is closed")
             if self._forked:  # a child process: the connections it inherited belong to the parent
                 self._forked = False
                 if self._owns_pool:
-                    self._inherited.append(self._pool)  # never close (or free) them here: it would end the parent's sessions
+                    self._inherited.append(
+                        self._pool
+                    )  # never close (or free) them here: it would end the parent's sessions
                     self._pool, self._opened = self._new_pool(), False
             if self._owns_pool and not self._opened:
                 self._check_settings()
@@ -695,9 +925,11 @@ class _Connections:
     def _check_settings(self) -> None:
         """Open one connection of our own before the pool: a wrong database, user, password or option is raised
         at once, in the server's words (the pool would retry it in the background until pool_timeout)."""
-        try: psycopg.connect(self._conninfo, **self._kwargs).close()
+        try:
+            psycopg.connect(self._conninfo, **self._kwargs).close()
         except psycopg.Error as e:
-            if _is_refused(e): raise self._refused(e) from None
+            if _is_refused(e):
+                raise self._refused(e) from None
             # otherwise unreachable: calls wait for the pool up to pool_timeout, as in any outage
 
     def _create_schema(self, conn) -> None:
@@ -706,57 +938,87 @@ class _Connections:
         meta, lock_key = sql.Identifier(*self._names["meta"]), f"cjm_workflow_state:{self.schema or ''}.{self.table}"
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (lock_key,))
-            if self.schema: conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
-            conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (key text PRIMARY KEY, value text NOT NULL)").format(meta))
+            if self.schema:
+                conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
+            conn.execute(
+                sql.SQL("CREATE TABLE IF NOT EXISTS {} (key text PRIMARY KEY, value text NOT NULL)").format(meta)
+            )
             self._check_columns(conn, "meta", {"key", "value"})
             row = conn.execute(sql.SQL("SELECT value FROM {} WHERE key = 'schema_version'").format(meta)).fetchone()
             version = int(row[0]) if row else 0
             if version > SCHEMA_VERSION:
-                raise self._error(BackendError,
+                raise self._error(
+                    BackendError,
                     f": the table {'.'.join(self._names['table'])} has layout version {version}, newer than this "
                     f"cjm-workflow-state knows ({SCHEMA_VERSION}): upgrade the package (pip install -U "
-                    f"cjm-workflow-state), or give the store another table name (table=...) or schema (schema=...)")
+                    f"cjm-workflow-state), or give the store another table name (table=...) or schema (schema=...)",
+                )
             conn.execute(self._render(_DDL[0]))  # the table
             self._check_columns(conn, "table", _COLUMNS)
-            for ddl in _DDL[1:]: conn.execute(self._render(ddl))
-            if version == 1: conn.execute(self._render(_MIGRATE_FROM_1))
+            for ddl in _DDL[1:]:
+                conn.execute(self._render(ddl))
+            if version == 1:
+                conn.execute(self._render(_MIGRATE_FROM_1))
             if version < SCHEMA_VERSION:
-                conn.execute(sql.SQL("INSERT INTO {} (key, value) VALUES ('schema_version', %s) ON CONFLICT (key) "
-                                     "DO UPDATE SET value = excluded.value").format(meta), (str(SCHEMA_VERSION),))
+                conn.execute(
+                    sql.SQL(
+                        "INSERT INTO {} (key, value) VALUES ('schema_version', %s) ON CONFLICT (key) "
+                        "DO UPDATE SET value = excluded.value"
+                    ).format(meta),
+                    (str(SCHEMA_VERSION),),
+                )
 
     def _check_columns(self, conn, which: str, expected: set) -> None:
         "Raise BackendError if the existing table `which` ('table' or 'meta') lacks a column of ours."
-        found = {r[0] for r in conn.execute("SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass "
-                                            "AND attnum > 0 AND NOT attisdropped", (self._quoted[which],))}
-        if expected <= found: return
+        found = {
+            r[0]
+            for r in conn.execute(
+                "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+                (self._quoted[which],),
+            )
+        }
+        if expected <= found:
+            return
         name, what = ".".join(self._names[which]), "session table" if which == "table" else "layout-version table"
-        raise self._error(BackendError,
+        raise self._error(
+            BackendError,
             f": a table {name} exists that is not a cjm-workflow-state {what} (no column "
             f"{', '.join(sorted(expected - found))}): it belongs to something else and was left as is; give the store "
-            f"another table name (table=...) or schema (schema=...)")
+            f"another table name (table=...) or schema (schema=...)",
+        )
 
 # %% ../../nbs/backends/postgres.ipynb #6a9cc302
 class PostgresWorkflowStateStore(_Connections, WorkflowStateStoreBase):
     """Workflow state in a PostgreSQL table: one row per session, each call one atomic statement; for many processes and hosts."""
+
     server_time = True  # every time stamp and ttl cutoff is the database server's (see "Clocks")
 
-    def __init__(self,
-                 conninfo_or_pool: Union[str, "ConnectionPool"] = DEFAULT_CONNINFO,  # postgresql:// URL or libpq conninfo string, or a ready psycopg_pool.ConnectionPool (used as configured, not closed by close())
-                 *,
-                 table: str = DEFAULT_TABLE,  # Table name (several apps can share a database with different tables)
-                 schema: Optional[str] = None,  # Schema of the table (created if missing); None: the first of the search_path
-                 ttl: Union[None, int, float, timedelta] = None,  # Sessions not written for this long read as absent
-                 max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,  # Cap on one session's serialised state
-                 session_key: str = DEFAULT_SESSION_KEY,  # Cookie-session key holding the workflow session id
-                 min_size: int = 1,  # Connections the pool keeps open
-                 max_size: int = 10,  # Most connections the pool opens (per process; each event loop's async calls have as many again)
-                 prepare_threshold: Optional[int] = 5,  # Executions before psycopg prepares a statement on the server; None: never (PgBouncer in transaction mode)
-                 connect_timeout: float = 5.0,  # Seconds to establish a connection
-                 pool_timeout: float = 5.0,  # Seconds a call waits for a connection before raising StoreUnavailableError
-                 socket_timeout: Optional[float] = 15.0,  # Seconds without an answer from the network before a connection counts as dead (TCP keepalive, tcp_user_timeout); None: the OS defaults
-                 statement_timeout: Optional[float] = None,  # Seconds a statement may run on the server (None: the server's setting)
-                 create_table: bool = True,  # Create the schema, table and indexes on first use if missing
-                ):
+    def __init__(
+        self,
+        conninfo_or_pool: Union[
+            str, "ConnectionPool"
+        ] = DEFAULT_CONNINFO,  # postgresql:// URL or libpq conninfo string, or a ready psycopg_pool.ConnectionPool (used as configured, not closed by close())
+        *,
+        table: str = DEFAULT_TABLE,  # Table name (several apps can share a database with different tables)
+        schema: Optional[str] = None,  # Schema of the table (created if missing); None: the first of the search_path
+        ttl: Union[None, int, float, timedelta] = None,  # Sessions not written for this long read as absent
+        max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,  # Cap on one session's serialised state
+        session_key: str = DEFAULT_SESSION_KEY,  # Cookie-session key holding the workflow session id
+        min_size: int = 1,  # Connections the pool keeps open
+        max_size: int = 10,  # Most connections the pool opens (per process; each event loop's async calls have as many again)
+        prepare_threshold: Optional[
+            int
+        ] = 5,  # Executions before psycopg prepares a statement on the server; None: never (PgBouncer in transaction mode)
+        connect_timeout: float = 5.0,  # Seconds to establish a connection
+        pool_timeout: float = 5.0,  # Seconds a call waits for a connection before raising StoreUnavailableError
+        socket_timeout: Optional[
+            float
+        ] = 15.0,  # Seconds without an answer from the network before a connection counts as dead (TCP keepalive, tcp_user_timeout); None: the OS defaults
+        statement_timeout: Optional[
+            float
+        ] = None,  # Seconds a statement may run on the server (None: the server's setting)
+        create_table: bool = True,  # Create the schema, table and indexes on first use if missing
+    ):
         """Connect (lazily) to PostgreSQL; the table is created on first use if missing."""
         super().__init__(ttl=ttl, max_state_bytes=max_state_bytes, session_key=session_key)
         self.table, self.schema = _check_identifier(table, "table"), schema and _check_identifier(schema, "schema")
@@ -764,35 +1026,58 @@ class PostgresWorkflowStateStore(_Connections, WorkflowStateStoreBase):
             self._pool, self._owns_pool = conninfo_or_pool, False
             conninfo = conninfo_or_pool.conninfo if isinstance(conninfo_or_pool.conninfo, str) else ""
         elif not isinstance(conninfo_or_pool, str):
-            raise TypeError(f"conninfo_or_pool must be a postgresql:// URL, a conninfo string or a "
-                            f"psycopg_pool.ConnectionPool, got {type(conninfo_or_pool).__name__}")
-        else: conninfo, self._owns_pool = conninfo_or_pool, True
+            raise TypeError(
+                f"conninfo_or_pool must be a postgresql:// URL, a conninfo string or a "
+                f"psycopg_pool.ConnectionPool, got {type(conninfo_or_pool).__name__}"
+            )
+        else:
+            conninfo, self._owns_pool = conninfo_or_pool, True
         self.address, self._conninfo_text = self._address(conninfo), conninfo  # (the latter to hide its password)
         if self._owns_pool:
-            try: kwargs = self._connect_kwargs(conninfo, prepare_threshold, connect_timeout, socket_timeout, statement_timeout)
+            try:
+                kwargs = self._connect_kwargs(
+                    conninfo, prepare_threshold, connect_timeout, socket_timeout, statement_timeout
+                )
             except psycopg.ProgrammingError as e:  # libpq cannot parse it: an unknown option, a malformed URL
-                raise self._error(BackendError, f": invalid connection settings ({self._describe(e)}); check the URL "
-                                                f"or conninfo string and its options") from None
+                raise self._error(
+                    BackendError,
+                    f": invalid connection settings ({self._describe(e)}); check the URL "
+                    f"or conninfo string and its options",
+                ) from None
             self._conninfo, self._kwargs = conninfo, kwargs
             self._new_pool = lambda: ConnectionPool(
-                conninfo, min_size=min_size, max_size=max_size, timeout=pool_timeout, kwargs=kwargs,
+                conninfo,
+                min_size=min_size,
+                max_size=max_size,
+                timeout=pool_timeout,
+                kwargs=kwargs,
                 connection_class=_recording_connection_class(self),
                 # end a failing series of reconnection attempts soon (psycopg_pool backs off exponentially):
                 # the next call then starts a new attempt at once, so the store works as soon as the server is back
-                reconnect_timeout=_RECONNECT_TIMEOUT, name=f"cjm-workflow-state:{table}", open=False)
+                reconnect_timeout=_RECONNECT_TIMEOUT,
+                name=f"cjm-workflow-state:{table}",
+                open=False,
+            )
             self._pool = self._new_pool()  # opened on first use (so a process can fork before it)
             self.native_async = True  # the async calls' own connections, per event loop (see `_loop_connections`)
         qualified = (self.schema,) if self.schema else ()
-        self._names = dict(table=(*qualified, self.table), meta=(*qualified, self.table + "_meta"),
-                           **{suffix: (f"{self.table}_{suffix}",) for suffix in _INDEXES})
+        self._names = dict(
+            table=(*qualified, self.table),
+            meta=(*qualified, self.table + "_meta"),
+            **{suffix: (f"{self.table}_{suffix}",) for suffix in _INDEXES},
+        )
         self._quoted = {k: _quote(*parts) for k, parts in self._names.items()}
         self._time = self._time_sql()
-        self._sql: Dict[Any, str] = {k: self._render(q) for k, q in _QUERIES.items()}  # (and the generated statements, see _statement)
+        self._sql: Dict[Any, str] = {
+            k: self._render(q) for k, q in _QUERIES.items()
+        }  # (and the generated statements, see _statement)
         self._create_table, self._connect_error = create_table, None  # the last failed connection attempt of the pool
         self._schema_done, self._opened, self._closed, self._forked = not create_table, False, False, False
         self._inherited: List[Any]  # what a forked child inherited (pools, loops' connections): never used or closed
         self._ready, self._ready_lock, self._inherited = False, threading.Lock(), []
-        self._async_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopConnections] = weakref.WeakKeyDictionary()  # event loop -> its _LoopConnections
+        self._async_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopConnections] = (
+            weakref.WeakKeyDictionary()
+        )  # event loop -> its _LoopConnections
         _STORES.add(self)
 
     def __repr__(self):
@@ -802,11 +1087,17 @@ class PostgresWorkflowStateStore(_Connections, WorkflowStateStoreBase):
         """The SQL of the server-clock placeholders of the statements (see `_SERVER_TIME`), and of the ttl conditions
         built on them; without a ttl nothing is ever expired (the cutoffs are NULL: no row is older)."""
         t = dict(_SERVER_TIME)
-        if not self.ttl: return dict(t, cutoff="NULL", txn_cutoff="NULL", live="", live_txn="", alive="true", live_flow="")
+        if not self.ttl:
+            return dict(t, cutoff="NULL", txn_cutoff="NULL", live="", live_txn="", alive="true", live_flow="")
         ttl = f"{float(self.ttl)!r}::float8"
         t.update(cutoff=f"({t['now']} - {ttl})", txn_cutoff=f"({t['txn_now']} - {ttl})")
-        return dict(t, live=f" AND updated_at >= {t['cutoff']}", live_txn=f" AND updated_at >= {t['txn_cutoff']}",
-                    alive=f"updated_at >= {t['cutoff']}", live_flow=_LIVE_FLOW.format(**self._quoted, **t))
+        return dict(
+            t,
+            live=f" AND updated_at >= {t['cutoff']}",
+            live_txn=f" AND updated_at >= {t['txn_cutoff']}",
+            alive=f"updated_at >= {t['cutoff']}",
+            live_flow=_LIVE_FLOW.format(**self._quoted, **t),
+        )
 
     def _render(self, text: str) -> str:
         "A statement template with the table's quoted names and the ttl condition filled in."
@@ -815,16 +1106,23 @@ class PostgresWorkflowStateStore(_Connections, WorkflowStateStoreBase):
     def _statement(self, kind: str, arg) -> str:
         """A generated statement, built once, then cached: `kind` "merge", "merge_into" or "remove" of `arg` keys (one
         statement serves every number over _SCALAR_MAX), or `_set_fields`'s `when` for the field names `arg`."""
-        if type(arg) is int and arg > _SCALAR_MAX: arg = _SCALAR_MAX + 1
-        if kind == "merge_fields" and arg[0] > _SCALAR_MAX: arg = (_SCALAR_MAX + 1, arg[1])
+        if type(arg) is int and arg > _SCALAR_MAX:
+            arg = _SCALAR_MAX + 1
+        if kind == "merge_fields" and arg[0] > _SCALAR_MAX:
+            arg = (_SCALAR_MAX + 1, arg[1])
         q = self._sql.get((kind, arg))
         if q is None:
             ttl = bool(self.ttl)
-            if kind == "merge": q = _merge_sql(arg, ttl)
-            elif kind == "merge_fields": q = _merge_sql(arg[0], ttl, arg[1])  # (arg: (n, field names))
-            elif kind == "merge_into": q = _merge_into_sql(arg, ttl)
-            elif kind == "remove": q = _remove_sql(arg)
-            else: q = _fields_sql(arg, kind, ttl)
+            if kind == "merge":
+                q = _merge_sql(arg, ttl)
+            elif kind == "merge_fields":
+                q = _merge_sql(arg[0], ttl, arg[1])  # (arg: (n, field names))
+            elif kind == "merge_into":
+                q = _merge_into_sql(arg, ttl)
+            elif kind == "remove":
+                q = _remove_sql(arg)
+            else:
+                q = _fields_sql(arg, kind, ttl)
             q = self._sql[(kind, arg)] = self._render(q)
         return q
 
@@ -859,14 +1157,18 @@ class PostgresWorkflowStateStore(_Connections, WorkflowStateStoreBase):
         if not encoded:
             if rm:
                 query, p = self._statement("remove", len(rm)), self._remove_params(flow_id, session_id, rm)
-                if conn is None: self._write_row(query, p)
-                else: conn.execute(query, p)
+                if conn is None:
+                    self._write_row(query, p)
+                else:
+                    conn.execute(query, p)
             return
         if rm:  # a merge that also removes keys (never done by the base class): kept atomic with a transaction
+
             def merge_and_remove(conn):
                 with conn.transaction():
                     conn.execute(self._statement("remove", len(rm)), self._remove_params(flow_id, session_id, rm))
                     self._merge_once(flow_id, session_id, encoded, into, conn)
+
             return self._run(merge_and_remove) if conn is None else merge_and_remove(conn)
         return self._merge_once(flow_id, session_id, encoded, into, conn)
 
@@ -885,7 +1187,8 @@ class PostgresWorkflowStateStore(_Connections, WorkflowStateStoreBase):
         else:
             keys, vals = [_encode_key(k) for k in encoded], list(encoded.values())
             lens = [len(k) + 1 + len(v) for k, v in zip(keys, vals)]
-            p.update(_Keys(n).params(keys, vals, lens)); length = sum(lens)
+            p.update(_Keys(n).params(keys, vals, lens))
+            length = sum(lens)
         p["len"] = length
         if into is None:
             query = self._statement("merge", n)
@@ -901,7 +1204,8 @@ class PostgresWorkflowStateStore(_Connections, WorkflowStateStoreBase):
         query, p = self._merge_statement(flow_id, session_id, encoded, into)
 
         def merge(conn):
-            if conn.execute(query, p).fetchone(): return  # written: the common case, one statement
+            if conn.execute(query, p).fetchone():
+                return  # written: the common case, one statement
             # Nothing was written: the state would grow over max_state_bytes, or (step state) a dict that
             # update_state stored as text must first become sub-members. Find out which and act on it with the row
             # locked, then merge again: without the lock a concurrent update_state rewriting that dict could undo the
@@ -912,10 +1216,15 @@ class PostgresWorkflowStateStore(_Connections, WorkflowStateStoreBase):
                     conn.execute(self._sql["lock_row"], p)
                     if into is None or not self._convert(flow_id, session_id, p["into"], conn):
                         row = conn.execute(self._sql["get_state"], (flow_id, session_id)).fetchone()
-                        self._check_size(self._merged_size(_assemble(*decode_json(row[0])) if row else None, encoded, into))
-                    if conn.execute(query, p).fetchone(): return
-            raise self._error(StoreUnavailableError, f": the update of session {session_id!r} was refused under a "
-                                                     f"row lock; try again")  # (never seen: a safety net)
+                        self._check_size(
+                            self._merged_size(_assemble(*decode_json(row[0])) if row else None, encoded, into)
+                        )
+                    if conn.execute(query, p).fetchone():
+                        return
+            raise self._error(
+                StoreUnavailableError, f": the update of session {session_id!r} was refused under a row lock; try again"
+            )  # (never seen: a safety net)
+
         return merge(conn) if conn is not None else self._run(merge)
 
     def _convert(self, flow_id, session_id, into_key, conn) -> bool:
@@ -925,10 +1234,19 @@ class PostgresWorkflowStateStore(_Connections, WorkflowStateStoreBase):
         if not row or row[1] is None or "items" in row[1] or not isinstance(row[0], str) or not row[0].startswith("{"):
             return False
         sub_state, items = _members(decode_json(row[0]).items(), encode=True)
-        entry = dict(row[1], next_seq=len(items), n_items=len(items), items=items,
-                     items_len=sum(e["len"] for e in items.values()))
-        p.update(sub_state=encode_json(sub_state), old_state=encode_json(row[0]), old_meta=encode_json(row[1]),
-                 sub_meta=encode_json(entry))
+        entry = dict(
+            row[1],
+            next_seq=len(items),
+            n_items=len(items),
+            items=items,
+            items_len=sum(e["len"] for e in items.values()),
+        )
+        p.update(
+            sub_state=encode_json(sub_state),
+            old_state=encode_json(row[0]),
+            old_meta=encode_json(row[1]),
+            sub_meta=encode_json(entry),
+        )
         conn.execute(self._sql["convert"], p)
         return True
 
@@ -937,19 +1255,21 @@ class PostgresWorkflowStateStore(_Connections, WorkflowStateStoreBase):
         items = {k: item_text(k, encode_json(v)) for k, v in (decode_json(text) if text else {}).items()}
         if into is not None:
             current = items.get(into)
-            encoded = {into: merge_json_object(current[len(encode_json(into)) + 1:] if current else None, encoded)}
+            encoded = {into: merge_json_object(current[len(encode_json(into)) + 1 :] if current else None, encoded)}
         items.update({k: item_text(k, v) for k, v in encoded.items()})
         return state_size(len(items), sum(map(len, items.values())))
 
     def _fields_statement(self, flow_id, session_id, fields, when) -> Tuple[str, dict]:
         "The statement, and its parameters, that sets `fields` on a session when `when` allows (see `_set_fields`)."
         p = dict(fields, f=flow_id, s=session_id)
-        if "label" in p: p["label"] = _label_in(p["label"])
+        if "label" in p:
+            p["label"] = _label_in(p["label"])
         return self._statement(when, tuple(fields)), p
 
     def _set_fields(self, flow_id, session_id, fields, when, cutoff):
         query, p = self._fields_statement(flow_id, session_id, fields, when)
-        if when != "any": return self._write_row(query, p) is not None
+        if when != "any":
+            return self._write_row(query, p) is not None
         self._run(lambda conn: conn.execute(query, p))  # (the upsert returns no row: it always writes)
         return True
 
@@ -958,8 +1278,10 @@ class PostgresWorkflowStateStore(_Connections, WorkflowStateStoreBase):
         return row is not None and row[0]  # deleted, and it was live (or expired, with expired_only)
 
     def _list(self, flow_id, cutoff, order_by, descending, limit, offset, after=None):
-        rows = self._read_rows(self._sql[f"list_{order_by}_{'desc' if descending else 'asc'}"],
-                               dict(f=flow_id, limit=limit, offset=offset, after=after or ""))
+        rows = self._read_rows(
+            self._sql[f"list_{order_by}_{'desc' if descending else 'asc'}"],
+            dict(f=flow_id, limit=limit, offset=offset, after=after or ""),
+        )
         return [self._summarise(flow_id, *row) for row in rows]
 
     def _count(self, flow_id, cutoff):
@@ -970,6 +1292,7 @@ class PostgresWorkflowStateStore(_Connections, WorkflowStateStoreBase):
 
     def _rekey(self, old_session_id, new_session_id, cutoff):
         p = {"s": old_session_id, "new": new_session_id}
+
         def rekey(conn):
             with conn.transaction():
                 if conn.execute(self._sql["rekey_clash"], {**p, "s": new_session_id}).fetchone():
@@ -981,39 +1304,55 @@ class PostgresWorkflowStateStore(_Connections, WorkflowStateStoreBase):
                 # writes then under neither id (issue 9 item 1). A row written meanwhile is live: it stays under the
                 # old id, as any write that lands after the rekey (and a row changed under the DELETE is re-checked
                 # on its newest version, so a write that just refreshed an expired row is not deleted either).
-                if self.ttl: conn.execute(self._sql["drop_expired"], {**p, "s": new_session_id})
+                if self.ttl:
+                    conn.execute(self._sql["drop_expired"], {**p, "s": new_session_id})
                 moved = len(conn.execute(self._sql["rekey_move"], p).fetchall())
-                if self.ttl: conn.execute(self._sql["drop_expired"], p)
+                if self.ttl:
+                    conn.execute(self._sql["drop_expired"], p)
                 return moved
-        try: return self._run(rekey)
+
+        try:
+            return self._run(rekey)
         except psycopg.errors.UniqueViolation:  # a session appeared under the new id meanwhile
             raise self._rekey_target_taken(new_session_id) from None
 
     # ---- request scopes: every flow of a session id in one statement; a scope's writes in one transaction ----
-    def _load(self, session_id, cutoff): return self._loaded(session_id, self._read_rows(self._sql["load"], (session_id,)))
+    def _load(self, session_id, cutoff):
+        return self._loaded(session_id, self._read_rows(self._sql["load"], (session_id,)))
 
     def _loaded(self, session_id, rows) -> dict:
         "`_load`'s result from its rows."
         return {r[0]: (self._summarise(r[0], session_id, *r[1:-1]), _assemble(*decode_json(r[-1]))) for r in rows}
 
     async def _aload(self, session_id, cutoff):
-        if not self.native_async: return await super()._aload(session_id, cutoff)
-        async def load(conn): return await (await conn.execute(self._sql["load"], (session_id,))).fetchall()
+        if not self.native_async:
+            return await super()._aload(session_id, cutoff)
+
+        async def load(conn):
+            return await (await conn.execute(self._sql["load"], (session_id,))).fetchall()
+
         return self._loaded(session_id, await self._acall(load, safe_to_repeat=True))
 
     async def _acommit(self, session_id, writes, cutoff):
-        if not self.native_async: return await super()._acommit(session_id, writes, cutoff)
+        if not self.native_async:
+            return await super()._acommit(session_id, writes, cutoff)
         writes = _by_flow(writes)
         statements = list(self._commit_statements(session_id, writes))  # (checks the size of each update alone)
+
         async def at_once(conn):  # see `_commit`
             try:
-                if len(statements) == 1: await conn.execute(*statements[0])
+                if len(statements) == 1:
+                    await conn.execute(*statements[0])
                 else:
                     async with conn.pipeline():
-                        for query, p in statements: await conn.execute(query, p)
+                        for query, p in statements:
+                            await conn.execute(query, p)
             except psycopg.Error:
-                await conn.close(); raise  # (see `_commit`: the connection's prepared statements may be miscounted)
-        try: await self._acall(at_once)
+                await conn.close()
+                raise  # (see `_commit`: the connection's prepared statements may be miscounted)
+
+        try:
+            await self._acall(at_once)
         except psycopg.errors.DivisionByZero:  # a merge one statement cannot do: the careful path, in a worker thread
             await asyncio.to_thread(self._commit_one_by_one, session_id, writes)
 
@@ -1033,25 +1372,37 @@ class PostgresWorkflowStateStore(_Connections, WorkflowStateStoreBase):
         # is sent without the pipeline, which costs the client more CPU than the statement.
         writes = _by_flow(writes)
         statements = list(self._commit_statements(session_id, writes))
+
         def at_once(conn):
             try:
-                if len(statements) == 1: conn.execute(*statements[0])
+                if len(statements) == 1:
+                    conn.execute(*statements[0])
                 else:
                     with conn.pipeline():
-                        for query, p in statements: conn.execute(query, p)
+                        for query, p in statements:
+                            conn.execute(query, p)
             except psycopg.Error:
-                conn.close(); raise
-        try: self._run(at_once)
-        except psycopg.errors.DivisionByZero: self._commit_one_by_one(session_id, writes)
+                conn.close()
+                raise
+
+        try:
+            self._run(at_once)
+        except psycopg.errors.DivisionByZero:
+            self._commit_one_by_one(session_id, writes)
 
     def _commit_one_by_one(self, session_id, writes) -> None:
         "A scope's writes one statement at a time, in one transaction, as the calls outside a scope make them."
+
         def one_by_one(conn):
             with conn.transaction():
                 for primitive, flow_id, args in writes:
-                    if primitive == "merge": self._merge_on(conn, flow_id, session_id, *args)
-                    elif primitive == "set_fields": conn.execute(*self._fields_statement(flow_id, session_id, *args))
-                    else: conn.execute(self._sql["delete"], dict(f=flow_id, s=session_id))
+                    if primitive == "merge":
+                        self._merge_on(conn, flow_id, session_id, *args)
+                    elif primitive == "set_fields":
+                        conn.execute(*self._fields_statement(flow_id, session_id, *args))
+                    else:
+                        conn.execute(self._sql["delete"], dict(f=flow_id, s=session_id))
+
         self._run(one_by_one)
 
     def _commit_statements(self, session_id, writes) -> Iterator[Tuple[str, dict]]:
@@ -1063,12 +1414,15 @@ class PostgresWorkflowStateStore(_Connections, WorkflowStateStoreBase):
         while i < len(writes):
             primitive, flow_id, args = writes[i]
             i += 1
-            if primitive == "set_fields": yield self._fields_statement(flow_id, session_id, *args)
-            elif primitive == "delete": yield self._sql["delete"], dict(f=flow_id, s=session_id)
+            if primitive == "set_fields":
+                yield self._fields_statement(flow_id, session_id, *args)
+            elif primitive == "delete":
+                yield self._sql["delete"], dict(f=flow_id, s=session_id)
             else:
                 encoded, into, remove = args
                 rm = _removed_keys(encoded, into, remove)
-                if rm: yield self._statement("remove", len(rm)), self._remove_params(flow_id, session_id, rm)
+                if rm:
+                    yield self._statement("remove", len(rm)), self._remove_params(flow_id, session_id, rm)
                 if encoded:
                     query, p = self._merge_statement(flow_id, session_id, encoded, into)
                     then = writes[i] if i < len(writes) else None
@@ -1076,7 +1430,8 @@ class PostgresWorkflowStateStore(_Connections, WorkflowStateStoreBase):
                         fields = then[2][0]
                         query = self._statement("merge_fields", (len(encoded), tuple(fields)))
                         p.update(fields)
-                        if "label" in p: p["label"] = _label_in(p["label"])
+                        if "label" in p:
+                            p["label"] = _label_in(p["label"])
                         i += 1
                     yield f"WITH written AS ({query}) SELECT 1 / count(*) FROM written", p
 
@@ -1087,19 +1442,36 @@ class PostgresWorkflowStateStore(_Connections, WorkflowStateStoreBase):
     def _restore(self, flow_id, session_id, state_items, step, label, created, updated):
         state, meta = _members(state_items.items())
         length = sum(e["len"] for e in meta.values())
-        self._run(lambda conn: conn.execute(self._sql["restore"], dict(
-            f=flow_id, s=session_id, state=encode_json(state), meta=encode_json(meta), n=len(state), len=length,
-            step=step, label=_label_in(label), created=created, updated=updated)))
+        self._run(
+            lambda conn: conn.execute(
+                self._sql["restore"],
+                dict(
+                    f=flow_id,
+                    s=session_id,
+                    state=encode_json(state),
+                    meta=encode_json(meta),
+                    n=len(state),
+                    len=length,
+                    step=step,
+                    label=_label_in(label),
+                    created=created,
+                    updated=updated,
+                ),
+            )
+        )
 
     async def _aclose(self):
         connections = self._async_pools.pop(asyncio.get_running_loop(), None)
-        if connections is not None: connections.close()
+        if connections is not None:
+            connections.close()
 
     def _close(self):
         with self._ready_lock:
             self._closed, self._ready = True, False
-            if self._owns_pool and self._opened: self._pool.close()
-        for connections in list(self._async_pools.values()): connections.close()  # every loop's idle ones
+            if self._owns_pool and self._opened:
+                self._pool.close()
+        for connections in list(self._async_pools.values()):
+            connections.close()  # every loop's idle ones
         self._async_pools.clear()
 
 # %% ../../nbs/backends/postgres.ipynb #55841b50

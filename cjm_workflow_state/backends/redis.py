@@ -20,21 +20,40 @@ try:
     import redis.asyncio as redis_async
     from redis.asyncio.retry import Retry as AsyncRetry
     from redis.backoff import NoBackoff
-    from redis.exceptions import (AuthenticationError, AuthorizationError, BusyLoadingError, ClusterDownError,
-        ConnectionError as _RedisConnectionError, NoPermissionError, NoScriptError, OutOfMemoryError, ReadOnlyError,
-        ResponseError, TimeoutError as _RedisTimeoutError, TryAgainError)
+    from redis.exceptions import (
+        AuthenticationError,
+        AuthorizationError,
+        BusyLoadingError,
+        ClusterDownError,
+        ConnectionError as _RedisConnectionError,
+        NoPermissionError,
+        NoScriptError,
+        OutOfMemoryError,
+        ReadOnlyError,
+        ResponseError,
+        TimeoutError as _RedisTimeoutError,
+        TryAgainError,
+    )
     from redis.retry import Retry
 except ImportError as e:  # the driver is an optional extra
     raise ImportError('RedisWorkflowStateStore needs the redis client: pip install "cjm-workflow-state[redis]"') from e
 
-from ..core.base import (DEFAULT_MAX_STATE_BYTES, DEFAULT_SESSION_KEY, SessionSummary,
-    WorkflowStateStoreBase, _for_running_loop, make_summary, state_size)
+from cjm_workflow_state.core.base import (
+    DEFAULT_MAX_STATE_BYTES,
+    DEFAULT_SESSION_KEY,
+    SessionSummary,
+    WorkflowStateStoreBase,
+    _for_running_loop,
+    make_summary,
+    state_size,
+)
 from ..errors import BackendError, StoreUnavailableError, redact_url
 
 # %% ../../nbs/backends/redis.ipynb #eef610c1
 def _b(s: str) -> bytes:
     "An id or label as UTF-8 bytes (lone surrogates kept, so every Python str round-trips)."
     return s.encode("utf-8", "surrogatepass")
+
 
 def _s(b: bytes) -> str:
     "Inverse of `_b`."
@@ -47,19 +66,27 @@ def escape_id(
     """Percent-encode an id for key names: only `A-Z a-z 0-9 _ . - ~` are kept, so no id holds `:`, `{` or `}`."""
     return quote_from_bytes(_b(value), safe="")
 
+
 _LABEL_ESCAPES = re.compile(rb"[\x00\x01]")
 _LABEL_UNESCAPES = re.compile(rb"\x01([\x01\x02])")
+
 
 def label_sort_key(
     label: Optional[str],  # A session label, or None
 ) -> bytes:  # Prefix of the session's member in the label index
     """Byte string whose order is the label order: None first, then labels by code point, shorter first."""
-    if label is None: return b"\x00"
-    return b"\x01" + _LABEL_ESCAPES.sub(lambda m: b"\x01\x01" if m.group() == b"\x00" else b"\x01\x02", _b(label)) + b"\x00"
+    if label is None:
+        return b"\x00"
+    return (
+        b"\x01"
+        + _LABEL_ESCAPES.sub(lambda m: b"\x01\x01" if m.group() == b"\x00" else b"\x01\x02", _b(label))
+        + b"\x00"
+    )
 
 # %% ../../nbs/backends/redis.ipynb #43b1ba85
 def _label_from_key(key: Optional[bytes]) -> Optional[str]:
-    if key is None: return None
+    if key is None:
+        return None
     return _s(_LABEL_UNESCAPES.sub(lambda m: b"\x00" if m.group(1) == b"\x01" else b"\x01", key[1:-1]))
 
 # %% ../../nbs/backends/redis.ipynb #e619433a
@@ -72,27 +99,37 @@ def _lua(
 
 # %% ../../nbs/backends/redis.ipynb #8720f48d
 _UNAVAILABLE = (_RedisConnectionError, _RedisTimeoutError)
-_REPLIED = (AuthenticationError, AuthorizationError, BusyLoadingError)  # ConnectionErrors in redis-py, yet server replies
+_REPLIED = (
+    AuthenticationError,
+    AuthorizationError,
+    BusyLoadingError,
+)  # ConnectionErrors in redis-py, yet server replies
 _BUSY = (TryAgainError, ClusterDownError)  # refusals worth retrying shortly (with LOADING and BUSY)
 _ORDER_INDEX = {"updated_at": "u", "created_at": "c", "label": "l", "session_id": "i"}  # index.lua's index names
 _WHEN = {"any": b"any", "live": b"live", "absent": b"absent"}  # session.lua's `fields` conditions
 _META = (b"s", b"l", b"c", b"u", b"n", b"z")  # a session hash's fields that are not state (see get_state.lua)
 
+
 def _redis_address(client) -> str:
     "host:port (or socket path) of a redis-py client, for error messages (never its password)."
     pool = client.connection_pool
     kw = getattr(pool, "connection_kwargs", {})
-    if getattr(pool, "service_name", None): return f"sentinel service {pool.service_name}"
-    if kw.get("path"): return kw["path"]
+    if getattr(pool, "service_name", None):
+        return f"sentinel service {pool.service_name}"
+    if kw.get("path"):
+        return kw["path"]
     return f"{kw.get('host', 'localhost')}:{kw.get('port', 6379)}"
+
 
 def _token() -> bytes:
     "A fresh token naming one call that must not run twice (see `once` in session.lua)."
     return os.urandom(9).hex().encode()
 
+
 def _join_state(fields: dict) -> bytes:
     "A session's state as JSON object text, from its hash's fields (HGETALL): the state fields joined."
     return b"{" + b",".join([k + b":" + v for k, v in fields.items() if k[:1] == b'"']) + b"}"
+
 
 class _Attempts:
     """The sends of one call and what their errors mean: the rules of `RedisWorkflowStateStore._call`, shared by its
@@ -101,10 +138,13 @@ class _Attempts:
     that run once per token); a write that is not raises StoreUnavailableError saying its outcome is unknown, as does
     any later failure of a write once it may have run. A script the server forgot (NOSCRIPT: it did nothing) is loaded
     and run again. Replies in which the server refused the call raise `_refusal`'s error."""
+
     def __init__(self, store, script, write: bool, repeatable: bool):
         self.store, self.script, self.write, self.repeatable = store, script, write, repeatable
         self.retries, self.load = store.retries, False  # load: send SCRIPT LOAD first
-        self.first_sent: Optional[float] = None  # when a write was first sent: from then on it may have run, whatever happens next
+        self.first_sent: Optional[float] = (
+            None  # when a write was first sent: from then on it may have run, whatever happens next
+        )
         self.repeat = False  # this send may repeat an earlier one that ran
 
     def start(self) -> None:
@@ -113,29 +153,38 @@ class _Attempts:
 
     def check(self) -> None:
         "Before sending a repeat, and after its reply: is a repeat still safe (see `_check_repeat`)?"
-        if self.repeat: self.store._check_repeat(self.first_sent)
+        if self.repeat:
+            self.store._check_repeat(self.first_sent)
 
     def sent(self) -> None:
         "The command went out whole (one that fails to go out whole is not run by the server)."
-        if self.write and self.first_sent is None: self.first_sent = time.monotonic()
+        if self.write and self.first_sent is None:
+            self.first_sent = time.monotonic()
 
     def failed(self, e: Exception) -> bool:
         "Raise the call's error for `e`, or return True to send again (False: `e` is not Redis's, re-raise it)."
         store, repeat = self.store, self.repeat
         if isinstance(e, NoScriptError):  # the server did nothing with this send
-            if not repeat: self.first_sent = None
-            if not self.load and self.script is not None: self.load = True; return True
+            if not repeat:
+                self.first_sent = None
+            if not self.load and self.script is not None:
+                self.load = True
+                return True
             # else refused like any reply below (the script was just loaded, or there is none)
         # replies in which the server refused the call (it did nothing), not lost connections (_REPLIED are
         # ConnectionErrors in redis-py, hence checked before _UNAVAILABLE)
         if isinstance(e, (_REPLIED, ResponseError)):
-            if repeat: raise store._outcome_unknown(e, "the call was sent, then its repeat refused") from e
+            if repeat:
+                raise store._outcome_unknown(e, "the call was sent, then its repeat refused") from e
             raise store._refusal(e) from None
-        if isinstance(e, _UNAVAILABLE):  # redis-py has disconnected the connection; the pool reconnects it on its next use
+        if isinstance(
+            e, _UNAVAILABLE
+        ):  # redis-py has disconnected the connection; the pool reconnects it on its next use
             timeout = isinstance(e, _RedisTimeoutError)
             if self.first_sent is not None and (not self.repeatable or self.retries <= 0 or timeout):
                 raise store._outcome_unknown(e) from e
-            if self.retries <= 0 or timeout: raise store._unavailable(e) from e
+            if self.retries <= 0 or timeout:
+                raise store._unavailable(e) from e
             self.retries -= 1
             return True
         return False
@@ -143,22 +192,28 @@ class _Attempts:
 # %% ../../nbs/backends/redis.ipynb #d46c1800
 class RedisWorkflowStateStore(WorkflowStateStoreBase):
     """Workflow state in Redis: a hash per session, one atomic round trip per call, native expiry."""
+
     server_time = True  # Redis stamps the writes (TIME in the scripts) and expires the sessions
     _once_ms = 60_000  # How long a create/delete/rekey call's result is kept for a repeat of it (see `once`)
     _large = 8192  # States larger than this (bytes) are read with HGETALL and joined here (see get_state.lua)
 
-    def __init__(self,
-                 url_or_client: Union[str, "redis.Redis"] = "redis://127.0.0.1:6379/0",  # Redis URL, or a ready redis.Redis client
-                 *,
-                 prefix: str = "cjm-wfs",  # Start of every key name (one prefix per app sharing the server); any non-empty str
-                 ttl: Union[None, int, float, timedelta] = None,  # Sessions not written for this long expire (Redis removes them)
-                 max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,  # Cap on one session's serialised state
-                 session_key: str = DEFAULT_SESSION_KEY,  # Cookie-session key holding the workflow session id
-                 socket_timeout: Optional[float] = 5.0,  # Seconds to wait for a reply (URL only)
-                 socket_connect_timeout: Optional[float] = 2.0,  # Seconds to wait for a connection (URL only)
-                 retries: int = 1,  # Immediate retries of a call whose connection failed, when it is safe to repeat
-                 **client_options,  # More redis.Redis.from_url options (password, ssl_ca_certs, max_connections, ...)
-                ):
+    def __init__(
+        self,
+        url_or_client: Union[
+            str, "redis.Redis"
+        ] = "redis://127.0.0.1:6379/0",  # Redis URL, or a ready redis.Redis client
+        *,
+        prefix: str = "cjm-wfs",  # Start of every key name (one prefix per app sharing the server); any non-empty str
+        ttl: Union[
+            None, int, float, timedelta
+        ] = None,  # Sessions not written for this long expire (Redis removes them)
+        max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,  # Cap on one session's serialised state
+        session_key: str = DEFAULT_SESSION_KEY,  # Cookie-session key holding the workflow session id
+        socket_timeout: Optional[float] = 5.0,  # Seconds to wait for a reply (URL only)
+        socket_connect_timeout: Optional[float] = 2.0,  # Seconds to wait for a connection (URL only)
+        retries: int = 1,  # Immediate retries of a call whose connection failed, when it is safe to repeat
+        **client_options,  # More redis.Redis.from_url options (password, ssl_ca_certs, max_connections, ...)
+    ):
         """Connect lazily to Redis at `url_or_client`; nothing is sent until the first call."""
         super().__init__(ttl=ttl, max_state_bytes=max_state_bytes, session_key=session_key)
         if not isinstance(prefix, str) or not prefix:
@@ -167,29 +222,46 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
             raise ValueError(f"retries must be an int >= 0, got {retries!r}")
         self.prefix, self.retries = prefix, retries
         self._owns_client = isinstance(url_or_client, str)
-        self._async_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()  # event loop -> its redis.asyncio pool (see `_apool`)
+        self._async_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )  # event loop -> its redis.asyncio pool (see `_apool`)
         if self._owns_client:
             assert isinstance(url_or_client, str)  # (`_owns_client`: a URL was given)
-            client = redis.Redis.from_url(url_or_client, socket_timeout=socket_timeout,  # the store retries, not the driver
-                                          socket_connect_timeout=socket_connect_timeout, retry=Retry(NoBackoff(), 0),
-                                          **client_options)
+            client = redis.Redis.from_url(
+                url_or_client,
+                socket_timeout=socket_timeout,  # the store retries, not the driver
+                socket_connect_timeout=socket_connect_timeout,
+                retry=Retry(NoBackoff(), 0),
+                **client_options,
+            )
             # the async calls' own pools (redis.asyncio), from the same URL and options: only for a store given a URL
             # (a ready client's pool may be a Sentinel's or a custom class, which the async driver would not copy)
             self._url, self.native_async = url_or_client, True
-            self._async_options = dict(socket_timeout=socket_timeout, socket_connect_timeout=socket_connect_timeout,
-                                       retry=AsyncRetry(NoBackoff(), 0), **client_options)
+            self._async_options = dict(
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=socket_connect_timeout,
+                retry=AsyncRetry(NoBackoff(), 0),
+                **client_options,
+            )
         elif isinstance(url_or_client, redis.Redis):
-            if client_options: raise TypeError(f"options {sorted(client_options)} apply to a URL, not to a ready client")
+            if client_options:
+                raise TypeError(f"options {sorted(client_options)} apply to a URL, not to a ready client")
             client, pool = url_or_client, url_or_client.connection_pool
             if getattr(client, "connection", None) is not None:
                 raise ValueError("pass a redis.Redis client with a connection pool, not single_connection_client=True")
             if pool.connection_kwargs.get("decode_responses"):
-                client = redis.Redis(connection_pool=pool.__class__(
-                    connection_class=pool.connection_class, max_connections=pool.max_connections,
-                    **{**pool.connection_kwargs, "decode_responses": False}))
+                client = redis.Redis(
+                    connection_pool=pool.__class__(
+                        connection_class=pool.connection_class,
+                        max_connections=pool.max_connections,
+                        **{**pool.connection_kwargs, "decode_responses": False},
+                    )
+                )
                 self._owns_client = True
         else:
-            raise TypeError(f"url_or_client must be a redis:// URL or a redis.Redis client, got {type(url_or_client).__name__}")
+            raise TypeError(
+                f"url_or_client must be a redis:// URL or a redis.Redis client, got {type(url_or_client).__name__}"
+            )
         self._client, self._pool = client, client.connection_pool
         self.address = _redis_address(client)
         self._ttl_ms = b"" if self.ttl is None else str(max(1, math.ceil(self.ttl * 1000))).encode()
@@ -205,7 +277,8 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
         self._sessions: Dict[Tuple[str, str], tuple] = {}  # (flow, session id) -> session.lua's KEYS and first ARGV
         self._large_states: Set[bytes] = set()  # hashes last seen holding a state over `_large` bytes
 
-    def __repr__(self): return f"RedisWorkflowStateStore({self.address!r}, prefix={self.prefix!r}, ttl={self.ttl})"
+    def __repr__(self):
+        return f"RedisWorkflowStateStore({self.address!r}, prefix={self.prefix!r}, ttl={self.ttl})"
 
     # -- keys --
     def _flow_keys(self, flow_id: str) -> Tuple[tuple, bytes]:
@@ -224,17 +297,19 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
         if head is None:
             h = self._key_prefix + b":{" + escape_id(session_id).encode() + b"}:f:" + escape_id(flow_id).encode()
             head = (h, self._ttl_ms)
-            if len(self._sessions) > 10000: self._sessions.clear()
+            if len(self._sessions) > 10000:
+                self._sessions.clear()
             self._sessions[(flow_id, session_id)] = head
         return head
 
     # -- sending --
-    def _call(self,
-              args: tuple,  # The command and its arguments, as redis-py's `send_command` takes them
-              script: Optional[Any] = None,  # The `Script` it runs by EVALSHA, if any
-              write: bool = False,  # Whether the command may change data
-              repeatable: bool = True,  # Whether sending it twice does what sending it once does
-             ):
+    def _call(
+        self,
+        args: tuple,  # The command and its arguments, as redis-py's `send_command` takes them
+        script: Optional[Any] = None,  # The `Script` it runs by EVALSHA, if any
+        write: bool = False,  # Whether the command may change data
+        repeatable: bool = True,  # Whether sending it twice does what sending it once does
+    ):
         """Send one command on a connection of the client's pool and return its reply, retrying and reporting
         errors by the rules of `_Attempts`."""
         attempts, pool = _Attempts(self, script, write, repeatable), self._pool
@@ -256,9 +331,11 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
                 attempts.check()
                 return reply
             except Exception as e:
-                if not attempts.failed(e): raise
+                if not attempts.failed(e):
+                    raise
             finally:
-                if conn is not None: pool.release(conn)
+                if conn is not None:
+                    pool.release(conn)
 
     async def _acall(self, args: tuple, script: Optional[Any] = None, write: bool = False, repeatable: bool = True):
         "`_call` on this event loop's `redis.asyncio` pool (see `_apool`): the same sends, rules and errors, awaited."
@@ -281,16 +358,20 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
             except Exception as e:
                 # under uvloop, a write on a transport the server has closed (a refused connection's handshake, say)
                 # raises RuntimeError, which redis-py lets through: it is a lost connection like any other
-                if type(e) is RuntimeError: e = _RedisConnectionError(f"the connection was closed ({e})")
-                if not attempts.failed(e): raise
+                if type(e) is RuntimeError:
+                    e = _RedisConnectionError(f"the connection was closed ({e})")
+                if not attempts.failed(e):
+                    raise
             finally:
-                if conn is not None: await pool.release(conn)
+                if conn is not None:
+                    await pool.release(conn)
 
     def _apool(self):
         "This event loop's `redis.asyncio` connection pool (a pool's connections belong to the loop that made them)."
         # (a closed loop's pool is dropped; its connections are closed when collected)
-        return _for_running_loop(self._async_pools,
-                                 lambda: redis_async.ConnectionPool.from_url(self._url, **self._async_options))
+        return _for_running_loop(
+            self._async_pools, lambda: redis_async.ConnectionPool.from_url(self._url, **self._async_options)
+        )
 
     def _check_repeat(self, first_sent: float) -> None:
         """A write repeated after its connection dropped is trusted only while the first run's record (`once`)
@@ -298,33 +379,45 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
         what happened (the session it created "exists", the one it deleted "did not"), so the outcome is unknown."""
         waited = time.monotonic() - first_sent
         if waited > self._once_ms / 2000:
-            raise self._outcome_unknown(TimeoutError(f"{waited:.1f} s since it was first sent"),
-                                        "the connection failed after the call was sent and its repeat came too late")
+            raise self._outcome_unknown(
+                TimeoutError(f"{waited:.1f} s since it was first sent"),
+                "the connection failed after the call was sent and its repeat came too late",
+            )
 
     def _write(self, head: tuple, op: bytes, *args, repeatable: bool = False):
         "Run session.lua's operation `op` on the session of `head` (`_session`) with its own ARGV `args`."
         script = self._scripts["session"]
-        return self._call((b"EVALSHA", self._sha["session"], b"1", *head, op, *args), script, write=True,
-                          repeatable=repeatable)
+        return self._call(
+            (b"EVALSHA", self._sha["session"], b"1", *head, op, *args), script, write=True, repeatable=repeatable
+        )
 
     def _index(self, op: bytes, keys: tuple, *args, write: bool = False, repeatable: bool = True):
         "Run index.lua's operation `op` with `keys` and its own ARGV `args`."
         script = self._scripts["index"]
-        return self._call((b"EVALSHA", self._sha["index"], len(keys), *keys, op, self._key_prefix, self._ttl_s, *args), script,
-                          write=write, repeatable=repeatable)
+        return self._call(
+            (b"EVALSHA", self._sha["index"], len(keys), *keys, op, self._key_prefix, self._ttl_s, *args),
+            script,
+            write=write,
+            repeatable=repeatable,
+        )
 
     # -- errors --
     def _unavailable(self, e: Exception) -> StoreUnavailableError:
         "The error for a server that cannot be reached (nothing was done)."
-        return StoreUnavailableError(f"Redis at {self.address} is unavailable ({type(e).__name__}: {e}); "
-                                     f"the store works again as soon as the server answers")
+        return StoreUnavailableError(
+            f"Redis at {self.address} is unavailable ({type(e).__name__}: {e}); "
+            f"the store works again as soon as the server answers"
+        )
 
-    def _outcome_unknown(self, e: Exception, what: str = "the connection failed after the call was sent") -> StoreUnavailableError:
+    def _outcome_unknown(
+        self, e: Exception, what: str = "the connection failed after the call was sent"
+    ) -> StoreUnavailableError:
         "The error for a write that may have taken effect, whose reply cannot be trusted or never came: not repeated."
         return StoreUnavailableError(
             f"Redis at {self.address}: {what} ({type(e).__name__}: {e}); the server may or may not have done it, so "
             f"the outcome is unknown and the call was not repeated: check the session (e.g. get_state, "
-            f"session_exists) before trying again")
+            f"session_exists) before trying again"
+        )
 
     def _refusal(self, e: Exception) -> Union[BackendError, StoreUnavailableError]:
         """The error for a reply in which the server refused the call (it did nothing), with its words and what to do:
@@ -332,61 +425,85 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
         text = f"{type(e).__name__}: {e}"
         message = str(e)
         if isinstance(e, BusyLoadingError):
-            return StoreUnavailableError(f"Redis at {self.address} is loading its data set ({text}), nothing was done: "
-                                         f"try again shortly")
+            return StoreUnavailableError(
+                f"Redis at {self.address} is loading its data set ({text}), nothing was done: try again shortly"
+            )
         if isinstance(e, _BUSY) or message.startswith("BUSY "):
-            return StoreUnavailableError(f"Redis at {self.address} is busy ({text}), nothing was done: try again "
-                                         f"shortly")
+            return StoreUnavailableError(
+                f"Redis at {self.address} is busy ({text}), nothing was done: try again shortly"
+            )
         if isinstance(e, (AuthenticationError, AuthorizationError)):
             return BackendError(
                 f"Redis at {self.address} refused the credentials ({text}): check the user name and password in the "
-                f"store's URL (redis://user:password@host:port/db) or its password= option; retrying will not help")
+                f"store's URL (redis://user:password@host:port/db) or its password= option; retrying will not help"
+            )
         if isinstance(e, OutOfMemoryError):
             return BackendError(
                 f"Redis at {self.address} is out of memory ({text}), nothing was written: raise its maxmemory or "
-                f"free memory (purge_expired, delete old sessions); an eviction policy would drop sessions")
+                f"free memory (purge_expired, delete old sessions); an eviction policy would drop sessions"
+            )
         if isinstance(e, ReadOnlyError):
-            return BackendError(f"Redis at {self.address} is a read-only replica ({text}), nothing was written: "
-                                f"point the store at the primary")
+            return BackendError(
+                f"Redis at {self.address} is a read-only replica ({text}), nothing was written: "
+                f"point the store at the primary"
+            )
         if isinstance(e, NoPermissionError):
             return BackendError(
                 f"Redis at {self.address} denied a command ({text}): the ACL user needs +@read +@write +@scripting "
-                f"+@connection and the keys ~{self._key_prefix.decode()}:* (those of prefix {self.prefix!r})")
+                f"+@connection and the keys ~{self._key_prefix.decode()}:* (those of prefix {self.prefix!r})"
+            )
         if "DB index" in message:
             db = self._pool.connection_kwargs.get("db")
             return BackendError(
                 f"Redis at {self.address} has no database {db} ({text}): use a database number the server has "
-                f"(0 to its `databases` setting - 1, 16 by default) in the URL's path, redis://host:port/<db>")
+                f"(0 to its `databases` setting - 1, 16 by default) in the URL's path, redis://host:port/<db>"
+            )
         if message.startswith("MISCONF"):
-            return BackendError(f"Redis at {self.address} refuses writes because it cannot save to disk ({text}), "
-                                f"nothing was written: fix its disk or persistence settings (see the server's log)")
+            return BackendError(
+                f"Redis at {self.address} refuses writes because it cannot save to disk ({text}), "
+                f"nothing was written: fix its disk or persistence settings (see the server's log)"
+            )
         return BackendError(f"Redis at {self.address} refused the call ({text})")
 
     # -- reads --
     def _summary_of(self, flow_id, session_id, s, l, c, u, n, z) -> SessionSummary:
         "A summary from a session hash's s, l, c, u, n, z fields."
-        return make_summary(flow_id, session_id, _label_from_key(l), None if s is None else _s(s), float(c), float(u),
-                            state_size(int(n), int(z)))
+        return make_summary(
+            flow_id,
+            session_id,
+            _label_from_key(l),
+            None if s is None else _s(s),
+            float(c),
+            float(u),
+            state_size(int(n), int(z)),
+        )
 
     def _note_size(self, h: bytes, size: int) -> None:
         "Remember whether the state in hash `h` is large (read with HGETALL) or not (read by get_state.lua)."
         if size > self._large:
-            if len(self._large_states) > 10000: self._large_states.clear()
+            if len(self._large_states) > 10000:
+                self._large_states.clear()
             self._large_states.add(h)
-        else: self._large_states.discard(h)
+        else:
+            self._large_states.discard(h)
 
     def _read(self, flow_id, session_id, cutoff):
         fields = self._call((b"HGETALL", self._session(flow_id, session_id)[0]))
-        if type(fields) is list: fields = dict(zip(fields[::2], fields[1::2]))  # (RESP2 clients)
-        if b"c" not in fields: return None
-        return (self._summary_of(flow_id, session_id, *map(fields.get, _META)),
-                _join_state(fields).decode("utf-8", "replace"))
+        if type(fields) is list:
+            fields = dict(zip(fields[::2], fields[1::2]))  # (RESP2 clients)
+        if b"c" not in fields:
+            return None
+        return (
+            self._summary_of(flow_id, session_id, *map(fields.get, _META)),
+            _join_state(fields).decode("utf-8", "replace"),
+        )
 
     def _get_state_text(self, flow_id, session_id, cutoff):
         h = self._session(flow_id, session_id)[0]
         if h in self._large_states:
             fields = self._call((b"HGETALL", h))
-            if type(fields) is list: fields = dict(zip(fields[::2], fields[1::2]))
+            if type(fields) is list:
+                fields = dict(zip(fields[::2], fields[1::2]))
             text = _join_state(fields) if fields else None
         else:
             script = self._scripts["get_state"]
@@ -407,13 +524,23 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
 
     def _rows(self, flow_id, r) -> List[SessionSummary]:
         "Summaries from index.lua's flat list reply (id, step, label key, created, updated, n, z per session)."
-        return [self._summary_of(flow_id, _s(r[i]), *r[i + 1:i + 7]) for i in range(0, len(r), 7)]
+        return [self._summary_of(flow_id, _s(r[i]), *r[i + 1 : i + 7]) for i in range(0, len(r), 7)]
 
     def _list(self, flow_id, cutoff, order_by, descending, limit, offset, after=None):
         keys, fe = self._flow_keys(flow_id)
-        return self._rows(flow_id, self._index(
-            b"list", keys, fe, _ORDER_INDEX[order_by], b"1" if descending else b"", offset,
-            -1 if limit is None else limit, b"" if after is None else _b(after)))
+        return self._rows(
+            flow_id,
+            self._index(
+                b"list",
+                keys,
+                fe,
+                _ORDER_INDEX[order_by],
+                b"1" if descending else b"",
+                offset,
+                -1 if limit is None else limit,
+                b"" if after is None else _b(after),
+            ),
+        )
 
     def _count(self, flow_id, cutoff):
         keys, fe = self._flow_keys(flow_id)
@@ -427,7 +554,8 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
         "session.lua's `merge` arguments."
         args = [self._max, b"" if into is None else encode_basestring_ascii(into), str(len(remove))]
         args.extend(map(encode_basestring_ascii, remove))
-        for key, value in encoded.items(): args += (encode_basestring_ascii(key), value)
+        for key, value in encoded.items():
+            args += (encode_basestring_ascii(key), value)
         return args
 
     def _fields_args(self, fields, when) -> list:
@@ -441,32 +569,50 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
     def _merge(self, flow_id, session_id, encoded, into, remove, cutoff):
         head = self._session(flow_id, session_id)
         size = self._write(head, b"merge", *self._merge_args(encoded, into, remove))
-        if size < 0: self._check_size(-size)
+        if size < 0:
+            self._check_size(-size)
         self._note_size(head[0], size)
 
     def _set_fields(self, flow_id, session_id, fields, when, cutoff):
         args = self._fields_args(fields, when)
-        if when == "absent": args += (_token(), self._once_arg)  # create_session runs once: its repeat is safe
+        if when == "absent":
+            args += (_token(), self._once_arg)  # create_session runs once: its repeat is safe
         return self._write(self._session(flow_id, session_id), b"fields", *args, repeatable=when == "absent") == 1
 
     def _delete(self, flow_id, session_id, cutoff, expired_only=False):
-        if expired_only: raise NotImplementedError("RedisWorkflowStateStore purges in its own _purge_expired")
-        return self._write(self._session(flow_id, session_id), b"delete", _token(), self._once_arg,
-                           repeatable=True) == 1
+        if expired_only:
+            raise NotImplementedError("RedisWorkflowStateStore purges in its own _purge_expired")
+        return (
+            self._write(self._session(flow_id, session_id), b"delete", _token(), self._once_arg, repeatable=True) == 1
+        )
 
     def _restore(self, flow_id, session_id, state_items, step, label, created, updated):
         head = self._session(flow_id, session_id)
         keys = [encode_basestring_ascii(k) for k in state_items]
         z = sum(len(k) + 1 + len(v) for k, v in zip(keys, state_items.values()))
-        args = [b"" if label is None else label_sort_key(label), b"" if step is None else _b(step),
-                repr(float(created)), repr(float(updated)), len(state_items), z]
-        for key, value in zip(keys, state_items.values()): args += (key, value)
+        args = [
+            b"" if label is None else label_sort_key(label),
+            b"" if step is None else _b(step),
+            repr(float(created)),
+            repr(float(updated)),
+            len(state_items),
+            z,
+        ]
+        for key, value in zip(keys, state_items.values()):
+            args += (key, value)
         self._write(head, b"restore", *args)
         self._note_size(head[0], state_size(len(state_items), z))
 
     def _rekey(self, old_session_id, new_session_id, cutoff):
-        moved = self._index(b"rekey", (self._flows_of(old_session_id), self._flows_of(new_session_id)),
-                            _b(old_session_id), _b(new_session_id), _token(), self._once_arg, write=True)
+        moved = self._index(
+            b"rekey",
+            (self._flows_of(old_session_id), self._flows_of(new_session_id)),
+            _b(old_session_id),
+            _b(new_session_id),
+            _token(),
+            self._once_arg,
+            write=True,
+        )
         if moved < 0:
             raise self._rekey_target_taken(new_session_id)
         return moved
@@ -475,8 +621,10 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
     def _load_call(self, session_id) -> tuple:
         "index.lua's `load` of every flow's session of an id: `_call`'s arguments."
         keys = (self._flows_of(session_id),)
-        return ((b"EVALSHA", self._sha["index"], len(keys), *keys, b"load", self._key_prefix, self._ttl_s, _b(session_id)),
-                self._scripts["index"])
+        return (
+            (b"EVALSHA", self._sha["index"], len(keys), *keys, b"load", self._key_prefix, self._ttl_s, _b(session_id)),
+            self._scripts["index"],
+        )
 
     def _loaded(self, session_id, reply) -> dict:
         "`_load`'s result from the script's reply (flow id, hash fields, per flow)."
@@ -485,14 +633,18 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
             flow_id, fields = _s(reply[i]), reply[i + 1]
             fields = dict(zip(fields[::2], fields[1::2]))
             if b"c" in fields:
-                found[flow_id] = (self._summary_of(flow_id, session_id, *map(fields.get, _META)),
-                                  _join_state(fields).decode("utf-8", "replace"))
+                found[flow_id] = (
+                    self._summary_of(flow_id, session_id, *map(fields.get, _META)),
+                    _join_state(fields).decode("utf-8", "replace"),
+                )
         return found
 
-    def _load(self, session_id, cutoff): return self._loaded(session_id, self._call(*self._load_call(session_id)))
+    def _load(self, session_id, cutoff):
+        return self._loaded(session_id, self._call(*self._load_call(session_id)))
 
     async def _aload(self, session_id, cutoff):
-        if not self.native_async: return await super()._aload(session_id, cutoff)
+        if not self.native_async:
+            return await super()._aload(session_id, cutoff)
         return self._loaded(session_id, await self._acall(*self._load_call(session_id)))
 
     def _commit_call(self, session_id, writes) -> tuple:
@@ -502,15 +654,32 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
         keys, args = {}, []  # the hashes written (-> their KEYS index), and batch's arguments
         for primitive, flow_id, own in writes:
             h = self._session(flow_id, session_id)[0]
-            if primitive == "merge": own = self._merge_args(*own)
-            elif primitive == "set_fields": own = self._fields_args(*own)
+            if primitive == "merge":
+                own = self._merge_args(*own)
+            elif primitive == "set_fields":
+                own = self._fields_args(*own)
             args += (keys.setdefault(h, len(keys) + 1), primitive.replace("set_", "").encode(), len(own), *own)
-        return ((b"EVALSHA", self._sha["session"], len(keys), *keys, self._ttl_ms, b"batch", _token(), self._once_arg,
-                 *args), self._scripts["session"], True, True), keys
+        return (
+            (
+                b"EVALSHA",
+                self._sha["session"],
+                len(keys),
+                *keys,
+                self._ttl_ms,
+                b"batch",
+                _token(),
+                self._once_arg,
+                *args,
+            ),
+            self._scripts["session"],
+            True,
+            True,
+        ), keys
 
     def _committed(self, size: int, keys) -> None:
         "After a batch: its refusal (-size) raised; the hashes' sizes forgotten (the next read measures again)."
-        if size < 0: self._check_size(-size)
+        if size < 0:
+            self._check_size(-size)
         self._large_states.difference_update(keys)
 
     def _commit(self, session_id, writes, cutoff):  # all or none, in one script call (session.lua's `batch`)
@@ -518,13 +687,16 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
         self._committed(self._call(*call), keys)
 
     async def _acommit(self, session_id, writes, cutoff):
-        if not self.native_async: return await super()._acommit(session_id, writes, cutoff)
+        if not self.native_async:
+            return await super()._acommit(session_id, writes, cutoff)
         call, keys = self._commit_call(session_id, writes)
         self._committed(await self._acall(*call), keys)
 
-    def _purge_expired(self, cutoff,
-                       batch: int = 500,  # Index entries one script call looks at (bounds how long Redis is busy)
-                      ) -> int:  # How many sessions were deleted
+    def _purge_expired(
+        self,
+        cutoff,
+        batch: int = 500,  # Index entries one script call looks at (bounds how long Redis is busy)
+    ) -> int:  # How many sessions were deleted
         """Delete the sessions written without an expiry (by a store without a ttl on this prefix) that were last
         written more than `ttl` ago by the Redis server's clock, and the index entries expired sessions left behind,
         a batch at a time. Sessions with an expiry of their own are left to Redis."""
@@ -538,12 +710,15 @@ class RedisWorkflowStateStore(WorkflowStateStoreBase):
 
     async def _aclose(self):
         pool = self._async_pools.pop(asyncio.get_running_loop(), None)
-        if pool is not None: await pool.disconnect()
+        if pool is not None:
+            await pool.disconnect()
 
     def _close(self):
-        if self._owns_client: self._client.close()
+        if self._owns_client:
+            self._client.close()
         for loop, pool in list(self._async_pools.items()):  # the async pools: closed on their loop, if it can still run
-            if not loop.is_closed() and not loop.is_running(): loop.run_until_complete(pool.disconnect())
+            if not loop.is_closed() and not loop.is_running():
+                loop.run_until_complete(pool.disconnect())
         self._async_pools.clear()
 
 # %% ../../nbs/backends/redis.ipynb #31269e59
@@ -566,9 +741,15 @@ def delete_all(self: RedisWorkflowStateStore) -> int:  # Number of keys deleted
         # the escaped prefix holds no ':' and no glob character, so the pattern matches this prefix's keys only
         for key in self._client.scan_iter(match=self._key_prefix + b":*", count=1000):
             batch.append(key)
-            if len(batch) >= 500: deleted += self._client.delete(*batch); batch = []
-        if batch: deleted += self._client.delete(*batch)
-    except _REPLIED as e: raise self._refusal(e) from None
-    except _UNAVAILABLE as e: raise self._unavailable(e) from e
-    except ResponseError as e: raise self._refusal(e) from None
+            if len(batch) >= 500:
+                deleted += self._client.delete(*batch)
+                batch = []
+        if batch:
+            deleted += self._client.delete(*batch)
+    except _REPLIED as e:
+        raise self._refusal(e) from None
+    except _UNAVAILABLE as e:
+        raise self._unavailable(e) from e
+    except ResponseError as e:
+        raise self._refusal(e) from None
     return deleted

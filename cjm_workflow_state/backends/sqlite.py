@@ -13,8 +13,18 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Type, Union
 
-from ..core.base import (DEFAULT_MAX_STATE_BYTES, DEFAULT_SESSION_KEY, MAX_LABEL_LENGTH,
-    WorkflowStateStoreBase, check_label, encode_json, is_valid_id, item_text, join_items, make_summary)
+from cjm_workflow_state.core.base import (
+    DEFAULT_MAX_STATE_BYTES,
+    DEFAULT_SESSION_KEY,
+    MAX_LABEL_LENGTH,
+    WorkflowStateStoreBase,
+    check_label,
+    encode_json,
+    is_valid_id,
+    item_text,
+    join_items,
+    make_summary,
+)
 from ..errors import BackendError, StoreUnavailableError, WorkflowStateError
 
 # %% ../../nbs/backends/sqlite.ipynb #f34f8049
@@ -50,8 +60,9 @@ _SCHEMA = (
 # set by hand (`store.clock = fn`) takes its place as the SQL function wf_clock() (see "The store's clock").
 _NOW_SQL = "(round((julianday('now') - 2440587.5) * 86400000.0) / 1000.0)"
 
-_plain_key = re.compile(r'[ !#-\[\]-~]+').fullmatch  # printable ASCII but " and \ : a JSON path names it as is
+_plain_key = re.compile(r"[ !#-\[\]-~]+").fullmatch  # printable ASCII but " and \ : a JSON path names it as is
 _MAX_PAIRS = 60  # keys per json_set call (SQLite's default limit is 127 arguments per function)
+
 
 @lru_cache(maxsize=512)
 def _merge_expr(
@@ -63,11 +74,16 @@ def _merge_expr(
     """The SQL expression that merges an update into a state's JSON text."""
     pairs = ", ?, json(?)" * n_set
     if into:
-        expr = (f"json_set({source}, ?, json_set(CASE WHEN json_type({source}, ?) = 'object' "
-                f"THEN json_extract({source}, ?) ELSE '{{}}' END{pairs}))")
-    elif n_set: expr = f"json_set({source}{pairs})"
-    else: expr = source
+        expr = (
+            f"json_set({source}, ?, json_set(CASE WHEN json_type({source}, ?) = 'object' "
+            f"THEN json_extract({source}, ?) ELSE '{{}}' END{pairs}))"
+        )
+    elif n_set:
+        expr = f"json_set({source}{pairs})"
+    else:
+        expr = source
     return f"json_remove({expr}{', ?' * n_remove})" if n_remove else expr
+
 
 def _stamped(
     sql: str,  # A write statement with `$now`, `$now_ms` and `$wlive`
@@ -77,8 +93,12 @@ def _stamped(
     """A write statement reading the store's clock: `$now` becomes the clock, `$now_ms` its millisecond (updated_ms),
     and `$wlive` ` AND updated_at >= $now - ?` (the ttl) when the store has a ttl, so that the write decides expiry
     by the time it is applied."""
-    return (sql.replace("$wlive", " AND updated_at >= $now - ?" if ttl else "")
-            .replace("$now_ms", "CAST($now * 1000 AS INTEGER)").replace("$now", now))
+    return (
+        sql.replace("$wlive", " AND updated_at >= $now - ?" if ttl else "")
+        .replace("$now_ms", "CAST($now * 1000 AS INTEGER)")
+        .replace("$now", now)
+    )
+
 
 def _update_sql(
     sets: str,  # The SET assignments besides the stamp
@@ -86,9 +106,15 @@ def _update_sql(
     where: str = "",  # More conditions
 ) -> str:  # Parameters: those of `sets`, flow_id, session_id, those of `where`, [ttl]
     "The UPDATE of a live session that sets `sets` and stamps the write (see `_stamped`)."
-    return (f"UPDATE workflow_sessions SET {sets}, updated_at = $now" + ("" if same_ms else ", updated_ms = $now_ms")
-            + " WHERE flow_id = ? AND session_id = ?" + (" AND updated_ms = $now_ms" if same_ms else "") + where
-            + "$wlive")
+    return (
+        f"UPDATE workflow_sessions SET {sets}, updated_at = $now"
+        + ("" if same_ms else ", updated_ms = $now_ms")
+        + " WHERE flow_id = ? AND session_id = ?"
+        + (" AND updated_ms = $now_ms" if same_ms else "")
+        + where
+        + "$wlive"
+    )
+
 
 @lru_cache(maxsize=512)
 def _merge_sql(
@@ -102,8 +128,16 @@ def _merge_sql(
     inside the statement."""
     # json_set leaves an array or a scalar as it is: such a text (never written by a store) must not take the update
     # as if it were applied; the transaction path refuses it
-    return _stamped(_update_sql(f"state_json = {_merge_expr(*shape)}" + (", current_step = ?" if step else ""), same_ms,
-                                " AND state_size <= ? AND substr(state_json, 1, 1) = '{'"), ttl, now)
+    return _stamped(
+        _update_sql(
+            f"state_json = {_merge_expr(*shape)}" + (", current_step = ?" if step else ""),
+            same_ms,
+            " AND state_size <= ? AND substr(state_json, 1, 1) = '{'",
+        ),
+        ttl,
+        now,
+    )
+
 
 def _plan_merge(
     encoded: Dict[str, str],  # Key -> canonical JSON text of the new value
@@ -113,21 +147,28 @@ def _plan_merge(
 ) -> Optional[tuple]:  # (shape, parameters, size bound), or None when the Python path must merge
     """The parameters of the single-statement merge, when it applies."""
     # growth: the most the update can add to the state's text (size formula: see cjm_workflow_state.core.codec.state_size)
-    if len(encoded) > _MAX_PAIRS: return None  # SQLite functions take at most 127 arguments
+    if len(encoded) > _MAX_PAIRS:
+        return None  # SQLite functions take at most 127 arguments
     params: List[Any]  # the statement's parameters
     params, growth = [], 0
     if into is not None:
-        if not encoded or not _plain_key(into): return None
+        if not encoded or not _plain_key(into):
+            return None
         path = '$."' + into + '"'
-        params += (path, path, path); growth += len(into) + 6  # "into":{} and a comma
+        params += (path, path, path)
+        growth += len(into) + 6  # "into":{} and a comma
     for k, v in encoded.items():
-        if not _plain_key(k): return None
-        params += ('$."' + k + '"', v); growth += len(k) + len(v) + 4  # "k":v and a comma
+        if not _plain_key(k):
+            return None
+        params += ('$."' + k + '"', v)
+        growth += len(k) + len(v) + 4  # "k":v and a comma
     kept = encoded if into is None else (into,)
     gone = [k for k in remove if k not in kept]
-    if len(gone) > _MAX_PAIRS: return None
+    if len(gone) > _MAX_PAIRS:
+        return None
     for k in gone:
-        if not _plain_key(k): return None
+        if not _plain_key(k):
+            return None
         params.append('$."' + k + '"')
     bound = max_state_bytes - growth
     return None if bound < 2 else ((len(encoded), into is not None, len(gone)), tuple(params), bound)
@@ -135,26 +176,42 @@ def _plan_merge(
 # %% ../../nbs/backends/sqlite.ipynb #062d61d3
 _JSON_MERGE_OK = None  # Whether this process's SQLite merges canonical JSON exactly as Python does
 
+
 def _json_merge_works(
     conn: sqlite3.Connection,  # Any connection (the check is about the SQLite library)
 ) -> bool:  # True if every merge shape gives Python's canonical text
     """Check, once per process, that SQLite's JSON functions reproduce `encode_json` byte for byte."""
     global _JSON_MERGE_OK
-    if _JSON_MERGE_OK is not None: return _JSON_MERGE_OK
-    state = {"a": "\u00e9\n\"\\/\x00\U0001F600", "b": [1.5e300, -0.0, 1e-07, 2**70, 0.1, True, None, ""],
-             "c": {"d": {}, "e": []}, "_step_s": {"x": 1}, "n": "not an object"}
-    cases = [((2, False, 0), ('$."b"', encode_json({"x": [False, ""]}), '$."f"', encode_json("\u00fc")),
-              {**state, "b": {"x": [False, ""]}, "f": "\u00fc"}),
-             ((1, True, 0), ('$."_step_s"',) * 3 + ('$."y"', "[1.25]"), {**state, "_step_s": {"x": 1, "y": [1.25]}}),
-             ((1, True, 0), ('$."_step_t"',) * 3 + ('$."z"', "null"), {**state, "_step_t": {"z": None}}),
-             ((1, True, 0), ('$."n"',) * 3 + ('$."z"', "2"), {**state, "n": {"z": 2}}),
-             ((0, False, 1), ('$."c"',), {k: v for k, v in state.items() if k != "c"})]
+    if _JSON_MERGE_OK is not None:
+        return _JSON_MERGE_OK
+    state = {
+        "a": '\u00e9\n"\\/\x00\U0001f600',
+        "b": [1.5e300, -0.0, 1e-07, 2**70, 0.1, True, None, ""],
+        "c": {"d": {}, "e": []},
+        "_step_s": {"x": 1},
+        "n": "not an object",
+    }
+    cases = [
+        (
+            (2, False, 0),
+            ('$."b"', encode_json({"x": [False, ""]}), '$."f"', encode_json("\u00fc")),
+            {**state, "b": {"x": [False, ""]}, "f": "\u00fc"},
+        ),
+        ((1, True, 0), ('$."_step_s"',) * 3 + ('$."y"', "[1.25]"), {**state, "_step_s": {"x": 1, "y": [1.25]}}),
+        ((1, True, 0), ('$."_step_t"',) * 3 + ('$."z"', "null"), {**state, "_step_t": {"z": None}}),
+        ((1, True, 0), ('$."n"',) * 3 + ('$."z"', "2"), {**state, "n": {"z": 2}}),
+        ((0, False, 1), ('$."c"',), {k: v for k, v in state.items() if k != "c"}),
+    ]
     try:
         _JSON_MERGE_OK = all(
-            conn.execute(f"WITH s(state_json) AS (SELECT ?) SELECT {_merge_expr(*shape)} FROM s",
-                         (encode_json(state),) + params).fetchone()[0] == encode_json(expected)
-            for shape, params, expected in cases)
-    except sqlite3.Error: _JSON_MERGE_OK = False  # no JSON functions in this build
+            conn.execute(
+                f"WITH s(state_json) AS (SELECT ?) SELECT {_merge_expr(*shape)} FROM s", (encode_json(state),) + params
+            ).fetchone()[0]
+            == encode_json(expected)
+            for shape, params, expected in cases
+        )
+    except sqlite3.Error:
+        _JSON_MERGE_OK = False  # no JSON functions in this build
     return _JSON_MERGE_OK
 
 # %% ../../nbs/backends/sqlite.ipynb #7c8a97de
@@ -162,6 +219,7 @@ def _json_merge_works(
 _TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[][{},:"]', re.DOTALL)
 # inside a nested value: strings and any text but brackets, up to the next bracket (or a stray quote)
 _INSIDE = re.compile(r'(?:[^][{}"]+|"[^"\\]*(?:\\.[^"\\]*)*")*', re.DOTALL)
+
 
 def _members(
     text: str,  # JSON object text, as stored
@@ -172,17 +230,22 @@ def _members(
     members: Dict[str, str]
     key: Optional[str]
     members, key, start, pos, opened = {}, None, None, 0, False  # key: the member's key; start: where its value begins
+
     def member(end):  # the text of the value that ends at `end`, or None when there is no complete member
         value = text[start:end].strip() if key is not None and start is not None else ""
         return value or None
+
     while True:
         token = _TOKEN.search(text, pos)
-        if token is None: break
+        if token is None:
+            break
         at, pos = token.start(), token.end()
         c = text[at]
-        if c == '"' and pos == at + 1: break  # an unterminated string
+        if c == '"' and pos == at + 1:
+            break  # an unterminated string
         if not opened:
-            if c != "{" or text[:at].strip(): break  # not an object, or text before it
+            if c != "{" or text[:at].strip():
+                break  # not an object, or text before it
             opened = True
         elif c in "[{":  # a nested value: skip to its end, counting brackets only (a flat loop: no recursion)
             depth = 1
@@ -190,26 +253,35 @@ def _members(
                 inside = _INSIDE.match(text, pos)
                 assert inside is not None  # (the pattern matches the empty string too)
                 pos = inside.end()
-                if pos == len(text) or text[pos] == '"': raise ValueError(f"not a JSON object: {text[:60]!r}")
+                if pos == len(text) or text[pos] == '"':
+                    raise ValueError(f"not a JSON object: {text[:60]!r}")
                 depth += 1 if text[pos] in "[{" else -1
                 pos += 1
-        elif c == "]": break
+        elif c == "]":
+            break
         elif c == "}":
             value = member(at)
-            if text[pos:].strip(): break  # not one object
-            if value is not None: assert key is not None; members[key] = value  # (a value only follows a key)
-            elif key is not None or start is not None or members: break  # '{"a"}', '{"a":}', '{"a":1,}'
+            if text[pos:].strip():
+                break  # not one object
+            if value is not None:
+                assert key is not None
+                members[key] = value  # (a value only follows a key)
+            elif key is not None or start is not None or members:
+                break  # '{"a"}', '{"a":}', '{"a":1,}'
             return members
         elif c == '"':
             if key is None:  # a flat string: decoded without recursion (as it is when it holds no escape)
                 key = token.group()[1:-1] if "\\" not in token.group() else json.loads(token.group())
-            elif start is None: break  # a second string where the ':' belongs
+            elif start is None:
+                break  # a second string where the ':' belongs
         elif c == ":":
-            if key is None or start is not None: break
+            if key is None or start is not None:
+                break
             start = pos
         else:  # ","
             value = member(at)
-            if value is None: break
+            if value is None:
+                break
             assert key is not None  # (a value only follows a key)
             members[key], key, start = value, None, None
     raise ValueError(f"not a JSON object: {text[:60]!r}")
@@ -219,26 +291,34 @@ def _legacy_time(
     value: Any,  # A 0.0.3 timestamp: "YYYY-MM-DD HH:MM:SS" UTC text (or a number, or NULL)
 ) -> Optional[float]:  # Epoch seconds, or None when unreadable
     """Read one of 0.0.3's timestamps as epoch seconds."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool): return float(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
     if isinstance(value, str) and value.strip():
-        try: dt = datetime.fromisoformat(value.strip())
-        except ValueError: return None
+        try:
+            dt = datetime.fromisoformat(value.strip())
+        except ValueError:
+            return None
         return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
     return None
+
 
 def _legacy_state(
     value: Any,  # 0.0.3's state_json column value
 ) -> Tuple[str, bool]:  # Canonical JSON object text, and whether the value had to be wrapped
     """Re-encode a 0.0.3 state canonically; anything that is not a JSON object is kept as a string."""
-    if value is None or value == "": return "{}", False
+    if value is None or value == "":
+        return "{}", False
     try:
         obj = json.loads(value)
-        if isinstance(obj, dict): return encode_json(obj), False
-    except (TypeError, ValueError, RecursionError): pass
+        if isinstance(obj, dict):
+            return encode_json(obj), False
+    except (TypeError, ValueError, RecursionError):
+        pass
     return encode_json({"_legacy_state_json": value if isinstance(value, str) else repr(value)}), True
 
 # %% ../../nbs/backends/sqlite.ipynb #1aa506b8
 _LEGACY_FLOW = "legacy"  # Flow of a 0.0.3 session whose key holds no valid flow id
+
 
 def _legacy_ids(
     key: str,  # A 0.0.3 `flow_session_key`: f"{flow_id}:{session_id}"
@@ -246,24 +326,30 @@ def _legacy_ids(
     """The ids of a 0.0.3 session: its key split at the first `:`, or, when the current rules refuse either part,
     a deterministic new session id (`legacy-` and a hash of the key) in the same flow (or the flow `legacy`)."""
     flow_id, _, session_id = key.partition(":")
-    if is_valid_id(flow_id) and is_valid_id(session_id): return flow_id, session_id, False
+    if is_valid_id(flow_id) and is_valid_id(session_id):
+        return flow_id, session_id, False
     digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
     return (flow_id if is_valid_id(flow_id) else _LEGACY_FLOW), f"legacy-{digest}", True
+
 
 def _legacy_label(
     label: Any,  # A 0.0.3 label
 ) -> Tuple[Optional[str], bool]:  # A label the current rules accept, and whether it had to change
     """A 0.0.3 label as is when valid; else printable (each unprintable character a space) and cut to the length limit."""
-    try: return check_label(label), False
-    except (TypeError, ValueError): pass
+    try:
+        return check_label(label), False
+    except (TypeError, ValueError):
+        pass
     text = "".join(c if c.isprintable() else " " for c in str(label))[:MAX_LABEL_LENGTH]
     return (text if text.strip() else None), True
+
 
 def _as_text(
     value: Any,  # A value read from a 0.0.3 column
 ) -> str:  # The value itself when it is a str, else its repr (a BLOB or a number where text was expected)
     """Any 0.0.3 column value as text that can be kept in a JSON state."""
     return value if isinstance(value, str) else repr(value)
+
 
 def _migrate_v003(
     conn: sqlite3.Connection,  # Connection inside the schema transaction
@@ -272,19 +358,24 @@ def _migrate_v003(
     columns = {row[1] for row in conn.execute("PRAGMA table_info(workflow_state)")}
     label = "label" if "label" in columns else "NULL"  # the earliest 0.0.x files have no label column
     now, wrapped, moved, fixed, later = time.time(), 0, [], 0, []
+
     def rows():  # the rows whose ids are kept; those that move wait in `later`
         nonlocal wrapped, fixed
         for key, step, state, created, updated, lbl in conn.execute(
-                f"SELECT flow_session_key, current_step, state_json, created_at, updated_at, {label} FROM workflow_state"):
+            f"SELECT flow_session_key, current_step, state_json, created_at, updated_at, {label} FROM workflow_state"
+        ):
             key = str(key)
             flow_id, session_id, new_ids = _legacy_ids(key)
             text, was_wrapped = _legacy_state(state)
             wrapped += was_wrapped
             kept = {}  # what the current rules refuse, kept in the state as it was (reversible)
-            if new_ids: kept["_legacy_key"] = key
+            if new_ids:
+                kept["_legacy_key"] = key
             cleaned, new_label = _legacy_label(lbl)
-            if new_label: kept["_legacy_label"], lbl = _as_text(lbl), cleaned
-            if step is not None and not is_valid_id(step): kept["_legacy_current_step"], step = _as_text(step), None
+            if new_label:
+                kept["_legacy_label"], lbl = _as_text(lbl), cleaned
+            if step is not None and not is_valid_id(step):
+                kept["_legacy_current_step"], step = _as_text(step), None
             fixed += new_label or "_legacy_current_step" in kept
             if kept:
                 members = _members(text)
@@ -294,8 +385,11 @@ def _migrate_v003(
             c = c if c is not None else u if u is not None else now
             u = u if u is not None else c
             row = (flow_id, session_id, step, text, lbl, c, u, int(u * 1000))
-            if new_ids: later.append((key, row))
-            else: yield row
+            if new_ids:
+                later.append((key, row))
+            else:
+                yield row
+
     insert = f"INSERT INTO workflow_sessions ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"  # never replaces a session
     copied = conn.executemany(insert, rows()).rowcount
     taken = "SELECT 1 FROM workflow_sessions WHERE flow_id = ? AND session_id = ?"
@@ -307,18 +401,24 @@ def _migrate_v003(
     copied += len(later)
     conn.execute("DROP TABLE workflow_state")  # drops idx_workflow_state_updated with it
     if wrapped:
-        warnings.warn(f"{wrapped} session(s) of the 0.0.3 database had a state that is not a JSON object; "
-                      f"it is kept as a string under the state key '_legacy_state_json'")
+        warnings.warn(
+            f"{wrapped} session(s) of the 0.0.3 database had a state that is not a JSON object; "
+            f"it is kept as a string under the state key '_legacy_state_json'"
+        )
     if moved:
         listed = "\n".join(f"  {key!r:.80} -> flow_id {flow!r}, session_id {sid!r}" for key, flow, sid in moved[:100])
         more = f"\n  ... and {len(moved) - 100} more" if len(moved) > 100 else ""
-        warnings.warn(f"{len(moved)} session(s) of the 0.0.3 database had a key whose flow or session id the current "
-                      f"rules refuse (empty, over 256 characters, control characters); each was moved to a new id, "
-                      f"and keeps its 0.0.3 key in its state under '_legacy_key':\n{listed}{more}")
+        warnings.warn(
+            f"{len(moved)} session(s) of the 0.0.3 database had a key whose flow or session id the current "
+            f"rules refuse (empty, over 256 characters, control characters); each was moved to a new id, "
+            f"and keeps its 0.0.3 key in its state under '_legacy_key':\n{listed}{more}"
+        )
     if fixed:
-        warnings.warn(f"{fixed} session(s) of the 0.0.3 database had a label or current step the current rules refuse; "
-                      f"the label was made printable and cut to {MAX_LABEL_LENGTH} characters, the step cleared, "
-                      f"and the originals are kept in the state under '_legacy_label' / '_legacy_current_step'")
+        warnings.warn(
+            f"{fixed} session(s) of the 0.0.3 database had a label or current step the current rules refuse; "
+            f"the label was made printable and cut to {MAX_LABEL_LENGTH} characters, the step cleared, "
+            f"and the originals are kept in the state under '_legacy_label' / '_legacy_current_step'"
+        )
     return copied
 
 # %% ../../nbs/backends/sqlite.ipynb #779266d4
@@ -330,11 +430,22 @@ def _db_error(
     "Our exception about a database: every message starts with its path."
     return cls(f"SQLite database {where}: {detail}")
 
+
 _TABLES = {  # the store's tables and the columns each must have
-    "workflow_sessions": {"flow_id", "session_id", "current_step", "state_json", "state_size", "label",
-                          "created_at", "updated_at", "updated_ms"},
+    "workflow_sessions": {
+        "flow_id",
+        "session_id",
+        "current_step",
+        "state_json",
+        "state_size",
+        "label",
+        "created_at",
+        "updated_at",
+        "updated_ms",
+    },
     "workflow_sessions_meta": {"key", "value"},
 }
+
 
 def _table_columns(
     conn: sqlite3.Connection,  # Any connection to the database
@@ -344,6 +455,7 @@ def _table_columns(
     columns = {row[1] for row in conn.execute(f"PRAGMA table_xinfo({table})")}
     return columns or None
 
+
 def _check_tables(
     conn: sqlite3.Connection,  # Any connection to the database
     where: str,  # The database, for messages (its path)
@@ -352,10 +464,14 @@ def _check_tables(
     found = {table: _table_columns(conn, table) for table in _TABLES}
     for table, columns in found.items():
         if columns is not None and not _TABLES[table] <= columns:
-            raise _db_error(where, f"it holds a table {table!r} that cjm-workflow-state did not make (its columns: "
-                                   f"{', '.join(sorted(columns))}); the store leaves it alone: give the store another "
-                                   f"file, or rename that table")
+            raise _db_error(
+                where,
+                f"it holds a table {table!r} that cjm-workflow-state did not make (its columns: "
+                f"{', '.join(sorted(columns))}); the store leaves it alone: give the store another "
+                f"file, or rename that table",
+            )
     return all(columns is not None for columns in found.values())
+
 
 def _switch_to_wal(
     conn: sqlite3.Connection,  # An autocommit connection to the database
@@ -366,10 +482,13 @@ def _switch_to_wal(
     again until busy_timeout has passed (by then one of them has usually switched it)."""
     deadline = time.monotonic() + busy_timeout
     while True:
-        try: return conn.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower()
+        try:
+            return conn.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower()
         except sqlite3.OperationalError as e:
-            if getattr(e, "sqlite_errorcode", 0) & 0xFF != 5 or time.monotonic() >= deadline: raise  # not BUSY
+            if getattr(e, "sqlite_errorcode", 0) & 0xFF != 5 or time.monotonic() >= deadline:
+                raise  # not BUSY
             time.sleep(0.002)
+
 
 def _transaction(
     conn: sqlite3.Connection,  # An autocommit connection
@@ -383,8 +502,10 @@ def _transaction(
         conn.execute("COMMIT")
         return result
     except BaseException:
-        if conn.in_transaction: conn.execute("ROLLBACK")
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
+
 
 def _init_schema(
     conn: sqlite3.Connection,  # An autocommit connection to the database
@@ -396,31 +517,44 @@ def _init_schema(
     if wal and conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
         mode = _switch_to_wal(conn, busy_timeout)
         if mode != "wal":
-            warnings.warn(f"SQLite could not switch {where} to WAL journal mode (got {mode!r}); readers and the "
-                          f"writer will block each other (WAL needs a local file system)")
+            warnings.warn(
+                f"SQLite could not switch {where} to WAL journal mode (got {mode!r}); readers and the "
+                f"writer will block each other (WAL needs a local file system)"
+            )
+
     def version(conn):
-        if not _check_tables(conn, where): return None  # a table is missing: create what is missing
+        if not _check_tables(conn, where):
+            return None  # a table is missing: create what is missing
         row = conn.execute("SELECT value FROM workflow_sessions_meta WHERE key = 'schema_version'").fetchone()
         return None if row is None else int(row[0])
+
     def create(conn):  # holding the write lock
         v = version(conn)  # another process may have created it meanwhile
         if v is None:
-            recorded = _table_columns(conn, "workflow_sessions_meta") and conn.execute(
-                "SELECT value FROM workflow_sessions_meta WHERE key = 'schema_version'").fetchone()
+            recorded = (
+                _table_columns(conn, "workflow_sessions_meta")
+                and conn.execute("SELECT value FROM workflow_sessions_meta WHERE key = 'schema_version'").fetchone()
+            )
             v = int(recorded[0]) if recorded else None  # recorded: a table was dropped since, and is made again
             if v is None or v <= SCHEMA_VERSION:
-                for statement in _SCHEMA: conn.execute(statement)
+                for statement in _SCHEMA:
+                    conn.execute(statement)
             if v is None:
                 if "flow_session_key" in {r[1] for r in conn.execute("PRAGMA table_info(workflow_state)")}:
                     _migrate_v003(conn)
                 conn.execute("INSERT INTO workflow_sessions_meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
                 v = SCHEMA_VERSION
         return v
+
     v = version(conn)  # the usual case, a schema in place, needs no write lock
-    if v is None: v = _transaction(conn, create)
+    if v is None:
+        v = _transaction(conn, create)
     if v > SCHEMA_VERSION:
-        raise _db_error(where, f"it has workflow schema version {v}, written by a newer cjm-workflow-state; this "
-                               f"version reads version {SCHEMA_VERSION}: upgrade cjm-workflow-state")
+        raise _db_error(
+            where,
+            f"it has workflow schema version {v}, written by a newer cjm-workflow-state; this "
+            f"version reads version {SCHEMA_VERSION}: upgrade cjm-workflow-state",
+        )
 
 # %% ../../nbs/backends/sqlite.ipynb #807b4ab8
 _COLS = "flow_id, session_id, current_step, state_json, label, created_at, updated_at, updated_ms"
@@ -431,10 +565,13 @@ _FLOWS = """WITH RECURSIVE flows(id) AS (
         UNION ALL
         SELECT (SELECT min(flow_id) FROM workflow_sessions WHERE flow_id > flows.id) FROM flows WHERE flows.id IS NOT NULL)
     SELECT id FROM flows WHERE id IS NOT NULL"""
-_ORDER = {"updated_at": "updated_ms $d, updated_at $d, session_id $d",  # the order of summary_sort_key
-          "created_at": "created_at $d, session_id $d",
-          "label": "label $d, session_id $d",
-          "session_id": "session_id $d"}  # the primary key's order: export's keyset pages
+_ORDER = {
+    "updated_at": "updated_ms $d, updated_at $d, session_id $d",  # the order of summary_sort_key
+    "created_at": "created_at $d, session_id $d",
+    "label": "label $d, session_id $d",
+    "session_id": "session_id $d",
+}  # the primary key's order: export's keyset pages
+
 
 def _reads(
     live: bool,  # With the liveness condition of a ttl cutoff (the last parameters but a page's limit and offset)
@@ -450,46 +587,70 @@ def _reads(
         summary=f"SELECT {_SUMMARY} FROM workflow_sessions WHERE flow_id = ? AND session_id = ?{where}",
         load=f"SELECT flow_id, {_SUMMARY}, state_json FROM workflow_sessions WHERE session_id = ?{where}",
         count=f"SELECT count(*) FROM workflow_sessions WHERE flow_id = ?{where_ms}",
-        flows=_FLOWS + (" AND EXISTS (SELECT 1 FROM workflow_sessions WHERE flow_id = flows.id"
-                        " AND updated_ms >= ? AND updated_at >= ?)" if live else ""))
+        flows=_FLOWS
+        + (
+            " AND EXISTS (SELECT 1 FROM workflow_sessions WHERE flow_id = flows.id"
+            " AND updated_ms >= ? AND updated_at >= ?)"
+            if live
+            else ""
+        ),
+    )
     for order_by, order in _ORDER.items():
         after = " AND session_id > ?" if order_by == "session_id" else ""  # ids are never empty: "" starts at the first
         for descending in (False, True):
             q["list", order_by, descending] = (
                 f"SELECT session_id, {_SUMMARY} FROM workflow_sessions WHERE flow_id = ?{after}"
                 f"{where_ms if order_by == 'updated_at' else where} "
-                f"ORDER BY {order.replace('$d', 'DESC' if descending else 'ASC')} LIMIT ? OFFSET ?")
+                f"ORDER BY {order.replace('$d', 'DESC' if descending else 'ASC')} LIMIT ? OFFSET ?"
+            )
     return q
+
 
 _READS = {False: _reads(False), True: _reads(True)}  # cutoff given -> statements
 
 _FIELD_COLUMNS = {"step": "current_step", "label": "label"}  # `_set_fields`' fields -> their columns
 
+
 def _fields_sql(
     names: Tuple[str, ...],  # Fields set (keys of `_FIELD_COLUMNS`), in the order of their parameters
     when: str,  # "any", "live" or "absent" (see `_set_fields`), or "same_ms": "any" on a live session last written
-                # in this millisecond, which leaves updated_ms (and its index entry) as it is
+    # in this millisecond, which leaves updated_ms (and its index entry) as it is
     ttl: bool,  # Whether the store has a ttl
 ) -> str:  # SQL with `$now`, `$now_ms` and `$wlive` (see `_stamped`)
     """The statement that sets a session's step and/or label. Parameters: "live" and "same_ms": the values, flow_id,
     session_id, [ttl]; "absent": flow_id, session_id, step, label, [ttl]; "any": flow_id, session_id, step, label, and
     with a ttl the ttl once per column that starts afresh (4 - len(names) times)."""
     cols = [_FIELD_COLUMNS[n] for n in names]
-    if when in ("live", "same_ms"): return _update_sql(", ".join(c + " = ?" for c in cols), when == "same_ms")
-    insert = (f"INSERT INTO workflow_sessions ({_COLS}) VALUES (?, ?, ?, '{{}}', ?, $now, $now, $now_ms) "
-              f"ON CONFLICT (flow_id, session_id) DO UPDATE SET ")
+    if when in ("live", "same_ms"):
+        return _update_sql(", ".join(c + " = ?" for c in cols), when == "same_ms")
+    insert = (
+        f"INSERT INTO workflow_sessions ({_COLS}) VALUES (?, ?, ?, '{{}}', ?, $now, $now, $now_ms) "
+        f"ON CONFLICT (flow_id, session_id) DO UPDATE SET "
+    )
     stamp = "updated_at = excluded.updated_at, updated_ms = excluded.updated_ms"
-    fresh = {"current_step": "excluded.current_step", "state_json": "'{}'", "label": "excluded.label",
-             "created_at": "excluded.created_at"}  # a session started afresh
+    fresh = {
+        "current_step": "excluded.current_step",
+        "state_json": "'{}'",
+        "label": "excluded.label",
+        "created_at": "excluded.created_at",
+    }  # a session started afresh
     if when == "absent":  # a live session is left as it is; an expired one is replaced
-        if not ttl: return insert.split(" ON CONFLICT")[0].replace("INSERT", "INSERT OR IGNORE", 1)
-        return (insert + ", ".join(f"{c} = {v}" for c, v in fresh.items())
-                + f", {stamp} WHERE workflow_sessions.updated_at < $now - ?")
+        if not ttl:
+            return insert.split(" ON CONFLICT")[0].replace("INSERT", "INSERT OR IGNORE", 1)
+        return (
+            insert
+            + ", ".join(f"{c} = {v}" for c, v in fresh.items())
+            + f", {stamp} WHERE workflow_sessions.updated_at < $now - ?"
+        )
     # "any": the fields set; on an expired session (ttl) the other fields start afresh, in the same statement. Each CASE
     # takes the ttl as a parameter of its own (plain `?`: Python 3.12 deprecates numbered ones such as ?5 in a sequence)
     sets = [f"{c} = excluded.{c}" for c in cols] + [
-        f"{c} = CASE WHEN updated_at < $now - ? THEN {v} ELSE {c} END" for c, v in fresh.items() if ttl and c not in cols]
+        f"{c} = CASE WHEN updated_at < $now - ? THEN {v} ELSE {c} END"
+        for c, v in fresh.items()
+        if ttl and c not in cols
+    ]
     return insert + ", ".join(sets) + f", {stamp}"
+
 
 _WRITES = dict(
     # the transaction path of a merge: the live row's text, then the merged text written over it or a fresh row
@@ -507,6 +668,7 @@ _WRITES = dict(
     purge=f"DELETE FROM workflow_sessions WHERE flow_id IN ({_FLOWS}) AND updated_ms <= ? AND updated_at < ?",
 )
 
+
 @lru_cache(maxsize=8)
 def _writes(
     ttl: bool,  # Whether the store has a ttl
@@ -515,28 +677,41 @@ def _writes(
     "The write statements of a store with or without a ttl, reading its clock (see `_stamped`)."
     q: Dict[Any, str] = dict(_WRITES)
     for names in (("step",), ("label",), ("step", "label"), ("label", "step")):
-        for when in ("any", "same_ms", "live", "absent"): q[names, when] = _fields_sql(names, when, ttl)
+        for when in ("any", "same_ms", "live", "absent"):
+            q[names, when] = _fields_sql(names, when, ttl)
     return {k: _stamped(v, ttl, now) for k, v in q.items()}
 
 # %% ../../nbs/backends/sqlite.ipynb #9bb1633e
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _BUSY_CODES = {5, 6, 15}  # BUSY, LOCKED, PROTOCOL: another connection held a lock too long; nothing was written
 _IOERR = 10  # an I/O error: a write's outcome is unknown (its commit may have reached the WAL file)
-_FILE_STORES: "weakref.WeakSet[SQLiteWorkflowStateStore]" = weakref.WeakSet()  # file-backed stores, whose connections a forked child must not use
-_ABANDONED: List[sqlite3.Connection] = []  # connections inherited across fork: kept referenced so the child never uses or closes them
+_FILE_STORES: "weakref.WeakSet[SQLiteWorkflowStateStore]" = (
+    weakref.WeakSet()
+)  # file-backed stores, whose connections a forked child must not use
+_ABANDONED: List[
+    sqlite3.Connection
+] = []  # connections inherited across fork: kept referenced so the child never uses or closes them
+
 
 def _close_quietly(conns: dict, conn: sqlite3.Connection, locks: Optional[dict] = None) -> None:
     "Close a thread's connection once the thread is gone."
     conns.pop(conn, None)
-    if locks is not None: locks.pop(conn, None)
-    try: conn.close()
-    except Exception: pass
+    if locks is not None:
+        locks.pop(conn, None)
+    try:
+        conn.close()
+    except Exception:
+        pass
+
 
 def _after_fork_in_child() -> None:
     "Make every file-backed store open fresh connections in a forked child."
-    for store in list(_FILE_STORES): store._forget_connections()
+    for store in list(_FILE_STORES):
+        store._forget_connections()
 
-if hasattr(os, "register_at_fork"): os.register_at_fork(after_in_child=_after_fork_in_child)
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 # What `SQLiteWorkflowStateStore._run` returns of a statement's cursor
 _ONE, _ALL = sqlite3.Cursor.fetchone, sqlite3.Cursor.fetchall  # a read's first row (or None), or all its rows
@@ -548,25 +723,29 @@ _LOADED: ContextVar[Optional[tuple]] = ContextVar("cjm_workflow_state_sqlite_loa
 # %% ../../nbs/backends/sqlite.ipynb #29ee12f3
 class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
     """Workflow state in a SQLite file: persistent, atomic, safe across threads and processes."""
+
     # A local file: a request scope's load (one indexed SELECT) and commit (one short transaction) take tens of
     # microseconds, less than a hop to a worker thread and back (bench/bench_http.py), so they run on the event loop
     scope_on_loop = True
 
-    def __init__(self,
-                 path: Union[str, os.PathLike],  # Database file (created, with its folders, if missing), or ":memory:"
-                 *,
-                 ttl: Union[None, int, float, timedelta] = None,  # Sessions not written for this long read as absent
-                 max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,  # Cap on one session's serialised state
-                 session_key: str = DEFAULT_SESSION_KEY,  # Cookie-session key holding the workflow session id
-                 synchronous: str = "NORMAL",  # "NORMAL": survives process crashes; "FULL": also power loss
-                 busy_timeout: float = 5.0,  # Seconds a write waits for another writer before StoreUnavailableError
-                ):
+    def __init__(
+        self,
+        path: Union[str, os.PathLike],  # Database file (created, with its folders, if missing), or ":memory:"
+        *,
+        ttl: Union[None, int, float, timedelta] = None,  # Sessions not written for this long read as absent
+        max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,  # Cap on one session's serialised state
+        session_key: str = DEFAULT_SESSION_KEY,  # Cookie-session key holding the workflow session id
+        synchronous: str = "NORMAL",  # "NORMAL": survives process crashes; "FULL": also power loss
+        busy_timeout: float = 5.0,  # Seconds a write waits for another writer before StoreUnavailableError
+    ):
         """Open the database at `path`, creating or migrating its schema if needed."""
         super().__init__(ttl=ttl, max_state_bytes=max_state_bytes, session_key=session_key)
         if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
-            raise BackendError(f"SQLiteWorkflowStateStore needs SQLite {'.'.join(map(str, MIN_SQLITE_VERSION))} "
-                               f"or newer; this Python uses {sqlite3.sqlite_version}: use a Python built with a newer "
-                               f"SQLite")
+            raise BackendError(
+                f"SQLiteWorkflowStateStore needs SQLite {'.'.join(map(str, MIN_SQLITE_VERSION))} "
+                f"or newer; this Python uses {sqlite3.sqlite_version}: use a Python built with a newer "
+                f"SQLite"
+            )
         self.synchronous = str(synchronous).upper()
         if self.synchronous not in _SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}; got {synchronous!r}")
@@ -580,17 +759,22 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
         self._conns: Dict[sqlite3.Connection, Optional[weakref.finalize]]
         self._shared: Optional[Tuple[sqlite3.Connection, threading.Lock]]  # the :memory: database's one connection
         self._local, self._conns, self._shared, self._mutex = threading.local(), {}, None, threading.Lock()
-        self._locks: Dict[sqlite3.Connection, threading.Lock] = {}  # every open connection -> the lock its calls hold (see `_close`; dropped there)
+        self._locks: Dict[
+            sqlite3.Connection, threading.Lock
+        ] = {}  # every open connection -> the lock its calls hold (see `_close`; dropped there)
         # self._conns: every open connection -> the finalizer that closes it when its thread ends (None: shared)
         self._q = _writes(self.ttl is not None, self._now_sql)  # the write statements, reading the store's clock
         self._last_write = None  # (flow_id, session_id, ms) of this store's last write: predicts same_ms
         self._schema_ready = False  # set once the file's schema has been checked (or created, or migrated)
         if not self.memory:
             assert isinstance(self.path, Path)  # (not :memory:)
-            try: self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as e:
-                raise _db_error(self.path, f"cannot create its folder ({e}): fix the permissions, or give a path in "
-                                           f"a writable folder") from None
+                raise _db_error(
+                    self.path,
+                    f"cannot create its folder ({e}): fix the permissions, or give a path in a writable folder",
+                ) from None
             _FILE_STORES.add(self)
         conn = self._cx()[0]  # opens the file (or the :memory: database) and creates the schema now
         self._json_merge = _json_merge_works(conn)
@@ -612,35 +796,53 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
     def clock(self, clock: Callable[[], float]):
         custom = clock is not time.time
         self._clock, self._now_sql = clock, "wf_clock()" if custom else _NOW_SQL
-        if "_conns" not in vars(self): return  # the base's __init__ setting the default: nothing is open yet
+        if "_conns" not in vars(self):
+            return  # the base's __init__ setting the default: nothing is open yet
         with self._mutex:
             self._q = _writes(self.ttl is not None, self._now_sql)
             if custom:
-                for conn in list(self._conns): conn.create_function("wf_clock", 0, clock)  # (threads may end meanwhile)
+                for conn in list(self._conns):
+                    conn.create_function("wf_clock", 0, clock)  # (threads may end meanwhile)
 
     # -- connections --
     def _cx(self) -> Tuple[sqlite3.Connection, Any]:
         "This thread's connection and the lock that guards it, opened on first use."
-        try: return self._local.cx
-        except AttributeError: pass
+        try:
+            return self._local.cx
+        except AttributeError:
+            pass
         with self._mutex:
             try:
-                if self.memory and self._shared is not None: cx = self._shared
+                if self.memory and self._shared is not None:
+                    cx = self._shared
                 else:
-                    conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
-                                           check_same_thread=False, cached_statements=256)
+                    conn = sqlite3.connect(
+                        self.path,
+                        timeout=self.busy_timeout,
+                        isolation_level=None,
+                        check_same_thread=False,
+                        cached_statements=256,
+                    )
                     try:
                         conn.execute(f"PRAGMA synchronous={self.synchronous}")
                         if self.memory or not self._schema_ready:
                             _init_schema(conn, not self.memory, str(self.path), self.busy_timeout)
-                    except BaseException: conn.close(); raise
-                    if self._clock is not time.time: conn.create_function("wf_clock", 0, self._clock)
+                    except BaseException:
+                        conn.close()
+                        raise
+                    if self._clock is not time.time:
+                        conn.create_function("wf_clock", 0, self._clock)
                     cx = (conn, threading.Lock())
                     self._locks[conn] = cx[1]
                     self._schema_ready = True
-                    if self.memory: self._shared, self._conns[conn] = cx, None
-                    else: self._conns[conn] = weakref.finalize(threading.current_thread(), _close_quietly, self._conns, conn, self._locks)
-            except sqlite3.Error as e: raise self._error(e, writing=False) from None  # no session data written yet
+                    if self.memory:
+                        self._shared, self._conns[conn] = cx, None
+                    else:
+                        self._conns[conn] = weakref.finalize(
+                            threading.current_thread(), _close_quietly, self._conns, conn, self._locks
+                        )
+            except sqlite3.Error as e:
+                raise self._error(e, writing=False) from None  # no session data written yet
         self._local.cx = cx
         return cx
 
@@ -648,63 +850,100 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
         """On this thread's connection, holding its lock: run the statement `what` with the parameters `args` and
         return `fetch(cursor)`; or, without `fetch`, return `what(conn, *args)` (several statements, e.g. a
         `_transaction`). A `sqlite3` error becomes ours (`_error`; `writing`: the call may have written)."""
-        try: conn, lock = self._local.cx
-        except AttributeError: conn, lock = self._cx()
         try:
-            with lock: return fetch(conn.execute(what, args)) if fetch else what(conn, *args)
+            conn, lock = self._local.cx
+        except AttributeError:
+            conn, lock = self._cx()
+        try:
+            with lock:
+                return fetch(conn.execute(what, args)) if fetch else what(conn, *args)
         except sqlite3.ProgrammingError as e:
-            if "closed database" not in str(e): raise
-            raise StoreUnavailableError(f"SQLite database {self.path}: the store was closed while this call waited for "
-                                        f"its connection; nothing was written") from None
-        except sqlite3.Error as e: raise self._error(e, writing) from None
+            if "closed database" not in str(e):
+                raise
+            raise StoreUnavailableError(
+                f"SQLite database {self.path}: the store was closed while this call waited for "
+                f"its connection; nothing was written"
+            ) from None
+        except sqlite3.Error as e:
+            raise self._error(e, writing) from None
 
     def _forget_connections(self) -> None:
         "Drop, without using or closing them, the connections a forked child inherited."
         for conn, finalizer in list(self._conns.items()):
-            if finalizer is not None: finalizer.detach()  # never closed by the child, even when a thread object goes
+            if finalizer is not None:
+                finalizer.detach()  # never closed by the child, even when a thread object goes
             _ABANDONED.append(conn)
         self._local, self._conns, self._mutex, self._locks = threading.local(), {}, threading.Lock(), {}
 
-    def _error(self,
-               e: sqlite3.Error,  # What sqlite3 raised
-               writing: bool = True,  # The call may have written (an I/O error then leaves its outcome unknown)
-              ) -> Exception:  # The exception to raise instead
+    def _error(
+        self,
+        e: sqlite3.Error,  # What sqlite3 raised
+        writing: bool = True,  # The call may have written (an I/O error then leaves its outcome unknown)
+    ) -> Exception:  # The exception to raise instead
         """Our exception for a SQLite error, naming the path, the cause and what to do: `StoreUnavailableError` (worth
         retrying) when another connection held a lock too long, or an I/O error left the outcome unknown;
         `BackendError` (retrying will not fix it) for everything else the database refused. A misuse of `sqlite3`
         (`InterfaceError`, `ProgrammingError`) is a bug of the caller or of this module and is raised as it is."""
-        if not isinstance(e, sqlite3.DatabaseError) or isinstance(e, sqlite3.ProgrammingError): return e
+        if not isinstance(e, sqlite3.DatabaseError) or isinstance(e, sqlite3.ProgrammingError):
+            return e
         code = getattr(e, "sqlite_errorcode", 0) & 0xFF  # the primary result code
         if isinstance(e, sqlite3.OperationalError) and code in (0, 1):  # SQLITE_ERROR: read the message
-            if "locked" in str(e): code = 5
-            elif str(e).startswith(("no such table", "no such column")): return self._schema_lost(e)
+            if "locked" in str(e):
+                code = 5
+            elif str(e).startswith(("no such table", "no such column")):
+                return self._schema_lost(e)
         cls: Type[WorkflowStateError]  # BackendError or StoreUnavailableError
         path, cls = self.path, BackendError
-        if code in _BUSY_CODES: cls, advice = StoreUnavailableError, (
-            f"another connection held the write lock for longer than busy_timeout={self.busy_timeout:g} s; nothing "
-            f"was written: retry later, or raise busy_timeout" + (
-                " (if this keeps happening, keep the database on a local disk, not a network file system)"
-                if code == 15 else ""))
-        elif code == _IOERR: cls, advice = StoreUnavailableError, "an I/O error; " + (
-            "the write may or may not have been saved, so its outcome is unknown: check the session (e.g. "
-            "get_state or session_exists) before repeating the call" if writing else "nothing was written: retry") + (
-            "; if it persists, check the disk and the file system")
-        elif code in (3, 8): advice = (  # PERM, READONLY
-            f"the database is read-only for this process: fix the permissions (or the read-only mount or immutable "
-            f"attribute) so that it may write {path} and its folder, or give a path in a writable folder")
-        elif code == 14: advice = (  # CANTOPEN
-            f"{path} is a directory: give the path of a database file in it, e.g. {path / 'workflow.db'}"
-            if isinstance(path, Path) and path.is_dir() else
-            f"SQLite must read and write the file and create {getattr(path, 'name', path)}-wal and -shm files beside "
-            f"it: fix the permissions of the file and its folder {getattr(path, 'parent', '')}, or give a path in a "
-            f"writable folder")
-        elif code in (11, 26): advice = (  # CORRUPT, NOTADB
-            "the file is not a SQLite database, or is damaged: if it holds your sessions, restore it from a backup; "
-            "otherwise give the store another file")
-        elif code == 13: advice = "the disk is full: nothing was written; free space, then retry"  # FULL
-        else: advice = (  # anything else SQLite refused: say which error it was
-            f"SQLite refused the call ({getattr(e, 'sqlite_errorname', type(e).__name__)}); check the file with "
-            f"`sqlite3 {path} 'PRAGMA integrity_check'`")
+        if code in _BUSY_CODES:
+            cls, advice = (
+                StoreUnavailableError,
+                (
+                    f"another connection held the write lock for longer than busy_timeout={self.busy_timeout:g} s; nothing "
+                    f"was written: retry later, or raise busy_timeout"
+                    + (
+                        " (if this keeps happening, keep the database on a local disk, not a network file system)"
+                        if code == 15
+                        else ""
+                    )
+                ),
+            )
+        elif code == _IOERR:
+            cls, advice = (
+                StoreUnavailableError,
+                "an I/O error; "
+                + (
+                    "the write may or may not have been saved, so its outcome is unknown: check the session (e.g. "
+                    "get_state or session_exists) before repeating the call"
+                    if writing
+                    else "nothing was written: retry"
+                )
+                + ("; if it persists, check the disk and the file system"),
+            )
+        elif code in (3, 8):
+            advice = (  # PERM, READONLY
+                f"the database is read-only for this process: fix the permissions (or the read-only mount or immutable "
+                f"attribute) so that it may write {path} and its folder, or give a path in a writable folder"
+            )
+        elif code == 14:
+            advice = (  # CANTOPEN
+                f"{path} is a directory: give the path of a database file in it, e.g. {path / 'workflow.db'}"
+                if isinstance(path, Path) and path.is_dir()
+                else f"SQLite must read and write the file and create {getattr(path, 'name', path)}-wal and -shm files beside "
+                f"it: fix the permissions of the file and its folder {getattr(path, 'parent', '')}, or give a path in a "
+                f"writable folder"
+            )
+        elif code in (11, 26):
+            advice = (  # CORRUPT, NOTADB
+                "the file is not a SQLite database, or is damaged: if it holds your sessions, restore it from a backup; "
+                "otherwise give the store another file"
+            )
+        elif code == 13:
+            advice = "the disk is full: nothing was written; free space, then retry"  # FULL
+        else:
+            advice = (  # anything else SQLite refused: say which error it was
+                f"SQLite refused the call ({getattr(e, 'sqlite_errorname', type(e).__name__)}); check the file with "
+                f"`sqlite3 {path} 'PRAGMA integrity_check'`"
+            )
         return _db_error(path, f"{e}: {advice}", cls)
 
     def _schema_lost(self, e: sqlite3.Error) -> Exception:
@@ -714,13 +953,18 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
         retry would succeed, on an empty table)."""
         cx = getattr(self._local, "cx", None)
         try:
-            if cx is None: raise sqlite3.OperationalError("no connection yet")
-            with cx[1]: _init_schema(cx[0], False, str(self.path))  # like a store opened now: missing tables made again
+            if cx is None:
+                raise sqlite3.OperationalError("no connection yet")
+            with cx[1]:
+                _init_schema(cx[0], False, str(self.path))  # like a store opened now: missing tables made again
             outcome = "the store made them again (empty), so the next call works"
-        except WorkflowStateError as replaced: return replaced  # another application's table of the same name
-        except sqlite3.Error: outcome = "the store could not make them again yet (it tries again on its next call)"
-        return _db_error(self.path, f"{e}: the store's tables were dropped while it was open, and its sessions with "
-                                    f"them; {outcome}")
+        except WorkflowStateError as replaced:
+            return replaced  # another application's table of the same name
+        except sqlite3.Error:
+            outcome = "the store could not make them again yet (it tries again on its next call)"
+        return _db_error(
+            self.path, f"{e}: the store's tables were dropped while it was open, and its sessions with them; {outcome}"
+        )
 
     # -- reads: a cutoff `c` (the base's, by the store's clock) reads rows with updated_at >= c --
     def _read(self, flow_id, session_id, cutoff):
@@ -746,8 +990,12 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
     def _list(self, flow_id, cutoff, order_by, descending, limit, offset, after=None):
         live = () if cutoff is None else (int(cutoff * 1000), cutoff) if order_by == "updated_at" else (cutoff,)
         keyset = ("" if after is None else after,) if order_by == "session_id" else ()
-        rows = self._run(_READS[cutoff is not None]["list", order_by, descending],
-                         (flow_id,) + keyset + live + (-1 if limit is None else limit, offset), _ALL, writing=False)
+        rows = self._run(
+            _READS[cutoff is not None]["list", order_by, descending],
+            (flow_id,) + keyset + live + (-1 if limit is None else limit, offset),
+            _ALL,
+            writing=False,
+        )
         return [make_summary(flow_id, *row) for row in rows]
 
     def _list_flows(self, cutoff):
@@ -769,7 +1017,8 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
     def _merge_fast(self, conn, flow_id, session_id, encoded, into, remove, same_ms) -> bool:
         "The merge as one UPDATE statement on a live session, when SQLite's JSON functions can do it; False if not done."
         plan = _plan_merge(encoded, into, remove, self.max_state_bytes) if self._json_merge else None
-        if plan is None: return False
+        if plan is None:
+            return False
         shape, params, bound = plan
         return self._merge_statement(conn, shape, params + (flow_id, session_id, bound) + self._ttl_param, same_ms) > 0
 
@@ -777,47 +1026,59 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
         "Run the one-statement merge (see `_merge_sql`); how many rows it changed (0: the transaction path must merge)."
         ttl = self.ttl is not None
         try:
-            return ((same_ms and conn.execute(_merge_sql(shape, True, ttl, self._now_sql, step), params).rowcount)
-                    or conn.execute(_merge_sql(shape, False, ttl, self._now_sql, step), params).rowcount)
+            return (
+                same_ms and conn.execute(_merge_sql(shape, True, ttl, self._now_sql, step), params).rowcount
+            ) or conn.execute(_merge_sql(shape, False, ttl, self._now_sql, step), params).rowcount
         except sqlite3.OperationalError as e:
-            if getattr(e, "sqlite_errorcode", 0) != 1 or str(e).startswith(("no such table", "no such column")): raise
+            if getattr(e, "sqlite_errorcode", 0) != 1 or str(e).startswith(("no such table", "no such column")):
+                raise
             return 0  # a plain SQLITE_ERROR, nothing written: say SQLite's JSON functions refusing a text nested deeper
-                      # than their limit; the transaction path merges it instead (and reports what it meets)
+            # than their limit; the transaction path merges it instead (and reports what it meets)
 
     def _merge_tx(self, conn, flow_id, session_id, encoded, into, remove):
         "Read, merge in Python and write one session's state, inside the caller's transaction (which holds the write lock)."
         row = conn.execute(self._q["read_for_write"], (flow_id, session_id) + self._ttl_param).fetchone()  # live only
-        if row is None and not encoded: return
+        if row is None and not encoded:
+            return
         try:
             state = _members(row[0]) if row else {}  # key -> value text: untouched values are never parsed
-            if into is None: state.update(encoded)
+            if into is None:
+                state.update(encoded)
             else:
                 inner = state.get(into, "")
                 target = _members(inner) if inner.startswith("{") else {}  # a non-object is replaced
                 target.update(encoded)
                 state[into] = join_items(item_text(k, v) for k, v in target.items())
         except ValueError as e:  # never written by a store: another program changed the file
-            raise _db_error(self.path, f"the stored state of session {session_id!r} of flow {flow_id!r} is not JSON "
-                                       f"({e}), so nothing was written; another program changed it: delete the session "
-                                       f"(delete_session) or restore the file from a backup") from None
+            raise _db_error(
+                self.path,
+                f"the stored state of session {session_id!r} of flow {flow_id!r} is not JSON "
+                f"({e}), so nothing was written; another program changed it: delete the session "
+                f"(delete_session) or restore the file from a backup",
+            ) from None
         kept = encoded if into is None else (into,)
         for k in remove:
-            if k not in kept: state.pop(k, None)
+            if k not in kept:
+                state.pop(k, None)
         text = join_items(item_text(k, v) for k, v in state.items())
         self._check_size(len(text))
-        if row: conn.execute(self._q["set_state"], (text, flow_id, session_id))
-        else: conn.execute(self._q["new_state"], (flow_id, session_id, text))  # replaces an expired row
+        if row:
+            conn.execute(self._q["set_state"], (text, flow_id, session_id))
+        else:
+            conn.execute(self._q["new_state"], (flow_id, session_id, text))  # replaces an expired row
 
     def _fields_statement(self, flow_id, session_id, fields, when) -> Tuple[str, tuple]:
         "The statement, and its parameters, that sets `fields` on a session when `when` (see `_fields_sql`) allows."
         names = tuple(fields)
-        if when == "live": return self._q[names, when], (*fields.values(), flow_id, session_id) + self._ttl_param
+        if when == "live":
+            return self._q[names, when], (*fields.values(), flow_id, session_id) + self._ttl_param
         ttl_params = self._ttl_param * (4 - len(names) if when == "any" else 1)  # (see `_fields_sql`)
         return self._q[names, when], (flow_id, session_id, fields.get("step"), fields.get("label")) + ttl_params
 
     def _set_fields(self, flow_id, session_id, fields, when, cutoff):
         names, q = tuple(fields), self._q
-        if when == "live": return self._run(*self._fields_statement(flow_id, session_id, fields, when), _CHANGED) == 1
+        if when == "live":
+            return self._run(*self._fields_statement(flow_id, session_id, fields, when), _CHANGED) == 1
         if when == "any":
             # the statements read the clock themselves; the millisecond read here only predicts whether the row was last
             # written in the statement's millisecond, when updating it in place (same_ms, which leaves its recency
@@ -825,7 +1086,8 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
             # a wrong stamp
             guess = (flow_id, session_id, int(self._clock() * 1000))
             if self._last_write == guess and self._run(
-                    q[names, "same_ms"], (*fields.values(), flow_id, session_id) + self._ttl_param, _CHANGED):
+                q[names, "same_ms"], (*fields.values(), flow_id, session_id) + self._ttl_param, _CHANGED
+            ):
                 return True
             self._last_write = guess
         # "any": an upsert (an expired session starts afresh); "absent": an insert (replacing only an expired session)
@@ -834,16 +1096,21 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
 
     def _delete(self, flow_id, session_id, cutoff, expired_only=False):
         if not expired_only:
-            if self._run(self._q["delete"], (flow_id, session_id) + self._ttl_param, _CHANGED): return True  # was live
-            if cutoff is None: return False
+            if self._run(self._q["delete"], (flow_id, session_id) + self._ttl_param, _CHANGED):
+                return True  # was live
+            if cutoff is None:
+                return False
         # an expired row (the session already reads as absent) goes too; one a write revived meanwhile stays
         removed = self._run(self._q["delete_expired"], (flow_id, session_id, cutoff), _CHANGED)
         return expired_only and removed > 0
 
     def _restore(self, flow_id, session_id, state_items, step, label, created, updated):
         text = join_items(item_text(k, v) for k, v in state_items.items())
-        self._run(self._q["restore"], (flow_id, session_id, step, text, label, created, updated, int(updated * 1000)),
-                  _CHANGED)
+        self._run(
+            self._q["restore"],
+            (flow_id, session_id, step, text, label, created, updated, int(updated * 1000)),
+            _CHANGED,
+        )
 
     def _rekey(self, old_session_id, new_session_id, cutoff):
         return self._run(_transaction, (self._rekey_tx, old_session_id, new_session_id))
@@ -865,7 +1132,8 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
         return found
 
     def _commit(self, session_id, writes, cutoff):
-        if not self._commit_step(session_id, writes): self._run(_transaction, (self._commit_tx, session_id, writes))
+        if not self._commit_step(session_id, writes):
+            self._run(_transaction, (self._commit_tx, session_id, writes))
         self._last_write = None  # (`_set_fields`' guess: the commit's stamps are not predicted)
 
     def _commit_step(self, session_id, writes) -> bool:
@@ -875,13 +1143,16 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
         if len(writes) != 2 or writes[0][0] != "merge" or writes[1][0] != "set_fields" or writes[0][1] != writes[1][1]:
             return False
         (_, flow_id, (encoded, into, remove)), (_, _, (fields, when)) = writes
-        if into is not None or when != "any" or set(fields) != {"step"} or not self._json_merge: return False
+        if into is not None or when != "any" or set(fields) != {"step"} or not self._json_merge:
+            return False
         # only for a session the scope found live (the UPDATE changes no other: a new session would cost a statement
         # more, then the transaction)
         loaded = _LOADED.get()
-        if loaded is None or loaded[0] is not self or loaded[1] != session_id or flow_id not in loaded[2]: return False
+        if loaded is None or loaded[0] is not self or loaded[1] != session_id or flow_id not in loaded[2]:
+            return False
         plan = _plan_merge(encoded, None, remove, self.max_state_bytes)
-        if plan is None: return False
+        if plan is None:
+            return False
         shape, params, bound = plan
         params += (fields["step"], flow_id, session_id, bound) + self._ttl_param
         return self._run(self._merge_statement, (shape, params, False, True)) == 1
@@ -890,9 +1161,14 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
         "Apply a scope's writes in order, inside the caller's transaction (all or none)."
         for primitive, flow_id, args in writes:
             if primitive == "merge":
-                if not self._merge_fast(conn, flow_id, session_id, *args, False): self._merge_tx(conn, flow_id, session_id, *args)
-            elif primitive == "set_fields": conn.execute(*self._fields_statement(flow_id, session_id, *args))
-            else: conn.execute(self._q["delete"], (flow_id, session_id) + self._ttl_param)  # (an expired row reads absent)
+                if not self._merge_fast(conn, flow_id, session_id, *args, False):
+                    self._merge_tx(conn, flow_id, session_id, *args)
+            elif primitive == "set_fields":
+                conn.execute(*self._fields_statement(flow_id, session_id, *args))
+            else:
+                conn.execute(
+                    self._q["delete"], (flow_id, session_id) + self._ttl_param
+                )  # (an expired row reads absent)
 
     def _purge_expired(self, cutoff):
         return self._run(self._q["purge"], (int(cutoff * 1000), cutoff), _CHANGED)
@@ -901,12 +1177,15 @@ class SQLiteWorkflowStateStore(WorkflowStateStoreBase):
         with self._mutex:
             conns, self._conns, self._shared, self._local = list(self._conns.items()), {}, None, threading.local()
         for conn, finalizer in conns:
-            if finalizer is not None: finalizer.detach()
+            if finalizer is not None:
+                finalizer.detach()
             # under the connection's lock: a call another thread is running on it finishes first (closing a
             # connection while a statement runs on it crashes the process); a call that then finds it closed says so
             with self._locks.pop(conn, contextlib.nullcontext()):
-                try: conn.close()
-                except Exception: pass
+                try:
+                    conn.close()
+                except Exception:
+                    pass
 
 # %% ../../nbs/backends/sqlite.ipynb #11fbef97
 def open_url(
@@ -915,17 +1194,21 @@ def open_url(
 ) -> SQLiteWorkflowStateStore:  # The store
     """Build a SQLite store from a `sqlite://` URL (used by `open_store`); a URL that names no file raises `ValueError`."""
     scheme, sep, rest = url.partition("://")
-    if scheme.lower() != "sqlite" or not sep: raise ValueError(f"not a sqlite:// URL: {url!r}")
+    if scheme.lower() != "sqlite" or not sep:
+        raise ValueError(f"not a sqlite:// URL: {url!r}")
     forms = "sqlite:///relative.db or sqlite:////absolute/path.db"
     if "?" in rest or "#" in rest:
         raise ValueError(f"sqlite URLs take no query string; pass options as keyword arguments, got {url!r}")
-    if rest in (":memory:", "/:memory:"): return SQLiteWorkflowStateStore(":memory:", **options)  # asked for by name
+    if rest in (":memory:", "/:memory:"):
+        return SQLiteWorkflowStateStore(":memory:", **options)  # asked for by name
     if rest and not rest.startswith("/"):
         raise ValueError(f"a sqlite URL names a file, not a host: use {forms}, got {url!r}")
     path = rest[1:]
     if not path or path.endswith("/") or Path(path).name in ("", ".", ".."):
         # SQLAlchemy reads sqlite:/// as an in-memory database: a store that forgets everything, which nobody
         # writing a URL means by accident
-        raise ValueError(f"the SQLite URL {url!r} names no database file: use {forms} to keep sessions in a file, "
-                         f"or sqlite://:memory: (or memory://) for a store that forgets everything when it closes")
+        raise ValueError(
+            f"the SQLite URL {url!r} names no database file: use {forms} to keep sessions in a file, "
+            f"or sqlite://:memory: (or memory://) for a store that forgets everything when it closes"
+        )
     return SQLiteWorkflowStateStore(path, **options)

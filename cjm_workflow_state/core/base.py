@@ -30,19 +30,41 @@ ORDER_FIELDS = ("updated_at", "created_at", "label")  # Accepted `order_by` valu
 
 # %% ../../nbs/core/base.ipynb #f70490ca
 # The names of `core.ids` and `core.codec`, also importable from here (where 0.1 had them all)
-_all_ = ["MAX_ID_LENGTH", "MAX_LABEL_LENGTH", "DEFAULT_SESSION_KEY", "is_valid_id", "check_id", "check_label",
-         "get_session_id", "set_session_id", "resolve_session_id", "MAX_STATE_DEPTH", "encode_json", "decode_json",
-         "encode_updates", "item_text", "state_size", "join_items", "step_key", "merge_json_object"]
+_all_ = [
+    "MAX_ID_LENGTH",
+    "MAX_LABEL_LENGTH",
+    "DEFAULT_SESSION_KEY",
+    "is_valid_id",
+    "check_id",
+    "check_label",
+    "get_session_id",
+    "set_session_id",
+    "resolve_session_id",
+    "MAX_STATE_DEPTH",
+    "encode_json",
+    "decode_json",
+    "encode_updates",
+    "item_text",
+    "state_size",
+    "join_items",
+    "step_key",
+    "merge_json_object",
+]
 
 # %% ../../nbs/core/base.ipynb #c13ea22d
-MIN_TTL, MAX_TTL = 0.001, 1e10  # Accepted ttl range, in seconds (1e10 s is about 317 years; more overflows engines' millisecond clocks)
+MIN_TTL, MAX_TTL = (
+    0.001,
+    1e10,
+)  # Accepted ttl range, in seconds (1e10 s is about 317 years; more overflows engines' millisecond clocks)
 MAX_TIMESTAMP = 253402300800.0  # 10000-01-01 00:00:00 UTC: timestamps are epoch seconds in [0, MAX_TIMESTAMP)
+
 
 def format_timestamp(
     ts: float,  # Seconds since the epoch
 ) -> str:  # UTC time as "YYYY-MM-DD HH:MM:SS"
     """Format a timestamp the way 0.0.3 stored them."""
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts))
+
 
 def check_timestamp(
     value: Any,  # Candidate time, epoch seconds
@@ -52,33 +74,45 @@ def check_timestamp(
     `TypeError` (not a number) or `ValueError`, naming `what`."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{what} must be epoch seconds (an int or float), got {type(value).__name__}")
-    try: ts = float(value)
-    except OverflowError: ts = math.inf  # an int too big for a float
+    try:
+        ts = float(value)
+    except OverflowError:
+        ts = math.inf  # an int too big for a float
     if not 0 <= ts < MAX_TIMESTAMP:  # False for NaN too
-        raise ValueError(f"{what} is {value!r}: a time must be finite epoch seconds within the years 1970-9999 "
-                         f"(0 <= seconds < {MAX_TIMESTAMP:.0f})")
+        raise ValueError(
+            f"{what} is {value!r}: a time must be finite epoch seconds within the years 1970-9999 "
+            f"(0 <= seconds < {MAX_TIMESTAMP:.0f})"
+        )
     return ts
+
 
 def normalize_ttl(
     ttl: Union[None, int, float, timedelta],  # Time to live: seconds, a timedelta, or None (never expires)
 ) -> Optional[float]:  # Seconds, or None
     """Validate a `ttl` option and return it in seconds: None, or between `MIN_TTL` and `MAX_TTL` seconds."""
-    if ttl is None: return None
-    if isinstance(ttl, timedelta): seconds = ttl.total_seconds()
+    if ttl is None:
+        return None
+    if isinstance(ttl, timedelta):
+        seconds = ttl.total_seconds()
     elif isinstance(ttl, bool) or not isinstance(ttl, numbers.Real):
         raise TypeError(f"ttl must be seconds (int/float), a timedelta, or None; got {type(ttl).__name__}")
     else:
-        try: seconds = float(ttl)
-        except OverflowError: seconds = math.inf
+        try:
+            seconds = float(ttl)
+        except OverflowError:
+            seconds = math.inf
     if not MIN_TTL <= seconds <= MAX_TTL:  # False for NaN too
-        raise ValueError(f"ttl must be a positive number of seconds from {MIN_TTL} to {MAX_TTL:.0e} (about 317 years), "
-                         f"got {ttl!r}; use ttl=None for sessions that never expire")
+        raise ValueError(
+            f"ttl must be a positive number of seconds from {MIN_TTL} to {MAX_TTL:.0e} (about 317 years), "
+            f"got {ttl!r}; use ttl=None for sessions that never expire"
+        )
     return seconds
 
 # %% ../../nbs/core/base.ipynb #eafd7c60
 @dataclass
 class SessionSummary:
     """Lightweight metadata for a single workflow session."""
+
     flow_id: str  # Workflow identifier
     session_id: str  # Session identifier
     label: Optional[str]  # Human-readable label, or None
@@ -100,18 +134,31 @@ def make_summary(
     size: int,  # Serialised state size in bytes
 ) -> SessionSummary:  # The summary, with 0.0.3-format time strings
     """Build a `SessionSummary` from a backend's raw row."""
-    return SessionSummary(flow_id, session_id, label, current_step, format_timestamp(created),
-                          format_timestamp(updated), size, created, updated)
+    return SessionSummary(
+        flow_id,
+        session_id,
+        label,
+        current_step,
+        format_timestamp(created),
+        format_timestamp(updated),
+        size,
+        created,
+        updated,
+    )
 
 # %% ../../nbs/core/base.ipynb #c2c0ea08
 def summary_sort_key(
     order_by: str,  # "updated_at", "created_at", "label", or "session_id" (the order of export pages)
 ):  # A key function for sorting `SessionSummary` objects
     """The canonical ordering of `list_sessions`, for backends that sort in Python (ids in code point order)."""
-    if order_by == "session_id": return lambda s: s.session_id
-    if order_by == "label": return lambda s: (s.label is not None, s.label or "", s.session_id)
-    if order_by == "created_at": return lambda s: (s.created_ts, s.session_id)
+    if order_by == "session_id":
+        return lambda s: s.session_id
+    if order_by == "label":
+        return lambda s: (s.label is not None, s.label or "", s.session_id)
+    if order_by == "created_at":
+        return lambda s: (s.created_ts, s.session_id)
     return lambda s: (s.updated_ts, s.session_id)
+
 
 def check_order_by(
     order_by: str,  # Requested ordering field
@@ -124,7 +171,11 @@ def check_order_by(
 # %% ../../nbs/core/base.ipynb #c48c715e
 _SCOPED_CALLS = {  # the protocol calls a `native_async` backend's async twins make in one load or one commit
     **dict.fromkeys(["get_current_step", "get_state", "get_step_state", "session_exists"], "read"),
-    **dict.fromkeys(["set_current_step", "update_state", "clear_state", "update_step_state", "clear_step_state"], "write")}
+    **dict.fromkeys(
+        ["set_current_step", "update_state", "clear_state", "update_step_state", "clear_step_state"], "write"
+    ),
+}
+
 
 def _for_running_loop(
     entries: "weakref.WeakKeyDictionary",  # event loop -> a backend's async connections of that loop
@@ -139,9 +190,11 @@ def _for_running_loop(
     if entry is None:
         for finished in [other for other in list(entries) if other.is_closed()]:
             gone = entries.pop(finished)
-            if drop is not None: drop(gone)
+            if drop is not None:
+                drop(gone)
         entry = entries[loop] = make()
     return entry
+
 
 def _check_page_size(page_size) -> None:
     if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
@@ -150,16 +203,18 @@ def _check_page_size(page_size) -> None:
 # %% ../../nbs/core/base.ipynb #1e7d86b7
 class WorkflowStateStoreBase:
     """The full store API on top of eight storage primitives; subclass it to write a backend (see "Writing a backend")."""
+
     server_time = False  # True when the backend stamps writes and expires sessions by its server's clock, not `clock`
     native_async = False  # True when `_aload` and `_acommit` await the driver on the event loop: the async protocol calls then use them
     scope_on_loop = False  # True when `_load` and `_commit` are quicker than a hop to a worker thread (no network): a scope runs them on the loop
 
-    def __init__(self,
-                 *,
-                 ttl: Union[None, int, float, timedelta] = None,  # Sessions not written for this long read as absent
-                 max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,  # Cap on one session's serialised state
-                 session_key: str = DEFAULT_SESSION_KEY,  # Cookie-session key holding the workflow session id
-                ):
+    def __init__(
+        self,
+        *,
+        ttl: Union[None, int, float, timedelta] = None,  # Sessions not written for this long read as absent
+        max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,  # Cap on one session's serialised state
+        session_key: str = DEFAULT_SESSION_KEY,  # Cookie-session key holding the workflow session id
+    ):
         """Set the options every backend shares."""
         self.ttl = normalize_ttl(ttl)
         if isinstance(max_state_bytes, bool) or not isinstance(max_state_bytes, int) or max_state_bytes < 2:
@@ -170,22 +225,32 @@ class WorkflowStateStoreBase:
 
     # ---- the eight primitives (see "Writing a backend" for each contract) -----------------------------
     def _missing(self, name):
-        return NotImplementedError(f"{type(self).__name__} must provide a {name}() method: every subclass of "
-                                   f"WorkflowStateStoreBase implements the eight primitives of 'Writing a backend'")
+        return NotImplementedError(
+            f"{type(self).__name__} must provide a {name}() method: every subclass of "
+            f"WorkflowStateStoreBase implements the eight primitives of 'Writing a backend'"
+        )
 
     def _read(self, flow_id: str, session_id: str, cutoff: Optional[float]) -> Optional[Tuple[SessionSummary, str]]:
         "A live session's summary and its state as JSON object text; None when absent or expired."
         raise self._missing("_read")
 
-    def _merge(self, flow_id: str, session_id: str, encoded: Dict[str, str], into: Optional[str],
-               remove: Iterable[str], cutoff: Optional[float]) -> None:
+    def _merge(
+        self,
+        flow_id: str,
+        session_id: str,
+        encoded: Dict[str, str],
+        into: Optional[str],
+        remove: Iterable[str],
+        cutoff: Optional[float],
+    ) -> None:
         """Atomically merge encoded members into the state (into the dict at key `into` when given), remove the keys
         in `remove`, and stamp the write time. Creates the session when absent (an expired one starts afresh) unless
         `encoded` is empty. Calls `self._check_size(new_size)` before writing anything."""
         raise self._missing("_merge")
 
-    def _set_fields(self, flow_id: str, session_id: str, fields: Dict[str, Optional[str]], when: str,
-                    cutoff: Optional[float]) -> bool:
+    def _set_fields(
+        self, flow_id: str, session_id: str, fields: Dict[str, Optional[str]], when: str, cutoff: Optional[float]
+    ) -> bool:
         """Set `fields` ("step" and/or "label") and stamp the write time; True if written. `when` is "any" (create the
         session when absent), "live" (only a live session: else False) or "absent" (only when no live session
         exists: write a fresh, empty session with `fields`; else False)."""
@@ -196,14 +261,30 @@ class WorkflowStateStoreBase:
         removed): the base's default `_purge_expired` uses that."""
         raise self._missing("_delete")
 
-    def _restore(self, flow_id: str, session_id: str, state_items: Dict[str, str], step: Optional[str],
-                 label: Optional[str], created: float, updated: float) -> None:
+    def _restore(
+        self,
+        flow_id: str,
+        session_id: str,
+        state_items: Dict[str, str],
+        step: Optional[str],
+        label: Optional[str],
+        created: float,
+        updated: float,
+    ) -> None:
         """Replace a session wholesale (encoded state members, step, label, both timestamps as given):
         the lossless write behind `restore_session` (import, migration between backends)."""
         raise self._missing("_restore")
 
-    def _list(self, flow_id: str, cutoff: Optional[float], order_by: str, descending: bool, limit: Optional[int],
-              offset: int, after: Optional[str] = None) -> List[SessionSummary]:
+    def _list(
+        self,
+        flow_id: str,
+        cutoff: Optional[float],
+        order_by: str,
+        descending: bool,
+        limit: Optional[int],
+        offset: int,
+        after: Optional[str] = None,
+    ) -> List[SessionSummary]:
         """One page of a flow's live sessions in the canonical order (`summary_sort_key`; `order_by` may also be
         "session_id"). `after` (with "session_id", ascending, no offset): only ids sorting strictly after it."""
         raise self._missing("_list")
@@ -249,8 +330,11 @@ class WorkflowStateStoreBase:
         removed = 0
         for flow_id in self._list_flows(None):  # (cutoff None: every stored session, expired ones included)
             for page in self._pages(flow_id, None, 500):
-                removed += sum(self._delete(flow_id, s.session_id, cutoff, expired_only=True)
-                               for s in page if cast(float, s.updated_ts) < cutoff)  # (a store's summaries have it)
+                removed += sum(
+                    self._delete(flow_id, s.session_id, cutoff, expired_only=True)
+                    for s in page
+                    if cast(float, s.updated_ts) < cutoff
+                )  # (a store's summaries have it)
         return removed
 
     def _load(self, session_id: str, cutoff: Optional[float]) -> Dict[str, Tuple[SessionSummary, str]]:
@@ -259,7 +343,8 @@ class WorkflowStateStoreBase:
         found = {}
         for flow_id in self._list_flows(cutoff):
             record = self._read(flow_id, session_id, cutoff)
-            if record is not None: found[flow_id] = record
+            if record is not None:
+                found[flow_id] = record
         return found
 
     def _commit(self, session_id: str, writes: List[Tuple[str, str, tuple]], cutoff: Optional[float]) -> None:
@@ -271,13 +356,16 @@ class WorkflowStateStoreBase:
 
     async def _aload(self, session_id: str, cutoff: Optional[float]) -> Dict[str, Tuple[SessionSummary, str]]:
         "`_load`, awaitable: on the loop with `scope_on_loop`, else in a worker thread (a backend with an async driver overrides it)."
-        if self.scope_on_loop: return self._load(session_id, cutoff)
+        if self.scope_on_loop:
+            return self._load(session_id, cutoff)
         return await asyncio.to_thread(self._load, session_id, cutoff)
 
     async def _acommit(self, session_id: str, writes: List[Tuple[str, str, tuple]], cutoff: Optional[float]) -> None:
         "`_commit`, awaitable: on the loop with `scope_on_loop`, else in a worker thread (a backend with an async driver overrides it)."
-        if self.scope_on_loop: self._commit(session_id, writes, cutoff)
-        else: await asyncio.to_thread(self._commit, session_id, writes, cutoff)
+        if self.scope_on_loop:
+            self._commit(session_id, writes, cutoff)
+        else:
+            await asyncio.to_thread(self._commit, session_id, writes, cutoff)
 
     async def _run_async(self, method: Callable, *args):
         """Run a sync public method without blocking the event loop: the default runs it in a worker thread (which
@@ -305,21 +393,27 @@ class WorkflowStateStoreBase:
         if size > self.max_state_bytes:
             raise StateTooLargeError(
                 f"the update would make the state {size} bytes, over max_state_bytes={self.max_state_bytes}; "
-                f"keep large data (files, blobs) elsewhere and store a reference, or raise max_state_bytes")
+                f"keep large data (files, blobs) elsewhere and store a reference, or raise max_state_bytes"
+            )
 
     def _decode_state(self, flow_id: str, session_id: str, text: Optional[str]) -> Dict[str, Any]:
         """A session's state from its stored JSON text ({} for None or ""); `BackendError` if the text is not a JSON
         object (another program wrote it: every write of a store is checked)."""
-        if not text: return {}
-        try: state = decode_json(text)
-        except ValueError as e: problem = str(e)  # (json.JSONDecodeError, and a UnicodeDecodeError is a ValueError too)
+        if not text:
+            return {}
+        try:
+            state = decode_json(text)
+        except ValueError as e:
+            problem = str(e)  # (json.JSONDecodeError, and a UnicodeDecodeError is a ValueError too)
         else:
-            if type(state) is dict: return state
+            if type(state) is dict:
+                return state
             problem = f"it holds {text[:40]!r}, JSON but not an object"
         raise BackendError(
             f"the stored state of session {session_id!r} of flow {flow_id!r} is not valid JSON ({problem}); another "
             f"program changed it. Restore the session from a backup with restore_session (or the CLI's import), or "
-            f"delete it with delete_session") from None
+            f"delete it with delete_session"
+        ) from None
 
     def _sid(self, sess) -> str:
         return resolve_session_id(sess, self.session_key)
@@ -328,274 +422,346 @@ class WorkflowStateStoreBase:
         """The open request scope of this store that serves `session_id`, or None. (Called only when a scope is open
         in this context: `_SCOPES.get()` is the one check the calls outside a scope pay.)"""
         for scope in _SCOPES.get():
-            if scope.store is self and scope.live and scope.session_id == session_id: return scope
+            if scope.store is self and scope.live and scope.session_id == session_id:
+                return scope
         return None
 
     def _write_refused(self, error: Exception):
         """Re-raise a write's error, after telling this store's open scopes of it: a caller may catch it (StepFlow
         does), and the scope's owner (the StepFlow router) must still learn that the request was not saved as sent."""
         for scope in _SCOPES.get():
-            if scope.store is self: scope.errors.append(error)
+            if scope.store is self:
+                scope.errors.append(error)
         raise error
 
     def _outside_scope(self, *session_ids: str) -> None:
         """Before a call the snapshot cannot serve: every open scope of this store commits what it buffered, so the
         call sees it; a scope whose session id the call may change (`session_ids`) also ends its snapshot."""
         for scope in _SCOPES.get():
-            if scope.store is self and scope.live: scope.flush(end=scope.session_id in session_ids)
+            if scope.store is self and scope.live:
+                scope.flush(end=scope.session_id in session_ids)
 
     # ---- context managers: `with store:` / `async with store:` close it --------------------------
-    def __enter__(self): return self
-    def __exit__(self, *exc): self.close()
-    async def __aenter__(self): return self
-    async def __aexit__(self, *exc): await self.aclose()
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.aclose()
 
 # %% ../../nbs/core/base.ipynb #058f39dd
 @patch
-def get_current_step(self: WorkflowStateStoreBase,
-                     flow_id: str,  # Workflow identifier
-                     sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
-                    ) -> Optional[str]:  # Current step id, or None
+def get_current_step(
+    self: WorkflowStateStoreBase,
+    flow_id: str,  # Workflow identifier
+    sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
+) -> Optional[str]:  # Current step id, or None
     """Get the current step id of a workflow session."""
     flow_id, session_id = check_id(flow_id, "flow_id"), self._sid(sess)
-    if _SCOPES.get() and (scope := self._scope_for(session_id)): return scope.current_step(flow_id)
+    if _SCOPES.get() and (scope := self._scope_for(session_id)):
+        return scope.current_step(flow_id)
     return self._get_step(flow_id, session_id, self._cutoff())
 
+
 @patch
-def set_current_step(self: WorkflowStateStoreBase,
-                     flow_id: str,  # Workflow identifier
-                     sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
-                     step_id: str,  # Step id to make current
-                    ) -> None:
+def set_current_step(
+    self: WorkflowStateStoreBase,
+    flow_id: str,  # Workflow identifier
+    sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
+    step_id: str,  # Step id to make current
+) -> None:
     """Set the current step id of a workflow session."""
     try:
         flow_id, step_id, session_id = check_id(flow_id, "flow_id"), check_id(step_id, "step_id"), self._sid(sess)
-        if _SCOPES.get() and (scope := self._scope_for(session_id)): scope.set_fields(flow_id, {"step": step_id}, "any")
-        else: self._set_fields(flow_id, session_id, {"step": step_id}, "any", self._cutoff())
-    except Exception as e: self._write_refused(e)
+        if _SCOPES.get() and (scope := self._scope_for(session_id)):
+            scope.set_fields(flow_id, {"step": step_id}, "any")
+        else:
+            self._set_fields(flow_id, session_id, {"step": step_id}, "any", self._cutoff())
+    except Exception as e:
+        self._write_refused(e)
 
 # %% ../../nbs/core/base.ipynb #913f14d6
 @patch
-def get_state(self: WorkflowStateStoreBase,
-              flow_id: str,  # Workflow identifier
-              sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
-             ) -> Dict[str, Any]:  # A deep, independent copy of the state ({} when unknown)
+def get_state(
+    self: WorkflowStateStoreBase,
+    flow_id: str,  # Workflow identifier
+    sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
+) -> Dict[str, Any]:  # A deep, independent copy of the state ({} when unknown)
     """Get the whole workflow state."""
     flow_id, session_id = check_id(flow_id, "flow_id"), self._sid(sess)
-    if _SCOPES.get() and (scope := self._scope_for(session_id)): text = scope.state_text(flow_id)
-    else: text = self._get_state_text(flow_id, session_id, self._cutoff())
+    if _SCOPES.get() and (scope := self._scope_for(session_id)):
+        text = scope.state_text(flow_id)
+    else:
+        text = self._get_state_text(flow_id, session_id, self._cutoff())
     return self._decode_state(flow_id, session_id, text)
 
+
 @patch
-def update_state(self: WorkflowStateStoreBase,
-                 flow_id: str,  # Workflow identifier
-                 sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
-                 updates: Mapping,  # Top-level keys to set (`dict.update` semantics)
-                ) -> None:
+def update_state(
+    self: WorkflowStateStoreBase,
+    flow_id: str,  # Workflow identifier
+    sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
+    updates: Mapping,  # Top-level keys to set (`dict.update` semantics)
+) -> None:
     """Shallow-merge `updates` into the state, atomically; nothing is written if any value is invalid."""
     try:
         flow_id = check_id(flow_id, "flow_id")
         encoded = encode_updates(updates)
-        if not encoded: return
+        if not encoded:
+            return
         session_id = self._sid(sess)
-        if _SCOPES.get() and (scope := self._scope_for(session_id)): scope.merge(flow_id, encoded, None, ())
-        else: self._merge(flow_id, session_id, encoded, None, (), self._cutoff())
-    except Exception as e: self._write_refused(e)
+        if _SCOPES.get() and (scope := self._scope_for(session_id)):
+            scope.merge(flow_id, encoded, None, ())
+        else:
+            self._merge(flow_id, session_id, encoded, None, (), self._cutoff())
+    except Exception as e:
+        self._write_refused(e)
 
 # %% ../../nbs/core/base.ipynb #41bc5301
 @patch
-def clear_state(self: WorkflowStateStoreBase,
-                flow_id: str,  # Workflow identifier
-                sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
-               ) -> None:
+def clear_state(
+    self: WorkflowStateStoreBase,
+    flow_id: str,  # Workflow identifier
+    sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
+) -> None:
     """Forget the session entirely (step, state, label). Idempotent."""
     flow_id, session_id = check_id(flow_id, "flow_id"), self._sid(sess)
-    if _SCOPES.get() and (scope := self._scope_for(session_id)): scope.delete(flow_id)
-    else: self._delete(flow_id, session_id, self._cutoff())
+    if _SCOPES.get() and (scope := self._scope_for(session_id)):
+        scope.delete(flow_id)
+    else:
+        self._delete(flow_id, session_id, self._cutoff())
 
 # %% ../../nbs/core/base.ipynb #f5d59456
 @patch
-def get_step_state(self: WorkflowStateStoreBase,
-                   flow_id: str,  # Workflow identifier
-                   sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
-                   step_id: str,  # Step identifier
-                  ) -> Dict[str, Any]:  # The step's own state ({} when unset)
+def get_step_state(
+    self: WorkflowStateStoreBase,
+    flow_id: str,  # Workflow identifier
+    sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
+    step_id: str,  # Step identifier
+) -> Dict[str, Any]:  # The step's own state ({} when unset)
     """Get the state stored under `_step_<step_id>`."""
     value = self.get_state(flow_id, sess).get(step_key(step_id))
     return value if isinstance(value, dict) else {}
 
+
 @patch
-def update_step_state(self: WorkflowStateStoreBase,
-                      flow_id: str,  # Workflow identifier
-                      sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
-                      step_id: str,  # Step identifier
-                      updates: Mapping,  # Keys to set in the step's state
-                     ) -> None:
+def update_step_state(
+    self: WorkflowStateStoreBase,
+    flow_id: str,  # Workflow identifier
+    sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
+    step_id: str,  # Step identifier
+    updates: Mapping,  # Keys to set in the step's state
+) -> None:
     """Shallow-merge `updates` into the step's state, atomically."""
     try:
         flow_id = check_id(flow_id, "flow_id")
         key, encoded = step_key(step_id), encode_updates(updates, level=1)  # the values sit inside the step's dict
-        if not encoded: return
+        if not encoded:
+            return
         session_id = self._sid(sess)
-        if _SCOPES.get() and (scope := self._scope_for(session_id)): scope.merge(flow_id, encoded, key, ())
-        else: self._merge(flow_id, session_id, encoded, key, (), self._cutoff())
-    except Exception as e: self._write_refused(e)
+        if _SCOPES.get() and (scope := self._scope_for(session_id)):
+            scope.merge(flow_id, encoded, key, ())
+        else:
+            self._merge(flow_id, session_id, encoded, key, (), self._cutoff())
+    except Exception as e:
+        self._write_refused(e)
+
 
 @patch
-def clear_step_state(self: WorkflowStateStoreBase,
-                     flow_id: str,  # Workflow identifier
-                     sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
-                     step_id: str,  # Step identifier
-                    ) -> None:
+def clear_step_state(
+    self: WorkflowStateStoreBase,
+    flow_id: str,  # Workflow identifier
+    sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
+    step_id: str,  # Step identifier
+) -> None:
     """Remove the step's state, keeping the rest of the session."""
     flow_id, key, session_id = check_id(flow_id, "flow_id"), step_key(step_id), self._sid(sess)
-    if _SCOPES.get() and (scope := self._scope_for(session_id)): scope.merge(flow_id, {}, None, (key,))
-    else: self._merge(flow_id, session_id, {}, None, (key,), self._cutoff())
+    if _SCOPES.get() and (scope := self._scope_for(session_id)):
+        scope.merge(flow_id, {}, None, (key,))
+    else:
+        self._merge(flow_id, session_id, {}, None, (key,), self._cutoff())
 
 # %% ../../nbs/core/base.ipynb #978bebff
 @patch
-def create_session(self: WorkflowStateStoreBase,
-                   flow_id: str,  # Workflow identifier
-                   session_id: Optional[str] = None,  # Id to use (a uuid4 string when None)
-                   label: Optional[str] = None,  # Human-readable label
-                  ) -> str:  # The new session's id
+def create_session(
+    self: WorkflowStateStoreBase,
+    flow_id: str,  # Workflow identifier
+    session_id: Optional[str] = None,  # Id to use (a uuid4 string when None)
+    label: Optional[str] = None,  # Human-readable label
+) -> str:  # The new session's id
     """Create an empty session; an id that already holds data raises `SessionExistsError` (a `ValueError`)."""
     flow_id = check_id(flow_id, "flow_id")
     session_id = str(uuid.uuid4()) if session_id is None else check_id(session_id, "session_id")
-    if _SCOPES.get(): self._outside_scope(session_id)
+    if _SCOPES.get():
+        self._outside_scope(session_id)
     if not self._set_fields(flow_id, session_id, {"label": check_label(label)}, "absent", self._cutoff()):
-        raise SessionExistsError(f"session {session_id!r} of flow {flow_id!r} already exists; "
-                                 f"pass another session_id, or None for a fresh one")
+        raise SessionExistsError(
+            f"session {session_id!r} of flow {flow_id!r} already exists; "
+            f"pass another session_id, or None for a fresh one"
+        )
     return session_id
 
+
 @patch
-def session_exists(self: WorkflowStateStoreBase,
-                   flow_id: str,  # Workflow identifier
-                   session_id: Union[str, MutableMapping],  # Session id (or session mapping)
-                  ) -> bool:  # True if the session holds a step, state or label
+def session_exists(
+    self: WorkflowStateStoreBase,
+    flow_id: str,  # Workflow identifier
+    session_id: Union[str, MutableMapping],  # Session id (or session mapping)
+) -> bool:  # True if the session holds a step, state or label
     """Whether a live session exists."""
     flow_id, session_id = check_id(flow_id, "flow_id"), self._sid(session_id)
-    if _SCOPES.get() and (scope := self._scope_for(session_id)): return scope.exists(flow_id)
+    if _SCOPES.get() and (scope := self._scope_for(session_id)):
+        return scope.exists(flow_id)
     return self._summary(flow_id, session_id, self._cutoff()) is not None
 
 # %% ../../nbs/core/base.ipynb #95d2e777
 @patch
-def get_session_summary(self: WorkflowStateStoreBase,
-                        flow_id: str,  # Workflow identifier
-                        session_id: Union[str, MutableMapping],  # Session id (or session mapping)
-                       ) -> Optional[SessionSummary]:  # Metadata, or None if absent
+def get_session_summary(
+    self: WorkflowStateStoreBase,
+    flow_id: str,  # Workflow identifier
+    session_id: Union[str, MutableMapping],  # Session id (or session mapping)
+) -> Optional[SessionSummary]:  # Metadata, or None if absent
     """Metadata of one session."""
     flow_id, session_id = check_id(flow_id, "flow_id"), self._sid(session_id)
-    if _SCOPES.get(): self._outside_scope()  # (its times are the commit's)
+    if _SCOPES.get():
+        self._outside_scope()  # (its times are the commit's)
     return self._summary(flow_id, session_id, self._cutoff())
 
 # %% ../../nbs/core/base.ipynb #6d217e6e
 @patch
-def list_sessions(self: WorkflowStateStoreBase,
-                  flow_id: str,  # Workflow identifier
-                  order_by: str = "updated_at",  # "updated_at", "created_at" or "label"
-                  descending: bool = True,  # Newest / last first
-                  limit: Optional[int] = None,  # Page size (None: all)
-                  offset: int = 0,  # Sessions to skip
-                 ) -> List[SessionSummary]:  # One page of the flow's sessions
+def list_sessions(
+    self: WorkflowStateStoreBase,
+    flow_id: str,  # Workflow identifier
+    order_by: str = "updated_at",  # "updated_at", "created_at" or "label"
+    descending: bool = True,  # Newest / last first
+    limit: Optional[int] = None,  # Page size (None: all)
+    offset: int = 0,  # Sessions to skip
+) -> List[SessionSummary]:  # One page of the flow's sessions
     """List a flow's sessions, a page at a time."""
-    flow_id = check_id(flow_id, "flow_id"); check_order_by(order_by)
+    flow_id = check_id(flow_id, "flow_id")
+    check_order_by(order_by)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise ValueError(f"limit must be None or an int >= 0, got {limit!r}")
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
         raise ValueError(f"offset must be an int >= 0, got {offset!r}")
-    if limit == 0: return []
-    if _SCOPES.get(): self._outside_scope()
+    if limit == 0:
+        return []
+    if _SCOPES.get():
+        self._outside_scope()
     return self._list(flow_id, self._cutoff(), order_by, bool(descending), limit, offset)
 
+
 @patch
-def count_sessions(self: WorkflowStateStoreBase,
-                   flow_id: str,  # Workflow identifier
-                  ) -> int:  # How many live sessions the flow holds
+def count_sessions(
+    self: WorkflowStateStoreBase,
+    flow_id: str,  # Workflow identifier
+) -> int:  # How many live sessions the flow holds
     """Count a flow's sessions (without reading them)."""
     flow_id = check_id(flow_id, "flow_id")
-    if _SCOPES.get(): self._outside_scope()
+    if _SCOPES.get():
+        self._outside_scope()
     return self._count(flow_id, self._cutoff())
 
 # %% ../../nbs/core/base.ipynb #0b1b4cef
 @patch
-def set_session_label(self: WorkflowStateStoreBase,
-                      flow_id: str,  # Workflow identifier
-                      session_id: Union[str, MutableMapping],  # Session id (or session mapping)
-                      label: Optional[str],  # New label, or None to clear it
-                     ) -> bool:  # False if the session does not exist (nothing is written)
+def set_session_label(
+    self: WorkflowStateStoreBase,
+    flow_id: str,  # Workflow identifier
+    session_id: Union[str, MutableMapping],  # Session id (or session mapping)
+    label: Optional[str],  # New label, or None to clear it
+) -> bool:  # False if the session does not exist (nothing is written)
     """Set a session's label."""
     flow_id, session_id, label = check_id(flow_id, "flow_id"), self._sid(session_id), check_label(label)
-    if _SCOPES.get() and (scope := self._scope_for(session_id)): return scope.set_fields(flow_id, {"label": label}, "live")
+    if _SCOPES.get() and (scope := self._scope_for(session_id)):
+        return scope.set_fields(flow_id, {"label": label}, "live")
     return self._set_fields(flow_id, session_id, {"label": label}, "live", self._cutoff())
 
 # %% ../../nbs/core/base.ipynb #6943ade5
 @patch
-def delete_session(self: WorkflowStateStoreBase,
-                   flow_id: str,  # Workflow identifier
-                   session_id: Union[str, MutableMapping],  # Session id (or session mapping)
-                  ) -> bool:  # True if a session was deleted
+def delete_session(
+    self: WorkflowStateStoreBase,
+    flow_id: str,  # Workflow identifier
+    session_id: Union[str, MutableMapping],  # Session id (or session mapping)
+) -> bool:  # True if a session was deleted
     """Delete a session. Idempotent."""
     flow_id, session_id = check_id(flow_id, "flow_id"), self._sid(session_id)
-    if _SCOPES.get() and (scope := self._scope_for(session_id)): return scope.delete(flow_id)
+    if _SCOPES.get() and (scope := self._scope_for(session_id)):
+        return scope.delete(flow_id)
     return self._delete(flow_id, session_id, self._cutoff())
 
 # %% ../../nbs/core/base.ipynb #7a9f2659
 @patch
 def list_flows(self: WorkflowStateStoreBase) -> List[str]:  # Flow ids holding at least one live session, sorted
     """List the flows that hold data."""
-    if _SCOPES.get(): self._outside_scope()
+    if _SCOPES.get():
+        self._outside_scope()
     return self._list_flows(self._cutoff())
 
 # %% ../../nbs/core/base.ipynb #daed7729
 @patch
-def rekey_session(self: WorkflowStateStoreBase,
-                  old_session_id: str,  # Session id whose data moves
-                  new_session_id: str,  # Fresh session id to move it to
-                 ) -> int:  # How many flows moved
+def rekey_session(
+    self: WorkflowStateStoreBase,
+    old_session_id: str,  # Session id whose data moves
+    new_session_id: str,  # Fresh session id to move it to
+) -> int:  # How many flows moved
     """Move every flow's data of a session id to a new id, atomically (all flows or none)."""
-    old_session_id, new_session_id = check_id(old_session_id, "old_session_id"), check_id(new_session_id, "new_session_id")
+    old_session_id, new_session_id = (
+        check_id(old_session_id, "old_session_id"),
+        check_id(new_session_id, "new_session_id"),
+    )
     if old_session_id == new_session_id:
         raise ValueError("new_session_id must differ from old_session_id")
-    if _SCOPES.get(): self._outside_scope(old_session_id, new_session_id)
+    if _SCOPES.get():
+        self._outside_scope(old_session_id, new_session_id)
     return self._rekey(old_session_id, new_session_id, self._cutoff())
 
 # %% ../../nbs/core/base.ipynb #f6e8b77f
 @patch
-def restore_session(self: WorkflowStateStoreBase,
-                    flow_id: str,  # Workflow identifier
-                    session_id: str,  # Session identifier
-                    state: Mapping,  # The whole state
-                    current_step: Optional[str] = None,  # Current step id
-                    label: Optional[str] = None,  # Label
-                    created_ts: Optional[float] = None,  # Creation time, epoch seconds (now when None)
-                    updated_ts: Optional[float] = None,  # Last write, epoch seconds (created_ts when None)
-                   ) -> None:
+def restore_session(
+    self: WorkflowStateStoreBase,
+    flow_id: str,  # Workflow identifier
+    session_id: str,  # Session identifier
+    state: Mapping,  # The whole state
+    current_step: Optional[str] = None,  # Current step id
+    label: Optional[str] = None,  # Label
+    created_ts: Optional[float] = None,  # Creation time, epoch seconds (now when None)
+    updated_ts: Optional[float] = None,  # Last write, epoch seconds (created_ts when None)
+) -> None:
     """Write a whole session as given, timestamps included, replacing any existing one (import and backup restore).
     Everything is checked first (ids, state, label, timestamps within the years 1970-9999); nothing is written
     if anything is refused."""
     flow_id, session_id = check_id(flow_id, "flow_id"), check_id(session_id, "session_id")
-    if current_step is not None: current_step = check_id(current_step, "current_step")
+    if current_step is not None:
+        current_step = check_id(current_step, "current_step")
     encoded = encode_updates(state)
     self._check_size(state_size(len(encoded), sum(len(item_text(k, v)) for k, v in encoded.items())))
     label = check_label(label)
     record = f"session {session_id!r} of flow {flow_id!r}"
     created = self._now() if created_ts is None else check_timestamp(created_ts, f"created_ts of {record}")
     updated = created if updated_ts is None else check_timestamp(updated_ts, f"updated_ts of {record}")
-    if _SCOPES.get(): self._outside_scope(session_id)
+    if _SCOPES.get():
+        self._outside_scope(session_id)
     self._restore(flow_id, session_id, encoded, current_step, label, created, updated)
 
+
 @patch
-def export_sessions(self: WorkflowStateStoreBase,
-                    flow_id: Optional[str] = None,  # Only this flow (every flow when None)
-                    page_size: int = 500,  # Sessions fetched per page
-                   ) -> Iterator[Dict[str, Any]]:  # Dicts: flow_id, session_id, label, current_step, created_ts, updated_ts, state
+def export_sessions(
+    self: WorkflowStateStoreBase,
+    flow_id: Optional[str] = None,  # Only this flow (every flow when None)
+    page_size: int = 500,  # Sessions fetched per page
+) -> Iterator[Dict[str, Any]]:  # Dicts: flow_id, session_id, label, current_step, created_ts, updated_ts, state
     """Iterate over every live session with its whole state, for backup and migration (see `restore_session`).
     Every session live for the whole export is yielded exactly once, whatever is written, deleted or expires
     meanwhile: pages follow the session id, not an offset that vanished sessions would shift."""
     _check_page_size(page_size)
     flows = [check_id(flow_id, "flow_id")] if flow_id is not None else self.list_flows()
-    if _SCOPES.get(): self._outside_scope()
+    if _SCOPES.get():
+        self._outside_scope()
     return self._export(flows, page_size)
 
 # %% ../../nbs/core/base.ipynb #bf84d3b1
@@ -605,17 +771,26 @@ def _export(self: WorkflowStateStoreBase, flows: List[str], page_size: int) -> I
         for page in self._pages(flow, self._cutoff(), page_size):
             for s in page:
                 text = self._get_state_text(flow, s.session_id, self._cutoff())
-                if text is None: continue  # deleted or expired since the page was read
-                yield dict(flow_id=flow, session_id=s.session_id, label=s.label, current_step=s.current_step,
-                           created_ts=s.created_ts, updated_ts=s.updated_ts,
-                           state=self._decode_state(flow, s.session_id, text))
+                if text is None:
+                    continue  # deleted or expired since the page was read
+                yield dict(
+                    flow_id=flow,
+                    session_id=s.session_id,
+                    label=s.label,
+                    current_step=s.current_step,
+                    created_ts=s.created_ts,
+                    updated_ts=s.updated_ts,
+                    state=self._decode_state(flow, s.session_id, text),
+                )
 
 # %% ../../nbs/core/base.ipynb #81f1079c
 @patch
 def purge_expired(self: WorkflowStateStoreBase) -> int:  # How many sessions were removed
     """Remove the sessions not written for longer than `ttl`, reclaiming their space (0 without a ttl)."""
-    if self.ttl is None: return 0
-    if _SCOPES.get(): self._outside_scope()
+    if self.ttl is None:
+        return 0
+    if _SCOPES.get():
+        self._outside_scope()
     cutoff = self._cutoff()
     assert cutoff is not None  # (there is a ttl)
     return self._purge_expired(cutoff)
@@ -628,9 +803,10 @@ def close(self: WorkflowStateStoreBase) -> None:
 
 # %% ../../nbs/core/base.ipynb #d533cadd
 @patch
-def request_scope(self: WorkflowStateStoreBase,
-                  sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
-                 ) -> RequestScope:  # Use with `async with` (or `with` in sync code)
+def request_scope(
+    self: WorkflowStateStoreBase,
+    sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
+) -> RequestScope:  # Use with `async with` (or `with` in sync code)
     """One request's view of a session id: on entry, every flow's session of that id is loaded in one call;
     inside, this store's calls on that id read the snapshot plus the scope's own writes (no I/O), and writes are
     checked at once and buffered; on a clean exit they commit together (atomically where the backend's `_commit`
@@ -640,185 +816,233 @@ def request_scope(self: WorkflowStateStoreBase,
 
 # %% ../../nbs/core/base.ipynb #27c0d9fe
 @patch
-async def aget_current_step(self: WorkflowStateStoreBase,
-                            flow_id: str,  # Workflow identifier
-                            sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
-                           ) -> Optional[str]:  # Current step id, or None
+async def aget_current_step(
+    self: WorkflowStateStoreBase,
+    flow_id: str,  # Workflow identifier
+    sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
+) -> Optional[str]:  # Current step id, or None
     """`get_current_step`, awaitable."""
     return await self._call_async(self.get_current_step, sess, flow_id, sess)
 
+
 @patch
-async def aset_current_step(self: WorkflowStateStoreBase,
-                            flow_id: str,  # Workflow identifier
-                            sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
-                            step_id: str,  # Step id to make current
-                           ) -> None:
+async def aset_current_step(
+    self: WorkflowStateStoreBase,
+    flow_id: str,  # Workflow identifier
+    sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
+    step_id: str,  # Step id to make current
+) -> None:
     """`set_current_step`, awaitable."""
     return await self._call_async(self.set_current_step, sess, flow_id, sess, step_id)
 
+
 @patch
-async def aget_state(self: WorkflowStateStoreBase,
-                     flow_id: str,  # Workflow identifier
-                     sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
-                    ) -> Dict[str, Any]:  # A deep, independent copy of the state ({} when unknown)
+async def aget_state(
+    self: WorkflowStateStoreBase,
+    flow_id: str,  # Workflow identifier
+    sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
+) -> Dict[str, Any]:  # A deep, independent copy of the state ({} when unknown)
     """`get_state`, awaitable."""
     return await self._call_async(self.get_state, sess, flow_id, sess)
 
+
 @patch
-async def aupdate_state(self: WorkflowStateStoreBase,
-                        flow_id: str,  # Workflow identifier
-                        sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
-                        updates: Mapping,  # Top-level keys to set (`dict.update` semantics)
-                       ) -> None:
+async def aupdate_state(
+    self: WorkflowStateStoreBase,
+    flow_id: str,  # Workflow identifier
+    sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
+    updates: Mapping,  # Top-level keys to set (`dict.update` semantics)
+) -> None:
     """`update_state`, awaitable."""
     return await self._call_async(self.update_state, sess, flow_id, sess, updates)
 
+
 @patch
-async def aclear_state(self: WorkflowStateStoreBase,
-                       flow_id: str,  # Workflow identifier
-                       sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
-                      ) -> None:
+async def aclear_state(
+    self: WorkflowStateStoreBase,
+    flow_id: str,  # Workflow identifier
+    sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
+) -> None:
     """`clear_state`, awaitable."""
     return await self._call_async(self.clear_state, sess, flow_id, sess)
 
+
 @patch
-async def aget_step_state(self: WorkflowStateStoreBase,
-                          flow_id: str,  # Workflow identifier
-                          sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
-                          step_id: str,  # Step identifier
-                         ) -> Dict[str, Any]:  # The step's own state ({} when unset)
+async def aget_step_state(
+    self: WorkflowStateStoreBase,
+    flow_id: str,  # Workflow identifier
+    sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
+    step_id: str,  # Step identifier
+) -> Dict[str, Any]:  # The step's own state ({} when unset)
     """`get_step_state`, awaitable."""
     return await self._call_async(self.get_step_state, sess, flow_id, sess, step_id)
 
+
 @patch
-async def aupdate_step_state(self: WorkflowStateStoreBase,
-                             flow_id: str,  # Workflow identifier
-                             sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
-                             step_id: str,  # Step identifier
-                             updates: Mapping,  # Keys to set in the step's state
-                            ) -> None:
+async def aupdate_step_state(
+    self: WorkflowStateStoreBase,
+    flow_id: str,  # Workflow identifier
+    sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
+    step_id: str,  # Step identifier
+    updates: Mapping,  # Keys to set in the step's state
+) -> None:
     """`update_step_state`, awaitable."""
     return await self._call_async(self.update_step_state, sess, flow_id, sess, step_id, updates)
 
+
 @patch
-async def aclear_step_state(self: WorkflowStateStoreBase,
-                            flow_id: str,  # Workflow identifier
-                            sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
-                            step_id: str,  # Step identifier
-                           ) -> None:
+async def aclear_step_state(
+    self: WorkflowStateStoreBase,
+    flow_id: str,  # Workflow identifier
+    sess: Union[MutableMapping, str],  # FastHTML session object, or a session id
+    step_id: str,  # Step identifier
+) -> None:
     """`clear_step_state`, awaitable."""
     return await self._call_async(self.clear_step_state, sess, flow_id, sess, step_id)
 
-@patch
-async def acreate_session(self: WorkflowStateStoreBase,
-                          flow_id: str,  # Workflow identifier
-                          session_id: Optional[str] = None,  # Id to use (a uuid4 string when None)
-                          label: Optional[str] = None,  # Human-readable label
-                         ) -> str:  # The new session's id
-    """`create_session`, awaitable."""
-    if _SCOPES.get() and session_id is not None: await self._outside_scope_async(check_id(session_id, "session_id"))
-    return await self._run_async(self.create_session, flow_id, session_id, label)
 
 @patch
-async def asession_exists(self: WorkflowStateStoreBase,
-                          flow_id: str,  # Workflow identifier
-                          session_id: Union[str, MutableMapping],  # Session id (or session mapping)
-                         ) -> bool:  # True if the session holds a step, state or label
+async def acreate_session(
+    self: WorkflowStateStoreBase,
+    flow_id: str,  # Workflow identifier
+    session_id: Optional[str] = None,  # Id to use (a uuid4 string when None)
+    label: Optional[str] = None,  # Human-readable label
+) -> str:  # The new session's id
+    """`create_session`, awaitable."""
+    if _SCOPES.get() and session_id is not None:
+        await self._outside_scope_async(check_id(session_id, "session_id"))
+    return await self._run_async(self.create_session, flow_id, session_id, label)
+
+
+@patch
+async def asession_exists(
+    self: WorkflowStateStoreBase,
+    flow_id: str,  # Workflow identifier
+    session_id: Union[str, MutableMapping],  # Session id (or session mapping)
+) -> bool:  # True if the session holds a step, state or label
     """`session_exists`, awaitable."""
     return await self._call_async(self.session_exists, session_id, flow_id, session_id)
 
+
 @patch
-async def aget_session_summary(self: WorkflowStateStoreBase,
-                               flow_id: str,  # Workflow identifier
-                               session_id: Union[str, MutableMapping],  # Session id (or session mapping)
-                              ) -> Optional[SessionSummary]:  # Metadata, or None if absent
+async def aget_session_summary(
+    self: WorkflowStateStoreBase,
+    flow_id: str,  # Workflow identifier
+    session_id: Union[str, MutableMapping],  # Session id (or session mapping)
+) -> Optional[SessionSummary]:  # Metadata, or None if absent
     """`get_session_summary`, awaitable."""
-    if _SCOPES.get(): await self._outside_scope_async()
+    if _SCOPES.get():
+        await self._outside_scope_async()
     return await self._run_async(self.get_session_summary, flow_id, session_id)
 
+
 @patch
-async def alist_sessions(self: WorkflowStateStoreBase,
-                         flow_id: str,  # Workflow identifier
-                         order_by: str = "updated_at",  # "updated_at", "created_at" or "label"
-                         descending: bool = True,  # Newest / last first
-                         limit: Optional[int] = None,  # Page size (None: all)
-                         offset: int = 0,  # Sessions to skip
-                        ) -> List[SessionSummary]:  # One page of the flow's sessions
+async def alist_sessions(
+    self: WorkflowStateStoreBase,
+    flow_id: str,  # Workflow identifier
+    order_by: str = "updated_at",  # "updated_at", "created_at" or "label"
+    descending: bool = True,  # Newest / last first
+    limit: Optional[int] = None,  # Page size (None: all)
+    offset: int = 0,  # Sessions to skip
+) -> List[SessionSummary]:  # One page of the flow's sessions
     """`list_sessions`, awaitable."""
-    if _SCOPES.get(): await self._outside_scope_async()
+    if _SCOPES.get():
+        await self._outside_scope_async()
     return await self._run_async(self.list_sessions, flow_id, order_by, descending, limit, offset)
 
-@patch
-async def acount_sessions(self: WorkflowStateStoreBase,
-                          flow_id: str,  # Workflow identifier
-                         ) -> int:  # How many live sessions the flow holds
-    """`count_sessions`, awaitable."""
-    if _SCOPES.get(): await self._outside_scope_async()
-    return await self._run_async(self.count_sessions, flow_id)
 
 @patch
-async def aset_session_label(self: WorkflowStateStoreBase,
-                             flow_id: str,  # Workflow identifier
-                             session_id: Union[str, MutableMapping],  # Session id (or session mapping)
-                             label: Optional[str],  # New label, or None to clear it
-                            ) -> bool:  # False if the session does not exist (nothing is written)
+async def acount_sessions(
+    self: WorkflowStateStoreBase,
+    flow_id: str,  # Workflow identifier
+) -> int:  # How many live sessions the flow holds
+    """`count_sessions`, awaitable."""
+    if _SCOPES.get():
+        await self._outside_scope_async()
+    return await self._run_async(self.count_sessions, flow_id)
+
+
+@patch
+async def aset_session_label(
+    self: WorkflowStateStoreBase,
+    flow_id: str,  # Workflow identifier
+    session_id: Union[str, MutableMapping],  # Session id (or session mapping)
+    label: Optional[str],  # New label, or None to clear it
+) -> bool:  # False if the session does not exist (nothing is written)
     """`set_session_label`, awaitable."""
     return await self._call_async(self.set_session_label, session_id, flow_id, session_id, label)
 
+
 @patch
-async def adelete_session(self: WorkflowStateStoreBase,
-                          flow_id: str,  # Workflow identifier
-                          session_id: Union[str, MutableMapping],  # Session id (or session mapping)
-                         ) -> bool:  # True if a session was deleted
+async def adelete_session(
+    self: WorkflowStateStoreBase,
+    flow_id: str,  # Workflow identifier
+    session_id: Union[str, MutableMapping],  # Session id (or session mapping)
+) -> bool:  # True if a session was deleted
     """`delete_session`, awaitable."""
     return await self._call_async(self.delete_session, session_id, flow_id, session_id)
+
 
 @patch
 async def alist_flows(self: WorkflowStateStoreBase) -> List[str]:  # Flow ids holding at least one live session, sorted
     """`list_flows`, awaitable."""
-    if _SCOPES.get(): await self._outside_scope_async()
+    if _SCOPES.get():
+        await self._outside_scope_async()
     return await self._run_async(self.list_flows)
 
+
 @patch
-async def arekey_session(self: WorkflowStateStoreBase,
-                         old_session_id: str,  # Session id whose data moves
-                         new_session_id: str,  # Fresh session id to move it to
-                        ) -> int:  # How many flows moved
+async def arekey_session(
+    self: WorkflowStateStoreBase,
+    old_session_id: str,  # Session id whose data moves
+    new_session_id: str,  # Fresh session id to move it to
+) -> int:  # How many flows moved
     """`rekey_session`, awaitable."""
     if _SCOPES.get():
-        await self._outside_scope_async(check_id(old_session_id, "old_session_id"), check_id(new_session_id, "new_session_id"))
+        await self._outside_scope_async(
+            check_id(old_session_id, "old_session_id"), check_id(new_session_id, "new_session_id")
+        )
     return await self._run_async(self.rekey_session, old_session_id, new_session_id)
 
-@patch
-async def arestore_session(self: WorkflowStateStoreBase,
-                           flow_id: str,  # Workflow identifier
-                           session_id: str,  # Session identifier
-                           state: Mapping,  # The whole state
-                           current_step: Optional[str] = None,  # Current step id
-                           label: Optional[str] = None,  # Label
-                           created_ts: Optional[float] = None,  # Creation time, epoch seconds (now when None)
-                           updated_ts: Optional[float] = None,  # Last write, epoch seconds (created_ts when None)
-                          ) -> None:
-    """`restore_session`, awaitable."""
-    if _SCOPES.get(): await self._outside_scope_async(check_id(session_id, "session_id"))
-    return await self._run_async(self.restore_session, flow_id, session_id, state, current_step, label,
-                                 created_ts, updated_ts)
 
 @patch
-def aexport_sessions(self: WorkflowStateStoreBase,
-                     flow_id: Optional[str] = None,  # Only this flow (every flow when None)
-                     page_size: int = 500,  # Sessions fetched per page
-                    ) -> AsyncIterator[Dict[str, Any]]:  # `export_sessions`' dicts
+async def arestore_session(
+    self: WorkflowStateStoreBase,
+    flow_id: str,  # Workflow identifier
+    session_id: str,  # Session identifier
+    state: Mapping,  # The whole state
+    current_step: Optional[str] = None,  # Current step id
+    label: Optional[str] = None,  # Label
+    created_ts: Optional[float] = None,  # Creation time, epoch seconds (now when None)
+    updated_ts: Optional[float] = None,  # Last write, epoch seconds (created_ts when None)
+) -> None:
+    """`restore_session`, awaitable."""
+    if _SCOPES.get():
+        await self._outside_scope_async(check_id(session_id, "session_id"))
+    return await self._run_async(
+        self.restore_session, flow_id, session_id, state, current_step, label, created_ts, updated_ts
+    )
+
+
+@patch
+def aexport_sessions(
+    self: WorkflowStateStoreBase,
+    flow_id: Optional[str] = None,  # Only this flow (every flow when None)
+    page_size: int = 500,  # Sessions fetched per page
+) -> AsyncIterator[Dict[str, Any]]:  # `export_sessions`' dicts
     """`export_sessions`, as an async iterator: each page is read without blocking the event loop. The arguments
     are checked at the call, as `export_sessions` checks them."""
     _check_page_size(page_size)
     return self._aexport(None if flow_id is None else check_id(flow_id, "flow_id"), page_size)
 
+
 @patch
 async def apurge_expired(self: WorkflowStateStoreBase) -> int:  # How many sessions were removed
     """`purge_expired`, awaitable."""
-    if _SCOPES.get(): await self._outside_scope_async()
+    if _SCOPES.get():
+        await self._outside_scope_async()
     return await self._run_async(self.purge_expired)
+
 
 @patch
 async def aclose(self: WorkflowStateStoreBase) -> None:
@@ -832,23 +1056,34 @@ async def _call_async(self: WorkflowStateStoreBase, method: Callable, sess, *arg
     """`method(*args)`: on the snapshot of the open scope serving `sess` when there is one (no I/O); with a
     `native_async` backend, a read in a scope of its own (one `_aload`) and a write in a scope that loads nothing
     (one `_acommit`: the commit checks the size against the stored state, as the call would); else off the loop."""
-    if _SCOPES.get() and self._scope_for(self._sid(sess)) is not None: return method(*args)
+    if _SCOPES.get() and self._scope_for(self._sid(sess)) is not None:
+        return method(*args)
     kind = _SCOPED_CALLS.get(method.__name__) if self.native_async else None
-    if kind is None: return await self._run_async(method, *args)
-    async with RequestScope(self, self._sid(sess), load=kind == "read"): return method(*args)
+    if kind is None:
+        return await self._run_async(method, *args)
+    async with RequestScope(self, self._sid(sess), load=kind == "read"):
+        return method(*args)
+
 
 @patch
 async def _outside_scope_async(self: WorkflowStateStoreBase, *session_ids: str) -> None:
     "`_outside_scope`, awaitable."
     for scope in _SCOPES.get():
-        if scope.store is self and scope.live: await scope.aflush(end=scope.session_id in session_ids)
+        if scope.store is self and scope.live:
+            await scope.aflush(end=scope.session_id in session_ids)
+
 
 @patch
-async def _aexport(self: WorkflowStateStoreBase, flow_id: Optional[str], page_size: int) -> AsyncIterator[Dict[str, Any]]:
-    if _SCOPES.get(): await self._outside_scope_async()
+async def _aexport(
+    self: WorkflowStateStoreBase, flow_id: Optional[str], page_size: int
+) -> AsyncIterator[Dict[str, Any]]:
+    if _SCOPES.get():
+        await self._outside_scope_async()
     records = await self._run_async(self.export_sessions, flow_id, page_size)
     done = object()
-    while (record := await self._run_async(next, records, done)) is not done: yield record
+    while (record := await self._run_async(next, records, done)) is not done:
+        yield record
+
 
 @patch
 async def _aclose(self: WorkflowStateStoreBase) -> None:

@@ -18,7 +18,9 @@ from .ids import check_id
 # %% ../../nbs/core/codec.ipynb #94b92308
 MAX_STATE_DEPTH = 100  # Deepest accepted nesting of dicts and lists in a state value (the value itself is level 1)
 
-_SURROGATES = re.compile(r"[\ud800-\udfff]")  # surrogate code points: no backend stores them as given (see `encode_updates`)
+_SURROGATES = re.compile(
+    r"[\ud800-\udfff]"
+)  # surrogate code points: no backend stores them as given (see `encode_updates`)
 
 # %% ../../nbs/core/codec.ipynb #56854656
 _encoder = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":"), check_circular=True)
@@ -27,9 +29,11 @@ encode_json = _encoder.encode  # The canonical encoder: compact, ASCII-only, no 
 _fast_decode: Optional[Callable[[Union[bytes, str]], Any]]  # msgspec's decoder, or None without it
 try:  # optional: msgspec's JSON decoder (pip install "cjm-workflow-state[fast]"); json's alone without it
     import msgspec
+
     _fast_decode, _FastDecodeError = msgspec.json.Decoder().decode, msgspec.DecodeError
 except ImportError:
     _fast_decode = None
+
 
 def decode_json(
     text: str,  # JSON text
@@ -38,8 +42,10 @@ def decode_json(
     any size and floats included, 2.5-4x faster on large states); text msgspec refuses (a lone surrogate escape,
     `NaN`, invalid text) goes to `json`, so the result or the error is always json's."""
     if _fast_decode is not None:
-        try: return _fast_decode(text)
-        except _FastDecodeError: pass
+        try:
+            return _fast_decode(text)
+        except _FastDecodeError:
+            pass
     return json.loads(text)
 
 # %% ../../nbs/core/codec.ipynb #b577fe9c
@@ -50,18 +56,27 @@ def _make_fast_encoder():
     `encode_json` does; otherwise `encode_updates` takes its per-key path, which uses only `json`'s public API."""
     try:
         from json.encoder import c_make_encoder
+
         encoder = c_make_encoder(None, _encoder.default, encode_basestring_ascii, None, ":", ",", False, False, False)
         sample = {"s": "é😀\n", "n": [1, -2.5, 1e300, True, None], "d": {"k": []}}
-        if "".join(encoder(sample, 0)) != encode_json(sample): return None
+        if "".join(encoder(sample, 0)) != encode_json(sample):
+            return None
         return encoder
-    except Exception: return None  # (any failure at all means: do not use it)
+    except Exception:
+        return None  # (any failure at all means: do not use it)
+
 
 _encode_c = _make_fast_encoder()
 _SCALARS: Dict[type, Callable[[Any], Any]] = {  # Exact types whose canonical JSON needs no encoder (type -> its text)
-    str: encode_basestring_ascii, int: int.__repr__, bool: {True: "true", False: "false"}.get, type(None): {None: "null"}.get}
+    str: encode_basestring_ascii,
+    int: int.__repr__,
+    bool: {True: "true", False: "false"}.get,
+    type(None): {None: "null"}.get,
+}
 
 # %% ../../nbs/core/codec.ipynb #4a7f86ef
 _LEAVES = frozenset({str, int, float, bool, type(None)})  # Exact types that hold nothing to walk into
+
 
 def _check_nesting(
     key: str,  # Top-level state key, for the error message
@@ -76,7 +91,8 @@ def _check_nesting(
         if depth > levels:
             raise StateNotSerializableError(
                 f"value of state key {key!r} nests dicts and lists more than {levels} levels deep "
-                f"(the limit is MAX_STATE_DEPTH={MAX_STATE_DEPTH} for a whole state value); flatten it")
+                f"(the limit is MAX_STATE_DEPTH={MAX_STATE_DEPTH} for a whole state value); flatten it"
+            )
         below = []
         for v in level:
             if isinstance(v, dict):
@@ -84,20 +100,27 @@ def _check_nesting(
                     if type(k) is not str and not isinstance(k, str):
                         raise StateNotSerializableError(
                             f"value of state key {key!r} holds a dict key {k!r} of type {type(k).__name__}: dict "
-                            f"keys must be str at every depth (JSON would silently turn it into a string)")
-                if strings is not None: strings.extend(v)
+                            f"keys must be str at every depth (JSON would silently turn it into a string)"
+                        )
+                if strings is not None:
+                    strings.extend(v)
                 v = v.values()
             if strings is None:
                 for item in v:  # (the explicit loop and the set lookup for leaves are several times faster here)
-                    if type(item) not in _LEAVES and isinstance(item, (dict, list, tuple)): below.append(item)
+                    if type(item) not in _LEAVES and isinstance(item, (dict, list, tuple)):
+                        below.append(item)
             else:  # the same, gathering strings (a separate loop, so the walk above pays nothing for it)
                 for item in v:
                     t = type(item)
-                    if t is str: strings.append(item)
+                    if t is str:
+                        strings.append(item)
                     elif t not in _LEAVES:
-                        if isinstance(item, (dict, list, tuple)): below.append(item)
-                        elif isinstance(item, str): strings.append(item)
+                        if isinstance(item, (dict, list, tuple)):
+                            below.append(item)
+                        elif isinstance(item, str):
+                            strings.append(item)
         level, depth = below, depth + 1
+
 
 def _surrogates_error(
     where: str,  # What holds them, naming the top-level key: "the value of state key 'k' holds the string '\\ud800'"
@@ -106,7 +129,9 @@ def _surrogates_error(
     return StateNotSerializableError(
         f"{where} with surrogate code points (U+D800-U+DFFF), which no store holds as given (JSON reads "
         f"'\\ud800\\udfff' back as one other character); decode text without errors='surrogateescape' or "
-        f"'surrogatepass', or store such data encoded (e.g. base64)")
+        f"'surrogatepass', or store such data encoded (e.g. base64)"
+    )
+
 
 def _check_strings(
     key: str,  # Top-level state key, for the error message
@@ -116,11 +141,14 @@ def _check_strings(
     """`_check_nesting`, and raise `StateNotSerializableError` naming `key` if a str in `value` (a dict key or a value,
     at any depth) holds a surrogate code point: one iterative walk gathers the strings, one search covers them all
     (joining cannot make or hide a surrogate: a str holds code points, never pairs)."""
-    if isinstance(value, str): strings = [value]  # a str subclass (exact strs never reach here)
-    else: _check_nesting(key, value, levels, strings := [])
+    if isinstance(value, str):
+        strings = [value]  # a str subclass (exact strs never reach here)
+    else:
+        _check_nesting(key, value, levels, strings := [])
     if _SURROGATES.search("".join(strings)):
         bad = next(s for s in strings if _SURROGATES.search(s))
         raise _surrogates_error(f"the value of state key {key!r} holds the string {bad[:60]!r}")
+
 
 def _check_encoded(
     key: str,  # Top-level state key, for the error message
@@ -130,8 +158,10 @@ def _check_encoded(
 ) -> None:
     """Walk `value` only when its text could break a rule: `\\ud` is the escape of every surrogate (and of every
     astral character), a `{` may be a dict with non-str keys, and enough `[` may nest too deep."""
-    if "\\ud" in text: _check_strings(key, value, levels)  # (nesting included)
-    elif "{" in text or text.count("[") >= levels: _check_nesting(key, value, levels)
+    if "\\ud" in text:
+        _check_strings(key, value, levels)  # (nesting included)
+    elif "{" in text or text.count("[") >= levels:
+        _check_nesting(key, value, levels)
 
 # %% ../../nbs/core/codec.ipynb #baf46dfe
 def encode_updates(
@@ -144,16 +174,20 @@ def encode_updates(
         encoded = {}
         try:
             for k, v in updates.items():
-                if type(k) is not str or (not k.isascii() and _SURROGATES.search(k)): break
+                if type(k) is not str or (not k.isascii() and _SURROGATES.search(k)):
+                    break
                 scalar = _SCALARS.get(type(v))
                 if scalar:
                     encoded[k] = text = scalar(v)
-                    if "\\ud" in text and _SURROGATES.search(v): break  # (only a str's text can hold `\\ud`)
+                    if "\\ud" in text and _SURROGATES.search(v):
+                        break  # (only a str's text can hold `\\ud`)
                     continue
                 encoded[k] = text = "".join(_encode_c(v, 0))
                 _check_encoded(k, v, text, levels)
-            else: return encoded
-        except (TypeError, ValueError, RecursionError): pass
+            else:
+                return encoded
+        except (TypeError, ValueError, RecursionError):
+            pass
     if not isinstance(updates, Mapping):
         raise TypeError(f"updates must be a mapping of str keys to JSON values, got {type(updates).__name__}")
     encoded = {}
@@ -162,15 +196,18 @@ def encode_updates(
             if not isinstance(k, str):
                 raise StateNotSerializableError(f"state key {k!r} must be a str, got {type(k).__name__}")
             k = str.__str__(k)  # a str subclass (e.g. a StrEnum member) is stored as the plain str
-        if _SURROGATES.search(k): raise _surrogates_error(f"state key {k!r} is a string")
-        try: encoded[k] = text = encode_json(v)
+        if _SURROGATES.search(k):
+            raise _surrogates_error(f"state key {k!r} is a string")
+        try:
+            encoded[k] = text = encode_json(v)
         except RecursionError:
             _check_nesting(k, v, levels)  # too deep for the encoder: most likely too deep for the limit too
             raise  # a value within the limit, encoded from a call stack too deep: not the value's fault
         except (TypeError, ValueError) as e:
             raise StateNotSerializableError(
                 f"value of state key {k!r} cannot be stored as JSON ({e}); use dicts, lists, str, "
-                f"int, float (not NaN/Infinity), bool or None") from None
+                f"int, float (not NaN/Infinity), bool or None"
+            ) from None
         _check_encoded(k, v, text, levels)
     return encoded
 
@@ -182,12 +219,14 @@ def item_text(
     """One member of a state's canonical JSON object text."""
     return encode_basestring_ascii(key) + ":" + encoded_value  # `encode_json(key)`, without building an encoder
 
+
 def state_size(
     n_items: int,  # Number of top-level keys
     items_length: int,  # Sum of the lengths of their `item_text`s
 ) -> int:  # Bytes of the state's canonical JSON text
     """Size of a state from its members: braces, commas and items."""
     return 2 + items_length + max(n_items - 1, 0)
+
 
 def join_items(
     items: Iterable[str],  # `item_text` members
@@ -202,12 +241,14 @@ def step_key(
     """The state key of a step's own state (0.0.3's convention)."""
     return f"_step_{check_id(step_id, 'step_id')}"
 
+
 def merge_json_object(
     current: Optional[str],  # Current value as JSON text (None if absent; a non-object is replaced)
     encoded_updates: Dict[str, str],  # Encoded members to merge in
 ) -> str:  # The merged object as canonical JSON text
     """Shallow-merge encoded members into a JSON object given as text."""
     obj = decode_json(current) if current else {}
-    if not isinstance(obj, dict): obj = {}
+    if not isinstance(obj, dict):
+        obj = {}
     obj.update({k: decode_json(v) for k, v in encoded_updates.items()})
     return encode_json(obj)

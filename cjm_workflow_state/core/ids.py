@@ -18,7 +18,9 @@ MAX_ID_LENGTH = 256  # Longest accepted flow, session or step id
 MAX_LABEL_LENGTH = 1024  # Longest accepted session label
 DEFAULT_SESSION_KEY = "_workflow_session_id"  # Key of the workflow session id in the cookie session
 
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")  # control characters and lone surrogates (no database stores those)
+_CONTROL_CHARS = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]"
+)  # control characters and lone surrogates (no database stores those)
 
 # %% ../../nbs/core/ids.ipynb #f4d3d415
 def is_valid_id(
@@ -26,10 +28,12 @@ def is_valid_id(
 ) -> bool:  # True if `value` can be used as an id
     """True for a non-empty `str` (or `str` subclass) of at most 256 characters without control characters."""
     if type(value) is not str:
-        if not isinstance(value, str): return False
+        if not isinstance(value, str):
+            return False
         value = str.__str__(value)
-    return (0 < len(value) <= MAX_ID_LENGTH
-            and ((value.isascii() and value.isprintable()) or _CONTROL_CHARS.search(value) is None))
+    return 0 < len(value) <= MAX_ID_LENGTH and (
+        (value.isascii() and value.isprintable()) or _CONTROL_CHARS.search(value) is None
+    )
 
 # %% ../../nbs/core/ids.ipynb #6096459c
 def check_id(
@@ -39,11 +43,15 @@ def check_id(
     """Return `value` if it is a valid id; raise `TypeError` (not a str) or `InvalidIdError` (a `ValueError`).
     A `str` subclass (e.g. a `StrEnum` member) is accepted and returned as the plain `str` it holds."""
     if type(value) is not str:
-        if not isinstance(value, str): raise TypeError(f"{what} must be a str, got {type(value).__name__}")
+        if not isinstance(value, str):
+            raise TypeError(f"{what} must be a str, got {type(value).__name__}")
         value = str.__str__(value)  # not str(value): a subclass may override __str__ (a (str, Enum) member does)
-    if is_valid_id(value): return value
-    raise InvalidIdError(f"{what} {value[:60]!r} is invalid: use a non-empty str of at most "
-                         f"{MAX_ID_LENGTH} characters without control characters or lone surrogates")
+    if is_valid_id(value):
+        return value
+    raise InvalidIdError(
+        f"{what} {value[:60]!r} is invalid: use a non-empty str of at most "
+        f"{MAX_ID_LENGTH} characters without control characters or lone surrogates"
+    )
 
 # %% ../../nbs/core/ids.ipynb #4d657c1c
 def check_label(
@@ -51,15 +59,19 @@ def check_label(
 ) -> Optional[str]:  # `label` as a plain `str`, validated (or None)
     """A label is None or a str of at most `MAX_LABEL_LENGTH` characters, without control characters (newlines,
     escapes, ...) or lone surrogates: the character rule of ids. A `str` subclass is stored as the plain `str`."""
-    if label is None: return None
+    if label is None:
+        return None
     if type(label) is not str:
-        if not isinstance(label, str): raise TypeError(f"label must be a str or None, got {type(label).__name__}")
+        if not isinstance(label, str):
+            raise TypeError(f"label must be a str or None, got {type(label).__name__}")
         label = str.__str__(label)
     if len(label) > MAX_LABEL_LENGTH:
         raise ValueError(f"label is {len(label)} characters, over the limit of {MAX_LABEL_LENGTH}")
     if _CONTROL_CHARS.search(label):
-        raise ValueError(f"label {label[:60]!r} holds control characters (newline, tab, escape, ...) or lone "
-                         f"surrogates; use printable text")
+        raise ValueError(
+            f"label {label[:60]!r} holds control characters (newline, tab, escape, ...) or lone "
+            f"surrogates; use printable text"
+        )
     return label
 
 # %% ../../nbs/core/ids.ipynb #0dc52635
@@ -69,9 +81,12 @@ def get_session_id(
 ) -> str:  # Stable session identifier (a uuid4 string when newly created)
     """Get the workflow session id from `sess`, creating and storing a fresh one if it is missing or invalid."""
     session_id = sess.get(key)
-    if type(session_id) is str and is_valid_id(session_id): return session_id
-    if is_valid_id(session_id): session_id = str.__str__(session_id)  # a str subclass: keep the plain str it holds
-    else: session_id = str(uuid.uuid4())
+    if type(session_id) is str and is_valid_id(session_id):
+        return session_id
+    if is_valid_id(session_id):
+        session_id = str.__str__(session_id)  # a str subclass: keep the plain str it holds
+    else:
+        session_id = str(uuid.uuid4())
     sess[key] = session_id
     return session_id
 
@@ -90,8 +105,10 @@ def resolve_session_id(
     key: str = DEFAULT_SESSION_KEY,  # Session key holding the workflow session id
 ) -> str:  # The session id to store under
     """Turn a store method's `sess` argument into a validated session id."""
-    if type(sess) is str: return check_id(sess, "session id")
-    if type(sess) is dict or isinstance(sess, MutableMapping): return get_session_id(sess, key)
-    if isinstance(sess, str): return check_id(sess, "session id")
-    raise TypeError(f"sess must be the request's session mapping or a session id str, "
-                    f"got {type(sess).__name__}")
+    if type(sess) is str:
+        return check_id(sess, "session id")
+    if type(sess) is dict or isinstance(sess, MutableMapping):
+        return get_session_id(sess, key)
+    if isinstance(sess, str):
+        return check_id(sess, "session id")
+    raise TypeError(f"sess must be the request's session mapping or a session id str, got {type(sess).__name__}")

@@ -28,27 +28,32 @@ Write = Tuple[str, str, tuple]  # A buffered write: (primitive, flow_id, its arg
 class RequestScope:
     """One request's view of one session id: loaded on entry in one call, read without I/O, and written on a clean
     exit in one commit (`store.request_scope(sess)`; use it with `with` or `async with`)."""
-    def __init__(self,
-                 store,  # The store (a `WorkflowStateStoreBase`)
-                 session_id: str,  # The session id the scope serves
-                 load: bool = True,  # False: load nothing (a scope for writes only: its view starts empty)
-                ):
+
+    def __init__(
+        self,
+        store,  # The store (a `WorkflowStateStoreBase`)
+        session_id: str,  # The session id the scope serves
+        load: bool = True,  # False: load nothing (a scope for writes only: its view starts empty)
+    ):
         self.store, self.session_id, self.load = store, session_id, load
         self.live = False  # True while the scope serves calls: from entry until exit, or until a call ends its snapshot
         self._loaded: Dict[str, Tuple[Any, str]] = {}  # flow_id -> (summary, state text) as loaded at entry
-        self._view: Optional["InMemoryWorkflowStateStore"] = None  # an in-memory store holding the flows written in the scope: their snapshot plus the writes
+        self._view: Optional["InMemoryWorkflowStateStore"] = (
+            None  # an in-memory store holding the flows written in the scope: their snapshot plus the writes
+        )
         self._touched: Set[str] = set()  # the flows copied into `_view`
         self._writes: List[Write] = []  # what commits at exit, in call order
         self.errors: List[Exception] = []  # What this store's writes raised while the scope was open, caught or not
         self._joined = False  # entered inside a scope of the same store and session id: that scope does the work
         self._token: Optional[Token[Tuple[RequestScope, ...]]] = None  # `_SCOPES`' token of `_enter`, for `_leave`
 
-    def __repr__(self): return (f"RequestScope({self.store!r}, {self.session_id!r}, live={self.live}, "
-                                f"buffered={len(self._writes)})")
+    def __repr__(self):
+        return f"RequestScope({self.store!r}, {self.session_id!r}, live={self.live}, buffered={len(self._writes)})"
 
     # -- entering and leaving --
     def _enter(self, loaded: Optional[Dict[str, Tuple[Any, str]]]) -> "RequestScope":
-        if loaded is not None: self._loaded, self.live = dict(loaded), True
+        if loaded is not None:
+            self._loaded, self.live = dict(loaded), True
         self._token = _SCOPES.set(_SCOPES.get() + (self,))
         return self
 
@@ -64,26 +69,33 @@ class RequestScope:
         return [] if failed or self._joined else writes
 
     def __enter__(self):
-        if self._outer(): self._joined = True; return self._enter(None)
+        if self._outer():
+            self._joined = True
+            return self._enter(None)
         return self._enter(self.store._load(self.session_id, self.store._cutoff()) if self.load else {})
 
     def __exit__(self, exc_type, exc, tb):
         writes = self._leave(exc_type is not None)
-        if writes: self.store._commit(self.session_id, writes, self.store._cutoff())
+        if writes:
+            self.store._commit(self.session_id, writes, self.store._cutoff())
 
     async def __aenter__(self):
-        if self._outer(): self._joined = True; return self._enter(None)
+        if self._outer():
+            self._joined = True
+            return self._enter(None)
         return self._enter(await self.store._aload(self.session_id, self.store._cutoff()) if self.load else {})
 
     async def __aexit__(self, exc_type, exc, tb):
         writes = self._leave(exc_type is not None)
-        if writes: await self.store._acommit(self.session_id, writes, self.store._cutoff())
+        if writes:
+            await self.store._acommit(self.session_id, writes, self.store._cutoff())
 
     # -- the snapshot plus the scope's own writes --
     def _written(self, flow_id: str):
         "The view holding `flow_id`'s session, copied in from the snapshot on the flow's first write."
         if self._view is None:
             from cjm_workflow_state.backends.memory import InMemoryWorkflowStateStore  # (it imports the base)
+
             self._view = InMemoryWorkflowStateStore(max_state_bytes=self.store.max_state_bytes)
         view = self._view
         if flow_id not in self._touched:
@@ -92,8 +104,15 @@ class RequestScope:
             if found is not None:
                 summary, text = found
                 state = self.store._decode_state(flow_id, self.session_id, text)
-                view._restore(flow_id, self.session_id, {k: encode_json(v) for k, v in state.items()},
-                              summary.current_step, summary.label, summary.created_ts, summary.updated_ts)
+                view._restore(
+                    flow_id,
+                    self.session_id,
+                    {k: encode_json(v) for k, v in state.items()},
+                    summary.current_step,
+                    summary.label,
+                    summary.created_ts,
+                    summary.updated_ts,
+                )
         return view
 
     def _found(self, flow_id: str) -> Tuple[bool, Optional[str], Optional[str]]:
@@ -101,7 +120,11 @@ class RequestScope:
         if flow_id in self._touched:
             assert self._view is not None  # (`_written` made it before touching a flow)
             text = self._view._get_state_text(flow_id, self.session_id, None)
-            return (False, None, None) if text is None else (True, self._view._get_step(flow_id, self.session_id, None), text)
+            return (
+                (False, None, None)
+                if text is None
+                else (True, self._view._get_step(flow_id, self.session_id, None), text)
+            )
         found = self._loaded.get(flow_id)
         return (True, found[0].current_step, found[1]) if found else (False, None, None)
 
@@ -113,84 +136,106 @@ def request_scoped(
     """Run a route handler, sync or async, inside `store.request_scope(sess)`: one load before it, one commit after
     it (before the response is sent), nothing written if it raises. A sync handler runs in a worker thread, as
     FastHTML runs sync handlers, and sees the scope there."""
+
     def decorate(handler: Callable) -> Callable:
         is_async, signature = inspect.iscoroutinefunction(handler), inspect.signature(handler)
+
         @functools.wraps(handler)  # (FastHTML reads the parameters it injects from the handler's signature)
         async def scoped(*args, **kwargs):
             sess = signature.bind_partial(*args, **kwargs).arguments[sess_param]
             async with store.request_scope(sess):
                 return await (handler(*args, **kwargs) if is_async else asyncio.to_thread(handler, *args, **kwargs))
+
         return scoped
+
     return decorate
 
 # %% ../../nbs/core/scope.ipynb #f47927fc
 @patch
-def flush(self: RequestScope,
-          end: bool = False,  # Also end the snapshot: later calls run as they would outside a scope
-         ) -> None:
+def flush(
+    self: RequestScope,
+    end: bool = False,  # Also end the snapshot: later calls run as they would outside a scope
+) -> None:
     """Commit the writes buffered so far (the store's other calls see them from then on)."""
     writes, self._writes = self._writes, []
-    if end: self.live = False
-    if writes: self.store._commit(self.session_id, writes, self.store._cutoff())
+    if end:
+        self.live = False
+    if writes:
+        self.store._commit(self.session_id, writes, self.store._cutoff())
+
 
 @patch
-async def aflush(self: RequestScope,
-                 end: bool = False,  # Also end the snapshot: later calls run as they would outside a scope
-                ) -> None:
+async def aflush(
+    self: RequestScope,
+    end: bool = False,  # Also end the snapshot: later calls run as they would outside a scope
+) -> None:
     """`flush`, awaitable."""
     writes, self._writes = self._writes, []
-    if end: self.live = False
-    if writes: await self.store._acommit(self.session_id, writes, self.store._cutoff())
+    if end:
+        self.live = False
+    if writes:
+        await self.store._acommit(self.session_id, writes, self.store._cutoff())
 
 # %% ../../nbs/core/scope.ipynb #00e61490
 @patch
-def state_text(self: RequestScope,
-               flow_id: str,  # Workflow identifier
-              ) -> Optional[str]:  # The state as JSON object text, or None
+def state_text(
+    self: RequestScope,
+    flow_id: str,  # Workflow identifier
+) -> Optional[str]:  # The state as JSON object text, or None
     """The flow's state as JSON object text, or None when it holds no session."""
     return self._found(flow_id)[2]
 
+
 @patch
-def current_step(self: RequestScope,
-                 flow_id: str,  # Workflow identifier
-                ) -> Optional[str]:  # The current step id, or None
+def current_step(
+    self: RequestScope,
+    flow_id: str,  # Workflow identifier
+) -> Optional[str]:  # The current step id, or None
     """The flow's current step, or None."""
     return self._found(flow_id)[1]
 
+
 @patch
-def exists(self: RequestScope,
-           flow_id: str,  # Workflow identifier
-          ) -> bool:  # True if the flow holds a live session for the scope's id
+def exists(
+    self: RequestScope,
+    flow_id: str,  # Workflow identifier
+) -> bool:  # True if the flow holds a live session for the scope's id
     """Whether the flow holds a session for the scope's id."""
     return self._found(flow_id)[0]
 
 # %% ../../nbs/core/scope.ipynb #9a310c4a
 @patch
-def merge(self: RequestScope,
-          flow_id: str,  # Workflow identifier
-          encoded: Dict[str, str],  # Members to merge, as `encode_updates` gives them
-          into: Optional[str],  # Merge into the dict at this state key (a step's key), or None for the top level
-          remove: tuple,  # State keys to remove
-         ) -> None:
+def merge(
+    self: RequestScope,
+    flow_id: str,  # Workflow identifier
+    encoded: Dict[str, str],  # Members to merge, as `encode_updates` gives them
+    into: Optional[str],  # Merge into the dict at this state key (a step's key), or None for the top level
+    remove: tuple,  # State keys to remove
+) -> None:
     """Buffer a `_merge` (its size limit checked against the view now, and again at commit)."""
     self._written(flow_id)._merge(flow_id, self.session_id, encoded, into, remove, None)
     self._writes.append(("merge", flow_id, (encoded, into, remove)))
 
-@patch
-def set_fields(self: RequestScope,
-               flow_id: str,  # Workflow identifier
-               fields: Dict[str, Optional[str]],  # "step" and/or "label" and their new values
-               when: str,  # "any", "live" or "absent", as for the `_set_fields` primitive
-              ) -> bool:  # True if it writes
-    """Buffer a `_set_fields`; whether it writes, as the view sees the session."""
-    written = self._written(flow_id)._set_fields(flow_id, self.session_id, fields, when, None)
-    if written: self._writes.append(("set_fields", flow_id, (fields, when)))
-    return written
 
 @patch
-def delete(self: RequestScope,
-           flow_id: str,  # Workflow identifier
-          ) -> bool:  # True if the session existed (as the view sees it)
+def set_fields(
+    self: RequestScope,
+    flow_id: str,  # Workflow identifier
+    fields: Dict[str, Optional[str]],  # "step" and/or "label" and their new values
+    when: str,  # "any", "live" or "absent", as for the `_set_fields` primitive
+) -> bool:  # True if it writes
+    """Buffer a `_set_fields`; whether it writes, as the view sees the session."""
+    written = self._written(flow_id)._set_fields(flow_id, self.session_id, fields, when, None)
+    if written:
+        self._writes.append(("set_fields", flow_id, (fields, when)))
+    return written
+
+
+@patch
+def delete(
+    self: RequestScope,
+    flow_id: str,  # Workflow identifier
+) -> bool:  # True if the session existed (as the view sees it)
     """Buffer a `_delete`; whether the session existed, as the view sees it."""
     existed = self._written(flow_id)._delete(flow_id, self.session_id, None)
     self._writes.append(("delete", flow_id, ()))

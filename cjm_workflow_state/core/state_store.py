@@ -8,8 +8,13 @@ __all__ = ['rotate_session_id', 'InMemoryWorkflowStateStore', 'open_url', 'get_s
 # %% ../../nbs/core/state_store.ipynb #0dc6b5e4
 import uuid
 
-from .base import (DEFAULT_SESSION_KEY, SessionSummary, WorkflowStateStoreBase, get_session_id,
-                                          set_session_id)
+from cjm_workflow_state.core.base import (
+    DEFAULT_SESSION_KEY,
+    SessionSummary,
+    WorkflowStateStoreBase,
+    get_session_id,
+    set_session_id,
+)
 from ..backends.memory import InMemoryWorkflowStateStore, open_url
 from ..errors import SessionExistsError, StoreUnavailableError
 
@@ -24,15 +29,20 @@ def rotate_session_id(
 ) -> str:  # The new session id
     """Give `sess` a fresh workflow session id, moving its data in `store` to it."""
     old, new = get_session_id(sess, key), str(uuid.uuid4())
-    try: store.rekey_session(old, new)
+    try:
+        store.rekey_session(old, new)
     except StoreUnavailableError as e:
         # The outcome is unknown: the data may already be under `new`. `new` is a fresh random id that nobody
         # else writes to, so asking once more settles it: SessionExistsError means the first call moved the data.
-        try: store.rekey_session(old, new)
-        except SessionExistsError: pass
+        try:
+            store.rekey_session(old, new)
+        except SessionExistsError:
+            pass
         except StoreUnavailableError as again:
-            again.add_note(f"rotating workflow session id {old!r}: its data may now be under {new!r}; "
-                           f"the cookie session still holds {old!r}")
+            again.add_note(
+                f"rotating workflow session id {old!r}: its data may now be under {new!r}; "
+                f"the cookie session still holds {old!r}"
+            )
             raise again from e
     sess[key] = new
     return new
