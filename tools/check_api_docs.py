@@ -22,25 +22,17 @@ Exit status 1 when a rule is broken, with one line per problem; silent on succes
 import argparse, ast, importlib, inspect, json, re, sys
 from pathlib import Path
 
+from fastcore.basics import AttrDict
+from nbdev.process import extract_directives
+
 ROOT = Path(__file__).resolve().parent.parent
 NBS = ROOT / "nbs"
 HIDDEN = {"export", "exporti", "exports", "hide", "default_exp"}  # cells whose source the page does not show
-_DIRECTIVE = re.compile(r"^\s*#\|\s*(.*)$")
 
 
 def directives(src: str) -> dict:
-    "The `#| ...` directives at the top of a cell: {name: [args]} (nbdev's reading, without importing nbdev)."
-    out = {}
-    for line in src.splitlines():
-        if not line.strip():
-            continue
-        m = _DIRECTIVE.match(line)
-        if not m:
-            break
-        words = m.group(1).split()
-        if words:
-            out[words[0].rstrip(":") + (":" if words[0].endswith(":") else "")] = words[1:]
-    return out
+    "The `#| ...` directives at the top of a cell: {name: [args]}, read by nbdev itself (as nbdev_test reads them)."
+    return extract_directives(AttrDict(source=src, cell_type="code"), remove=False)
 
 
 def code_of(src: str) -> str:
